@@ -1,0 +1,939 @@
+/* pgqueue--0.1.0.sql: catalog, block storage, SQL interface and views */
+
+\echo Use "CREATE EXTENSION pgqueue" to load this file. \quit
+
+/*
+ * Storage layout
+ *
+ * Every queue owns a sequence (pgqueue_data.seq_<queue_id>) and a set of
+ * blocks.  A block covers a fixed, contiguous range of job ids and is a pair
+ * of plain tables in schema pgqueue_data:
+ *
+ *   j_<queue_id>_<block_no>  jobs, insert-only
+ *   s_<queue_id>_<block_no>  status, append-only; (job_id, seq) is unique and
+ *                            every transition is a compare-and-append of
+ *                            seq + 1 with ON CONFLICT DO NOTHING
+ *
+ * The block tables inherit from pgqueue_data.job_store and status_store only
+ * so that the inspection views can read all of them; push, pop and ack work
+ * on the block tables directly and never lock the parents.  CHECK
+ * constraints on queue_id and the id range let constraint exclusion skip
+ * blocks in lookups by job id.
+ */
+
+CREATE SCHEMA pgqueue_data;
+
+CREATE TABLE pgqueue.queue (
+	queue_id integer PRIMARY KEY,
+	name text NOT NULL UNIQUE
+		CONSTRAINT queue_name_valid CHECK (name ~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,62}$'),
+	block_size bigint NOT NULL DEFAULT 100000
+		CONSTRAINT queue_block_size_range CHECK (block_size BETWEEN 100 AND 1000000000),
+	default_lease interval NOT NULL DEFAULT '30 seconds'
+		CONSTRAINT queue_default_lease_positive CHECK (default_lease > '0'),
+	max_attempts integer NOT NULL DEFAULT 5
+		CONSTRAINT queue_max_attempts_range CHECK (max_attempts BETWEEN 1 AND 1000),
+	backoff_base interval NOT NULL DEFAULT '1 second'
+		CONSTRAINT queue_backoff_base_nonnegative CHECK (backoff_base >= '0'),
+	backoff_cap interval NOT NULL DEFAULT '1 hour'
+		CONSTRAINT queue_backoff_cap_valid CHECK (backoff_cap >= backoff_base),
+	backoff_jitter double precision NOT NULL DEFAULT 0.1
+		CONSTRAINT queue_backoff_jitter_range CHECK (backoff_jitter BETWEEN 0 AND 1),
+	paused boolean NOT NULL DEFAULT false,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE SEQUENCE pgqueue.queue_id_seq AS integer OWNED BY pgqueue.queue.queue_id;
+
+CREATE TABLE pgqueue.block (
+	queue_id integer NOT NULL REFERENCES pgqueue.queue ON DELETE CASCADE,
+	block_no integer NOT NULL,
+	first_id bigint NOT NULL,
+	last_id bigint NOT NULL,
+	state text NOT NULL DEFAULT 'open'
+		CONSTRAINT block_state_valid CHECK (state IN ('open', 'closed', 'done')),
+	created_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (queue_id, block_no),
+	CONSTRAINT block_range_valid CHECK (first_id <= last_id)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('pgqueue.block', '');
+
+CREATE TABLE pgqueue_data.job_store (
+	queue_id integer NOT NULL,
+	job_id bigint NOT NULL,
+	key text,
+	priority integer NOT NULL,
+	run_at timestamptz,
+	enqueued_at timestamptz NOT NULL,
+	payload jsonb NOT NULL
+);
+
+/*
+ * state: a = available, s = scheduled, e = executing (due_at is the lease
+ * end), d = succeeded, f = failed (due_at is the retry time), x = aborted.
+ * attempt counts claims and is the fencing token; fails counts the failed
+ * attempts that max_attempts limits.  error carries the last error forward.
+ */
+CREATE TABLE pgqueue_data.status_store (
+	queue_id integer NOT NULL,
+	job_id bigint NOT NULL,
+	seq integer NOT NULL,
+	state "char" NOT NULL,
+	attempt integer NOT NULL,
+	fails integer NOT NULL,
+	at timestamptz NOT NULL,
+	due_at timestamptz,
+	error text
+);
+
+CREATE TYPE pgqueue.job AS (
+	job_id bigint,
+	queue text,
+	key text,
+	payload jsonb,
+	priority integer,
+	attempt integer,
+	enqueued_at timestamptz,
+	lease_until timestamptz
+);
+
+/* ------------------------------------------------------------------------
+ * Internal helpers
+ * ------------------------------------------------------------------------ */
+
+/* _cache_invalidate: tell every backend to reload its queue and block cache */
+CREATE FUNCTION pgqueue._cache_invalidate()
+RETURNS void
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_cache_invalidate';
+
+/*
+ * _block_lock: take a block's lock in exclusive mode until the end of the
+ * transaction.  Pushes hold it in a weaker mode while their transaction is
+ * open, so holding it fences off pushes that have not committed yet.  With
+ * nowait, returns false instead of waiting.
+ */
+CREATE FUNCTION pgqueue._block_lock(queue_id integer, block_no integer, nowait boolean)
+RETURNS boolean
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_block_lock';
+
+/* _state: the user-facing state of a job from its latest status row */
+CREATE FUNCTION pgqueue._state(state "char", due_at timestamptz, now timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT CASE
+		WHEN state IS NULL THEN 'available'
+		WHEN state = 'e' THEN 'executing'
+		WHEN state = 'd' THEN 'succeeded'
+		WHEN state = 'x' THEN 'aborted'
+		WHEN due_at > now THEN CASE WHEN state = 'f' THEN 'failed' ELSE 'scheduled' END
+		ELSE 'available'
+	END
+$$;
+
+/* _queue_id: resolve a queue name, raising undefined_object if unknown */
+CREATE FUNCTION pgqueue._queue_id(queue text)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	qid integer;
+BEGIN
+	IF queue IS NULL THEN
+		RAISE EXCEPTION 'queue name must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT q.queue_id INTO qid FROM pgqueue.queue q WHERE q.name = queue;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', queue
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN qid;
+END
+$$;
+
+/* _rel: qualified name of a block table; kind is 'j' (jobs) or 's' (status) */
+CREATE FUNCTION pgqueue._rel(kind text, queue_id integer, block_no integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT format('pgqueue_data.%I', kind || '_' || queue_id || '_' || block_no) $$;
+
+/*
+ * _block_create: create block block_no of a queue if it does not exist yet.
+ * Serialized per block by a transaction-level object lock; called by push
+ * when an id crosses into a new block and by queue_create.
+ */
+CREATE FUNCTION pgqueue._block_create(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	bs bigint;
+	lo bigint;
+	hi bigint;
+	j text := pgqueue._rel('j', queue_id, block_no);
+	s text := pgqueue._rel('s', queue_id, block_no);
+BEGIN
+	PERFORM pgqueue._block_lock(queue_id, block_no, false);
+	IF EXISTS (SELECT 1 FROM pgqueue.block b
+			   WHERE b.queue_id = _block_create.queue_id
+				 AND b.block_no = _block_create.block_no) THEN
+		RETURN;
+	END IF;
+	SELECT q.block_size INTO STRICT bs FROM pgqueue.queue q
+	 WHERE q.queue_id = _block_create.queue_id;
+	lo := block_no::bigint * bs + 1;
+	hi := lo + bs - 1;
+
+	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id)) INHERITS (pgqueue_data.job_store)',
+				   j, queue_id, lo, hi);
+	EXECUTE format('CREATE INDEX ON %s (priority, job_id)', j);
+	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id, seq)) INHERITS (pgqueue_data.status_store)',
+				   s, queue_id, lo, hi);
+	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
+	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state = ''e''', s);
+
+	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id)
+	VALUES (_block_create.queue_id, _block_create.block_no, lo, hi);
+	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* _block_drop: drop the tables and catalog row of one block */
+CREATE FUNCTION pgqueue._block_drop(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	EXECUTE format('DROP TABLE IF EXISTS %s, %s',
+				   pgqueue._rel('j', queue_id, block_no),
+				   pgqueue._rel('s', queue_id, block_no));
+	DELETE FROM pgqueue.block b
+	 WHERE b.queue_id = _block_drop.queue_id AND b.block_no = _block_drop.block_no;
+	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* _block_revive: a done block got a job back; pop must look at it again */
+CREATE FUNCTION pgqueue._block_revive(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	UPDATE pgqueue.block b SET state = 'closed'
+	 WHERE b.queue_id = _block_revive.queue_id AND b.block_no = _block_revive.block_no
+	   AND b.state = 'done';
+	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * Queue management
+ * ------------------------------------------------------------------------ */
+
+/* queue_create: define a queue and create its sequence and first block */
+CREATE FUNCTION pgqueue.queue_create(
+	queue text,
+	block_size bigint DEFAULT 100000,
+	default_lease interval DEFAULT '30 seconds',
+	max_attempts integer DEFAULT 5,
+	backoff_base interval DEFAULT '1 second',
+	backoff_cap interval DEFAULT '1 hour',
+	backoff_jitter double precision DEFAULT 0.1)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	qid integer;
+BEGIN
+	IF queue IS NULL OR block_size IS NULL OR default_lease IS NULL
+		OR max_attempts IS NULL OR backoff_base IS NULL OR backoff_cap IS NULL
+		OR backoff_jitter IS NULL THEN
+		RAISE EXCEPTION 'queue_create arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF queue !~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid queue name "%"', queue
+			USING ERRCODE = 'invalid_name',
+				  DETAIL = 'A queue name has 1 to 63 characters: letters, digits, "_", ".", ":" and "-", not starting with a punctuation mark.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM pgqueue.queue q WHERE q.name = queue) THEN
+		RAISE EXCEPTION 'queue "%" already exists', queue
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+
+	qid := nextval('pgqueue.queue_id_seq');
+	BEGIN
+		INSERT INTO pgqueue.queue (queue_id, name, block_size, default_lease, max_attempts,
+								   backoff_base, backoff_cap, backoff_jitter)
+		VALUES (qid, queue, block_size, default_lease, max_attempts,
+				backoff_base, backoff_cap, backoff_jitter);
+	EXCEPTION WHEN check_violation THEN
+		RAISE EXCEPTION 'invalid option for queue "%"', queue
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = SQLERRM,
+				  HINT = 'block_size is 100 to 1000000000, default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1.';
+	WHEN unique_violation THEN
+		RAISE EXCEPTION 'queue "%" already exists', queue
+			USING ERRCODE = 'duplicate_object';
+	END;
+	EXECUTE format('CREATE SEQUENCE pgqueue_data.%I AS bigint CACHE 1', 'seq_' || qid);
+	PERFORM pgqueue._block_create(qid, 0);
+END
+$$;
+
+/* queue_alter: change the options of a queue; NULL leaves an option as it is */
+CREATE FUNCTION pgqueue.queue_alter(
+	queue text,
+	default_lease interval DEFAULT NULL,
+	max_attempts integer DEFAULT NULL,
+	backoff_base interval DEFAULT NULL,
+	backoff_cap interval DEFAULT NULL,
+	backoff_jitter double precision DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	qid integer := pgqueue._queue_id(queue);
+BEGIN
+	BEGIN
+		UPDATE pgqueue.queue q SET
+			default_lease = coalesce(queue_alter.default_lease, q.default_lease),
+			max_attempts = coalesce(queue_alter.max_attempts, q.max_attempts),
+			backoff_base = coalesce(queue_alter.backoff_base, q.backoff_base),
+			backoff_cap = coalesce(queue_alter.backoff_cap, q.backoff_cap),
+			backoff_jitter = coalesce(queue_alter.backoff_jitter, q.backoff_jitter)
+		WHERE q.queue_id = qid;
+	EXCEPTION WHEN check_violation THEN
+		RAISE EXCEPTION 'invalid option for queue "%"', queue
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = SQLERRM,
+				  HINT = 'default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1.';
+	END;
+	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* _live_jobs: number of unfinished jobs of a queue */
+CREATE FUNCTION pgqueue._live_jobs(queue_id integer)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	b record;
+	n bigint;
+	total bigint := 0;
+BEGIN
+	FOR b IN SELECT * FROM pgqueue.block bl
+			  WHERE bl.queue_id = _live_jobs.queue_id AND bl.state <> 'done' LOOP
+		EXECUTE format('SELECT count(*) FROM %s j WHERE NOT EXISTS'
+					   ' (SELECT 1 FROM %s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x''))',
+					   pgqueue._rel('j', b.queue_id, b.block_no),
+					   pgqueue._rel('s', b.queue_id, b.block_no)) INTO n;
+		total := total + n;
+	END LOOP;
+	RETURN total;
+END
+$$;
+
+/* queue_drop: drop a queue; refuses one with unfinished jobs unless forced */
+CREATE FUNCTION pgqueue.queue_drop(queue text, force boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	qid integer := pgqueue._queue_id(queue);
+	live bigint;
+	b record;
+BEGIN
+	IF force IS NULL THEN
+		RAISE EXCEPTION 'force must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	PERFORM 1 FROM pgqueue.queue q WHERE q.queue_id = qid FOR UPDATE;
+	IF NOT force THEN
+		live := pgqueue._live_jobs(qid);
+		IF live > 0 THEN
+			RAISE EXCEPTION 'queue "%" is not empty', queue
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = format('It has %s unfinished jobs.', live),
+					  HINT = 'Use queue_drop(queue, force => true) to drop it anyway.';
+		END IF;
+	END IF;
+	FOR b IN SELECT * FROM pgqueue.block bl WHERE bl.queue_id = qid LOOP
+		PERFORM pgqueue._block_drop(b.queue_id, b.block_no);
+	END LOOP;
+	EXECUTE format('DROP SEQUENCE pgqueue_data.%I', 'seq_' || qid);
+	DELETE FROM pgqueue.queue q WHERE q.queue_id = qid;
+	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* _set_paused: shared body of queue_pause and queue_resume */
+CREATE FUNCTION pgqueue._set_paused(queue text, paused boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	UPDATE pgqueue.queue q SET paused = _set_paused.paused
+	 WHERE q.queue_id = pgqueue._queue_id(queue);
+	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* queue_pause: pop returns nothing until queue_resume; push still works */
+CREATE FUNCTION pgqueue.queue_pause(queue text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$ SELECT pgqueue._set_paused(queue, true) $$;
+
+/* queue_resume: let pop claim jobs of a paused queue again */
+CREATE FUNCTION pgqueue.queue_resume(queue text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$ SELECT pgqueue._set_paused(queue, false) $$;
+
+/*
+ * queue_purge: discard every job of a queue, whatever its state.  The blocks
+ * are dropped and a new block starts at the next id, so ids are never reused.
+ * Returns the number of jobs discarded.
+ */
+CREATE FUNCTION pgqueue.queue_purge(queue text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	qid integer := pgqueue._queue_id(queue);
+	b record;
+	n bigint;
+	total bigint := 0;
+	next_id bigint;
+	bs bigint;
+BEGIN
+	SELECT q.block_size INTO bs FROM pgqueue.queue q WHERE q.queue_id = qid FOR UPDATE;
+	FOR b IN SELECT * FROM pgqueue.block bl WHERE bl.queue_id = qid LOOP
+		EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', pgqueue._rel('j', b.queue_id, b.block_no));
+		EXECUTE format('SELECT count(*) FROM %s', pgqueue._rel('j', b.queue_id, b.block_no)) INTO n;
+		total := total + n;
+		PERFORM pgqueue._block_drop(b.queue_id, b.block_no);
+	END LOOP;
+	EXECUTE format('SELECT nextval(%L)', 'pgqueue_data.seq_' || qid) INTO next_id;
+	PERFORM pgqueue._block_create(qid, ((next_id - 1) / bs)::integer);
+	RETURN total;
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * Hot paths (C)
+ * ------------------------------------------------------------------------ */
+
+/* queue_push: add one job; returns its id */
+CREATE FUNCTION pgqueue.queue_push(
+	queue text,
+	payload jsonb,
+	key text DEFAULT NULL,
+	priority integer DEFAULT 0,
+	run_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_push';
+
+/* queue_push_batch: add many jobs in one call; returns their ids in order */
+CREATE FUNCTION pgqueue.queue_push_batch(
+	queue text,
+	payloads jsonb[],
+	keys text[] DEFAULT NULL,
+	priorities integer[] DEFAULT NULL,
+	run_at timestamptz DEFAULT NULL)
+RETURNS bigint[]
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_push_batch';
+
+/* queue_pop: claim up to n available jobs, each under a lease */
+CREATE FUNCTION pgqueue.queue_pop(
+	queue text,
+	n integer DEFAULT 1,
+	lease interval DEFAULT NULL,
+	wait interval DEFAULT '0')
+RETURNS SETOF pgqueue.job
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_pop';
+
+/* queue_ack: mark a leased job succeeded */
+CREATE FUNCTION pgqueue.queue_ack(queue text, job_id bigint, attempt integer DEFAULT NULL)
+RETURNS void
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_ack';
+
+/* queue_ack: mark many leased jobs succeeded, all or none; returns the count */
+CREATE FUNCTION pgqueue.queue_ack(queue text, job_ids bigint[], attempts integer[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_ack_array';
+
+/* queue_fail: record a failed attempt; returns the new state, failed or aborted */
+CREATE FUNCTION pgqueue.queue_fail(
+	queue text,
+	job_id bigint,
+	error text,
+	retry_in interval DEFAULT NULL,
+	attempt integer DEFAULT NULL)
+RETURNS text
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_fail';
+
+/* queue_extend: renew the lease of a job (heartbeat); returns the new lease end */
+CREATE FUNCTION pgqueue.queue_extend(
+	queue text,
+	job_id bigint,
+	lease interval DEFAULT NULL,
+	attempt integer DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_extend';
+
+/* queue_release: hand a leased job back without counting a failure */
+CREATE FUNCTION pgqueue.queue_release(queue text, job_id bigint, attempt integer DEFAULT NULL)
+RETURNS void
+LANGUAGE c SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS 'MODULE_PATHNAME', 'pgq_release';
+
+/* ------------------------------------------------------------------------
+ * Inspection views
+ * ------------------------------------------------------------------------ */
+
+/* jobs: every live job with its current state (latest status row) */
+CREATE VIEW pgqueue.jobs AS
+SELECT q.name AS queue,
+	   j.job_id,
+	   pgqueue._state(s.state, s.due_at, now()) AS state,
+	   j.key,
+	   j.priority,
+	   coalesce(s.attempt, 0) AS attempt,
+	   coalesce(s.fails, 0) AS failures,
+	   s.error AS last_error,
+	   j.payload,
+	   j.enqueued_at,
+	   CASE WHEN s.state IN ('a', 's', 'f') THEN s.due_at
+			WHEN s.state IS NULL THEN coalesce(j.run_at, j.enqueued_at) END AS run_at,
+	   CASE WHEN s.state = 'e' THEN s.due_at END AS lease_until,
+	   coalesce(s.at, j.enqueued_at) AS updated_at
+  FROM pgqueue_data.job_store j
+  JOIN pgqueue.queue q ON q.queue_id = j.queue_id
+  LEFT JOIN (SELECT DISTINCT ON (st.job_id, st.queue_id) st.*
+			   FROM pgqueue_data.status_store st
+			  ORDER BY st.job_id, st.queue_id, st.seq DESC) s
+	ON s.job_id = j.job_id AND s.queue_id = j.queue_id;
+
+/* job_history: every status transition of every live job */
+CREATE VIEW pgqueue.job_history AS
+SELECT q.name AS queue,
+	   s.job_id,
+	   s.seq,
+	   CASE s.state WHEN 'a' THEN 'available' WHEN 's' THEN 'scheduled'
+		   WHEN 'e' THEN 'executing' WHEN 'd' THEN 'succeeded'
+		   WHEN 'f' THEN 'failed' WHEN 'x' THEN 'aborted' END AS state,
+	   s.attempt,
+	   s.fails AS failures,
+	   s.at,
+	   CASE WHEN s.state = 'e' THEN s.due_at END AS lease_until,
+	   CASE WHEN s.state IN ('a', 's', 'f') THEN s.due_at END AS run_at,
+	   s.error
+  FROM pgqueue_data.status_store s
+  JOIN pgqueue.queue q ON q.queue_id = s.queue_id;
+
+/* _block_stats: job counts and size of one block */
+CREATE FUNCTION pgqueue._block_stats(queue_id integer, block_no integer,
+									 OUT jobs bigint, OUT unfinished bigint, OUT bytes bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	j text := pgqueue._rel('j', queue_id, block_no);
+	s text := pgqueue._rel('s', queue_id, block_no);
+BEGIN
+	EXECUTE format('SELECT count(*), count(*) FILTER (WHERE NOT EXISTS'
+				   ' (SELECT 1 FROM %s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')))'
+				   ' FROM %s j', s, j) INTO jobs, unfinished;
+	bytes := pg_total_relation_size(j::regclass) + pg_total_relation_size(s::regclass);
+END
+$$;
+
+/* blocks: each block with its id range, state, counts and size */
+CREATE VIEW pgqueue.blocks AS
+SELECT q.name AS queue, b.block_no, b.first_id, b.last_id, b.state,
+	   st.jobs, st.unfinished, st.bytes, b.created_at
+  FROM pgqueue.block b
+  JOIN pgqueue.queue q ON q.queue_id = b.queue_id
+  CROSS JOIN LATERAL pgqueue._block_stats(b.queue_id, b.block_no) st;
+
+/* stats: depth per state, jobs in flight and the age of the oldest waiting job */
+CREATE VIEW pgqueue.stats AS
+SELECT q.name AS queue,
+	   count(j.job_id) FILTER (WHERE j.state = 'available') AS available,
+	   count(j.job_id) FILTER (WHERE j.state = 'scheduled') AS scheduled,
+	   count(j.job_id) FILTER (WHERE j.state = 'executing') AS executing,
+	   count(j.job_id) FILTER (WHERE j.state = 'failed') AS failed,
+	   count(j.job_id) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+	   count(j.job_id) FILTER (WHERE j.state = 'aborted') AS aborted,
+	   now() - min(j.run_at) FILTER (WHERE j.state = 'available') AS oldest_waiting,
+	   (SELECT count(*) FROM pgqueue.block b WHERE b.queue_id = q.queue_id) AS blocks
+  FROM pgqueue.queue q
+  LEFT JOIN pgqueue.jobs j ON j.queue = q.name
+ GROUP BY q.queue_id, q.name;
+
+/* queues: each queue's definition with its live counts */
+CREATE VIEW pgqueue.queues AS
+SELECT q.name AS queue, q.paused, q.block_size, q.default_lease, q.max_attempts,
+	   q.backoff_base, q.backoff_cap, q.backoff_jitter, q.created_at,
+	   s.available, s.scheduled, s.executing, s.failed, s.succeeded, s.aborted,
+	   s.oldest_waiting, s.blocks
+  FROM pgqueue.queue q
+  JOIN pgqueue.stats s ON s.queue = q.name;
+
+/* ------------------------------------------------------------------------
+ * Repair: forced retry and abort
+ * ------------------------------------------------------------------------ */
+
+/*
+ * _transition: append one operator transition to the latest status of the
+ * given jobs of one queue (compare-and-append, so a job that changed since it
+ * was read is left alone).  op is 'retry' (to available now, failures reset)
+ * or 'abort' (to aborted with reason).  Only jobs whose current state is in
+ * from_states move.  Returns the ids that moved.
+ */
+CREATE FUNCTION pgqueue._transition(qid integer, ids bigint[], op text, from_states text[], reason text)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	b record;
+	now_ts timestamptz := clock_timestamp();
+	moved bigint[];
+BEGIN
+	FOR b IN SELECT * FROM pgqueue.block bl WHERE bl.queue_id = qid
+			  ORDER BY bl.first_id FOR UPDATE LOOP
+		EXECUTE format($q$
+			WITH l AS (
+				SELECT j.job_id, s.seq, s.state, s.attempt, s.fails, s.due_at, s.error
+				  FROM %1$s j
+				  LEFT JOIN LATERAL (SELECT * FROM %2$s st WHERE st.job_id = j.job_id
+									  ORDER BY st.seq DESC LIMIT 1) s ON true
+				 WHERE j.job_id = ANY ($1)),
+			i AS (
+				INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)
+				SELECT $2, l.job_id, coalesce(l.seq, 0) + 1,
+					   CASE WHEN $3 = 'retry' THEN 'a' ELSE 'x' END,
+					   coalesce(l.attempt, 0),
+					   CASE WHEN $3 = 'retry' THEN 0 ELSE coalesce(l.fails, 0) END,
+					   $4,
+					   CASE WHEN $3 = 'retry' THEN $4 END,
+					   CASE WHEN $3 = 'retry' THEN l.error ELSE $5 END
+				  FROM l
+				 WHERE pgqueue._state(l.state, l.due_at, $4) = ANY ($6)
+				ON CONFLICT DO NOTHING
+				RETURNING job_id)
+			SELECT array_agg(job_id) FROM i$q$,
+			pgqueue._rel('j', b.queue_id, b.block_no),
+			pgqueue._rel('s', b.queue_id, b.block_no))
+		INTO moved
+		USING ids, qid, op, now_ts, reason, from_states;
+		IF moved IS NOT NULL THEN
+			IF op = 'retry' AND b.state = 'done' THEN
+				PERFORM pgqueue._block_revive(b.queue_id, b.block_no);
+			END IF;
+			RETURN QUERY SELECT unnest(moved);
+		END IF;
+	END LOOP;
+END
+$$;
+
+/* _check_one: the shared checks of the single-job forms of retry and abort */
+CREATE FUNCTION pgqueue._check_one(queue text, job_id bigint, allowed text[], verb text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	qid integer := pgqueue._queue_id(queue);
+	cur text;
+BEGIN
+	IF job_id IS NULL THEN
+		RAISE EXCEPTION 'job_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT j.state INTO cur FROM pgqueue.jobs j
+	 WHERE j.queue = _check_one.queue AND j.job_id = _check_one.job_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'job % does not exist in queue "%"', job_id, queue
+			USING ERRCODE = 'PQ002';
+	END IF;
+	IF NOT cur = ANY (allowed) THEN
+		RAISE EXCEPTION 'cannot % job %: it is %', verb, job_id, cur
+			USING ERRCODE = 'PQ003',
+				  DETAIL = format('Only jobs that are %s can be %s.',
+								  array_to_string(allowed, ', '),
+								  CASE verb WHEN 'retry' THEN 'retried' ELSE 'aborted' END);
+	END IF;
+	RETURN qid;
+END
+$$;
+
+/*
+ * queue_retry: make one failed, aborted or scheduled job available now, with
+ * its failure count reset.  Returns false if the job was already available.
+ */
+CREATE FUNCTION pgqueue.queue_retry(queue text, job_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	qid integer := pgqueue._check_one(queue, job_id,
+									   ARRAY['available', 'failed', 'aborted', 'scheduled'], 'retry');
+BEGIN
+	IF (SELECT j.state FROM pgqueue.jobs j
+		 WHERE j.queue = queue_retry.queue AND j.job_id = queue_retry.job_id) = 'available' THEN
+		RETURN false;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pgqueue._transition(qid, ARRAY[job_id], 'retry',
+													 ARRAY['failed', 'aborted', 'scheduled'], NULL)) THEN
+		RAISE EXCEPTION 'could not retry job %: it changed concurrently', job_id
+			USING ERRCODE = 'serialization_failure', HINT = 'Try again.';
+	END IF;
+	RETURN true;
+END
+$$;
+
+/* _bulk_ids: ids of a queue's jobs matching a state, error pattern and time window */
+CREATE FUNCTION pgqueue._bulk_ids(queue text, state text, error_like text,
+								  since timestamptz, until timestamptz, allowed text[])
+RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	PERFORM pgqueue._queue_id(queue);
+	IF state IS NULL OR NOT state = ANY (allowed) THEN
+		RAISE EXCEPTION 'invalid state filter "%"', state
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The state must be one of %s.', array_to_string(allowed, ', '));
+	END IF;
+	IF since IS NOT NULL AND until IS NOT NULL AND since > until THEN
+		RAISE EXCEPTION 'invalid time window: since is after until'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN ARRAY(
+		SELECT j.job_id FROM pgqueue.jobs j
+		 WHERE j.queue = _bulk_ids.queue
+		   AND j.state = _bulk_ids.state
+		   AND (error_like IS NULL OR j.last_error ILIKE error_like)
+		   AND (since IS NULL OR j.updated_at >= since)
+		   AND (until IS NULL OR j.updated_at < until)
+		 ORDER BY j.job_id);
+END
+$$;
+
+/*
+ * queue_retry (bulk): retry every job of a queue in the given state (failed,
+ * aborted or scheduled) whose last error matches error_like (ILIKE) and whose
+ * last change falls in [since, until).  Returns the number retried.
+ */
+CREATE FUNCTION pgqueue.queue_retry(
+	queue text,
+	state text,
+	error_like text DEFAULT NULL,
+	since timestamptz DEFAULT NULL,
+	until timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	allowed text[] := ARRAY['failed', 'aborted', 'scheduled'];
+	ids bigint[] := pgqueue._bulk_ids(queue, state, error_like, since, until, allowed);
+BEGIN
+	RETURN (SELECT count(*) FROM pgqueue._transition(pgqueue._queue_id(queue), ids, 'retry',
+													 ARRAY[state], NULL));
+END
+$$;
+
+/*
+ * queue_abort: move one unfinished job to aborted (dead letter) with a
+ * reason.  A lease held on it is revoked: its ack will fail with lease lost.
+ */
+CREATE FUNCTION pgqueue.queue_abort(queue text, job_id bigint, reason text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	allowed text[] := ARRAY['available', 'scheduled', 'executing', 'failed'];
+	qid integer;
+BEGIN
+	IF reason IS NULL THEN
+		RAISE EXCEPTION 'reason must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	qid := pgqueue._check_one(queue, job_id, allowed, 'abort');
+	IF NOT EXISTS (SELECT 1 FROM pgqueue._transition(qid, ARRAY[job_id], 'abort', allowed, reason)) THEN
+		RAISE EXCEPTION 'could not abort job %: it changed concurrently', job_id
+			USING ERRCODE = 'serialization_failure', HINT = 'Try again.';
+	END IF;
+END
+$$;
+
+/* queue_abort (bulk): abort every matching unfinished job; returns the count */
+CREATE FUNCTION pgqueue.queue_abort(
+	queue text,
+	state text,
+	reason text,
+	error_like text DEFAULT NULL,
+	since timestamptz DEFAULT NULL,
+	until timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	allowed text[] := ARRAY['available', 'scheduled', 'executing', 'failed'];
+	ids bigint[];
+BEGIN
+	IF reason IS NULL THEN
+		RAISE EXCEPTION 'reason must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	ids := pgqueue._bulk_ids(queue, state, error_like, since, until, allowed);
+	RETURN (SELECT count(*) FROM pgqueue._transition(pgqueue._queue_id(queue), ids, 'abort',
+													 ARRAY[state], reason));
+END
+$$;
+
+/* ------------------------------------------------------------------------
+ * Maintenance
+ * ------------------------------------------------------------------------ */
+
+/*
+ * _expire_leases: end the expired leases of one block.  Each counts as a
+ * failed attempt: the job becomes available at once, or aborted when its
+ * attempts are used up.  Returns the number expired.
+ */
+CREATE FUNCTION pgqueue._expire_leases(b pgqueue.block, max_attempts integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	EXECUTE format($q$
+		WITH i AS (
+			INSERT INTO %1$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)
+			SELECT s.queue_id, s.job_id, s.seq + 1,
+				   CASE WHEN s.fails + 1 >= $2 THEN 'x' ELSE 'a' END,
+				   s.attempt, s.fails + 1, $1,
+				   CASE WHEN s.fails + 1 >= $2 THEN NULL ELSE $1 END,
+				   format('lease of attempt %%s expired at %%s', s.attempt, s.due_at)
+			  FROM %1$s s
+			 WHERE s.state = 'e' AND s.due_at < $1
+			   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)
+			ON CONFLICT DO NOTHING
+			RETURNING 1)
+		SELECT count(*) FROM i$q$, pgqueue._rel('s', b.queue_id, b.block_no))
+	INTO n
+	USING clock_timestamp(), max_attempts;
+	RETURN n;
+END
+$$;
+
+/*
+ * maintain: one round of maintenance for one queue or all of them: expire
+ * leases, close blocks whose id range is used up, and mark closed blocks with
+ * no unfinished job as done so that pop skips them.  Idempotent; returns what
+ * it did as jsonb.
+ */
+CREATE FUNCTION pgqueue.maintain(queue text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	q record;
+	b pgqueue.block;
+	last_value bigint;
+	expired bigint := 0;
+	closed integer := 0;
+	done integer := 0;
+	n bigint;
+BEGIN
+	IF queue IS NOT NULL THEN
+		PERFORM pgqueue._queue_id(queue);
+	END IF;
+	FOR q IN SELECT * FROM pgqueue.queue qu
+			  WHERE maintain.queue IS NULL OR qu.name = maintain.queue
+			  ORDER BY qu.queue_id LOOP
+		EXECUTE format('SELECT last_value FROM pgqueue_data.%I', 'seq_' || q.queue_id)
+			INTO last_value;
+		FOR b IN SELECT * FROM pgqueue.block bl
+				  WHERE bl.queue_id = q.queue_id AND bl.state <> 'done'
+				  ORDER BY bl.first_id LOOP
+			expired := expired + pgqueue._expire_leases(b, q.max_attempts);
+			IF b.state = 'open' AND last_value >= b.last_id THEN
+				UPDATE pgqueue.block bl SET state = 'closed'
+				 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+				b.state := 'closed';
+				closed := closed + 1;
+			END IF;
+			/*
+			 * A closed block is done when no job in it is unfinished.  The
+			 * block lock fences off pushes that have not committed yet, and the
+			 * row lock on the block serializes with queue_retry reviving it.
+			 */
+			IF b.state = 'closed' AND pgqueue._block_lock(b.queue_id, b.block_no, true) THEN
+				PERFORM 1 FROM pgqueue.block bl
+				  WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no
+				  FOR UPDATE SKIP LOCKED;
+				IF FOUND THEN
+					SELECT st.unfinished INTO n FROM pgqueue._block_stats(b.queue_id, b.block_no) st;
+					IF n = 0 THEN
+						UPDATE pgqueue.block bl SET state = 'done'
+						 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+						done := done + 1;
+					END IF;
+				END IF;
+			END IF;
+		END LOOP;
+	END LOOP;
+	IF closed > 0 OR done > 0 THEN
+		PERFORM pgqueue._cache_invalidate();
+	END IF;
+	RETURN jsonb_build_object('expired_leases', expired, 'closed_blocks', closed,
+							  'done_blocks', done);
+END
+$$;
+
+/* Only the extension owner may use pgqueue until it grants access (README). */
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgqueue FROM PUBLIC;

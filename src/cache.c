@@ -1,0 +1,417 @@
+/*-------------------------------------------------------------------------
+ *
+ * cache.c
+ *	  Backend-local cache of queue definitions, their blocks and the SPI
+ *	  plans prepared for each block.
+ *
+ * The hot paths never read the catalog in steady state: a queue is loaded
+ * once and kept until a relcache invalidation of pgqueue.queue or
+ * pgqueue.block arrives.  Every function that changes those catalogs sends
+ * one (pgqueue._cache_invalidate), so all backends reload at their next
+ * call.  Plans are prepared per block on first use and freed on reload.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "pgqueue.h"
+
+/* field4 of pgqueue's advisory lock tags; SQL-level advisory locks use 1 and 2 */
+#define PGQ_LOCKTAG_BLOCK	3
+
+static HTAB *queue_cache = NULL;
+static MemoryContext cache_cxt = NULL;
+static bool cache_stale = false;
+
+/* catalog relations, looked up on first use after each reset */
+static Oid	queue_relid = InvalidOid;
+static Oid	block_relid = InvalidOid;
+
+/* catalog queries, prepared on first use after each reset */
+static SPIPlanPtr queue_plan = NULL;
+static SPIPlanPtr blocks_plan = NULL;
+
+PG_FUNCTION_INFO_V1(pgq_cache_invalidate);
+PG_FUNCTION_INFO_V1(pgq_block_lock);
+
+/*
+ * relcache_callback
+ *		Mark the cache stale when a pgqueue catalog changes.  Only a flag is
+ *		set here: plans may be in use, so they are freed at the next lookup.
+ */
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == queue_relid || relid == block_relid)
+		cache_stale = true;
+}
+
+/*
+ * pgq_cache_init
+ *		Register the invalidation callback; called once from _PG_init.
+ */
+void
+pgq_cache_init(void)
+{
+	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+	cache_stale = true;
+}
+
+/*
+ * cache_reset
+ *		Free every cached queue, block and plan.
+ */
+static void
+cache_reset(void)
+{
+	if (queue_cache != NULL)
+	{
+		HASH_SEQ_STATUS status;
+		PgqQueue   *q;
+
+		hash_seq_init(&status, queue_cache);
+		while ((q = hash_seq_search(&status)) != NULL)
+		{
+			for (int i = 0; i < q->nblocks; i++)
+				for (int k = 0; k < PGQ_NUM_PLANS; k++)
+					if (q->blocks[i].plans[k] != NULL)
+						SPI_freeplan(q->blocks[i].plans[k]);
+		}
+	}
+	if (queue_plan != NULL)
+		SPI_freeplan(queue_plan);
+	if (blocks_plan != NULL)
+		SPI_freeplan(blocks_plan);
+	queue_plan = NULL;
+	blocks_plan = NULL;
+
+	if (cache_cxt == NULL)
+		cache_cxt = AllocSetContextCreate(CacheMemoryContext, "pgqueue cache",
+										  ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(cache_cxt);
+
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = sizeof(PgqQueue);
+		ctl.hcxt = cache_cxt;
+		queue_cache = hash_create("pgqueue queues", 16, &ctl,
+								  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+
+	queue_relid = InvalidOid;
+	block_relid = InvalidOid;
+	cache_stale = false;
+}
+
+/*
+ * lookup_catalog
+ *		Find the catalog relations; they change when the extension is
+ *		dropped and created again.
+ */
+static void
+lookup_catalog(void)
+{
+	Oid			nsp;
+
+	if (OidIsValid(queue_relid))
+		return;
+	nsp = get_namespace_oid("pgqueue", false);
+	queue_relid = get_relname_relid("queue", nsp);
+	block_relid = get_relname_relid("block", nsp);
+	if (!OidIsValid(queue_relid) || !OidIsValid(block_relid))
+		elog(ERROR, "pgqueue catalog tables are missing");
+}
+
+/*
+ * keep_plan
+ *		Prepare a statement and keep its plan past the SPI connection.
+ */
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * queue_load
+ *		Read one queue and its blocks from the catalog into a cache entry.
+ *		Returns NULL if there is no such queue.
+ */
+static PgqQueue *
+queue_load(const char *name)
+{
+	Datum		arg;
+	Oid			argtype;
+	TupleDesc	desc;
+	HeapTuple	tup;
+	bool		isnull;
+	PgqQueue	q;
+	PgqQueue   *entry;
+	bool		found;
+
+	lookup_catalog();
+	if (queue_plan == NULL)
+	{
+		argtype = TEXTOID;
+		queue_plan = keep_plan("SELECT queue_id, block_size, default_lease, max_attempts,"
+							   " backoff_base, backoff_cap, backoff_jitter, paused,"
+							   " ('pgqueue_data.seq_' || queue_id)::regclass::oid"
+							   " FROM pgqueue.queue WHERE name = $1",
+							   1, &argtype);
+		argtype = INT4OID;
+		blocks_plan = keep_plan("SELECT block_no, first_id, last_id, state"
+								" FROM pgqueue.block WHERE queue_id = $1 ORDER BY first_id",
+								1, &argtype);
+	}
+
+	arg = CStringGetTextDatum(name);
+	if (SPI_execute_plan(queue_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read queue \"%s\"", name);
+	if (SPI_processed == 0)
+		return NULL;
+
+	memset(&q, 0, sizeof(q));
+	strlcpy(q.name, name, NAMEDATALEN);
+	desc = SPI_tuptable->tupdesc;
+	tup = SPI_tuptable->vals[0];
+	q.queue_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	q.block_size = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	q.default_lease = *DatumGetIntervalP(SPI_getbinval(tup, desc, 3, &isnull));
+	q.max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	q.backoff_base = *DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull));
+	q.backoff_cap = *DatumGetIntervalP(SPI_getbinval(tup, desc, 6, &isnull));
+	q.backoff_jitter = DatumGetFloat8(SPI_getbinval(tup, desc, 7, &isnull));
+	q.paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+	q.seq_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
+
+	arg = Int32GetDatum(q.queue_id);
+	if (SPI_execute_plan(blocks_plan, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the blocks of queue \"%s\"", name);
+	q.nblocks = (int) SPI_processed;
+	q.blocks = MemoryContextAllocZero(cache_cxt, sizeof(PgqBlock) * Max(q.nblocks, 1));
+	desc = SPI_tuptable->tupdesc;
+	for (int i = 0; i < q.nblocks; i++)
+	{
+		char	   *state;
+
+		tup = SPI_tuptable->vals[i];
+		q.blocks[i].block_no = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		q.blocks[i].first_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		q.blocks[i].last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		state = SPI_getvalue(tup, desc, 4);
+		q.blocks[i].state = state[0];
+	}
+
+	entry = hash_search(queue_cache, name, HASH_ENTER, &found);
+	memcpy(entry, &q, sizeof(q));
+	return entry;
+}
+
+/*
+ * pgq_queue_get
+ *		The cached definition of a queue, loading it if needed.  The caller
+ *		must be connected to SPI.  An unknown queue is an error.
+ */
+PgqQueue *
+pgq_queue_get(text *name)
+{
+	char		key[NAMEDATALEN];
+	int			len = VARSIZE_ANY_EXHDR(name);
+	PgqQueue   *q = NULL;
+
+	if (cache_stale || queue_cache == NULL)
+		cache_reset();
+
+	if (len > 0 && len < NAMEDATALEN)
+	{
+		memcpy(key, VARDATA_ANY(name), len);
+		key[len] = '\0';
+		if (strlen(key) == len)
+		{
+			q = hash_search(queue_cache, key, HASH_FIND, NULL);
+			if (q == NULL)
+				q = queue_load(key);
+		}
+	}
+	if (q == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", text_to_cstring(name))));
+	return q;
+}
+
+/*
+ * pgq_block_for_id
+ *		The block whose id range holds job_id, or NULL.
+ */
+PgqBlock *
+pgq_block_for_id(PgqQueue *queue, int64 job_id)
+{
+	int			lo = 0;
+	int			hi = queue->nblocks - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		PgqBlock   *b = &queue->blocks[mid];
+
+		if (job_id < b->first_id)
+			hi = mid - 1;
+		else if (job_id > b->last_id)
+			lo = mid + 1;
+		else
+			return b;
+	}
+	return NULL;
+}
+
+/*
+ * block_locktag
+ *		The lock tag of one block of one queue.
+ */
+static void
+block_locktag(LOCKTAG *tag, int32 queue_id, int32 block_no)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) queue_id, (uint32) block_no,
+						 PGQ_LOCKTAG_BLOCK);
+}
+
+/*
+ * pgq_block_for_push
+ *		The block a newly allocated id goes to, locked in push mode until the
+ *		end of the transaction.  The block is created if it does not exist
+ *		yet, and revived if maintenance marked it done before this push took
+ *		the lock (a push from a transaction that allocated its id before the
+ *		block filled up).  Either reloads the queue, so *queue is updated.
+ */
+PgqBlock *
+pgq_block_for_push(PgqQueue **queue, int64 job_id)
+{
+	char		name[NAMEDATALEN];
+	PgqBlock   *b = pgq_block_for_id(*queue, job_id);
+	LOCKTAG		tag;
+	Datum		args[2];
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+
+	strlcpy(name, (*queue)->name, NAMEDATALEN);
+	args[0] = Int32GetDatum((*queue)->queue_id);
+	args[1] = Int32GetDatum((int32) ((job_id - 1) / (*queue)->block_size));
+	if (b == NULL)
+	{
+		if (SPI_execute_with_args("SELECT pgqueue._block_create($1, $2)",
+								  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not create a block for job %lld", (long long) job_id);
+		cache_stale = true;
+		*queue = pgq_queue_get(cstring_to_text(name));
+		b = pgq_block_for_id(*queue, job_id);
+		if (b == NULL)
+			elog(ERROR, "no block holds job %lld of queue \"%s\"",
+				 (long long) job_id, name);
+	}
+
+	/*
+	 * Maintenance marks a block done only while holding its lock in
+	 * exclusive mode, and sends the cache invalidation before releasing it;
+	 * so once this lock is granted, the invalidations read here tell whether
+	 * the block was marked done meanwhile.
+	 */
+	block_locktag(&tag, (*queue)->queue_id, b->block_no);
+	(void) LockAcquire(&tag, RowExclusiveLock, false, false);
+	AcceptInvalidationMessages();
+	if (cache_stale)
+	{
+		*queue = pgq_queue_get(cstring_to_text(name));
+		b = pgq_block_for_id(*queue, job_id);
+		if (b == NULL)
+			elog(ERROR, "no block holds job %lld of queue \"%s\"",
+				 (long long) job_id, name);
+	}
+	if (b->state == 'd')
+	{
+		if (SPI_execute_with_args("SELECT pgqueue._block_revive($1, $2)",
+								  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not revive the block of job %lld", (long long) job_id);
+		cache_stale = true;
+		*queue = pgq_queue_get(cstring_to_text(name));
+		b = pgq_block_for_id(*queue, job_id);
+		if (b == NULL)
+			elog(ERROR, "no block holds job %lld of queue \"%s\"",
+				 (long long) job_id, name);
+	}
+	return b;
+}
+
+/*
+ * pgq_block_plan
+ *		The cached plan of one kind for a block, prepared on first use from
+ *		sql_fmt, in which %1$s stands for the jobs table and %2$s for the
+ *		status table.
+ */
+SPIPlanPtr
+pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
+			   const char *sql_fmt, int nargs, Oid *argtypes)
+{
+	if (block->plans[kind] == NULL)
+	{
+		char		jobs[64];
+		char		status[64];
+		char	   *sql;
+
+		snprintf(jobs, sizeof(jobs), "pgqueue_data.j_%d_%d", queue->queue_id, block->block_no);
+		snprintf(status, sizeof(status), "pgqueue_data.s_%d_%d", queue->queue_id, block->block_no);
+		sql = psprintf(sql_fmt, jobs, status);
+		block->plans[kind] = keep_plan(sql, nargs, argtypes);
+		pfree(sql);
+	}
+	return block->plans[kind];
+}
+
+/*
+ * pgq_block_lock
+ *		SQL: pgqueue._block_lock(queue_id, block_no, nowait) takes the block's
+ *		lock in exclusive mode until the end of the transaction.
+ */
+Datum
+pgq_block_lock(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+	bool		nowait = PG_GETARG_BOOL(2);
+
+	block_locktag(&tag, PG_GETARG_INT32(0), PG_GETARG_INT32(1));
+	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, false, nowait) != LOCKACQUIRE_NOT_AVAIL);
+}
+
+/*
+ * pgq_cache_invalidate
+ *		SQL: pgqueue._cache_invalidate() makes every backend reload its queue
+ *		cache once this transaction commits (and this one at once).
+ */
+Datum
+pgq_cache_invalidate(PG_FUNCTION_ARGS)
+{
+	Oid			nsp = get_namespace_oid("pgqueue", false);
+
+	CacheInvalidateRelcacheByRelid(get_relname_relid("queue", nsp));
+	PG_RETURN_VOID();
+}

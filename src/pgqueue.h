@@ -1,0 +1,92 @@
+/*-------------------------------------------------------------------------
+ *
+ * pgqueue.h
+ *	  Shared declarations of the pgqueue extension: error codes, job
+ *	  states, GUCs and the backend-local cache of queues and blocks.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGQUEUE_H
+#define PGQUEUE_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+
+/* pgqueue's own SQLSTATEs (class PQ), documented in the README */
+#define ERRCODE_PGQ_LEASE_LOST		MAKE_SQLSTATE('P','Q','0','0','1')
+#define ERRCODE_PGQ_JOB_NOT_FOUND	MAKE_SQLSTATE('P','Q','0','0','2')
+#define ERRCODE_PGQ_INVALID_STATE	MAKE_SQLSTATE('P','Q','0','0','3')
+
+/* status row states, as stored in status tables ("char") */
+#define PGQ_AVAILABLE	'a'
+#define PGQ_SCHEDULED	's'
+#define PGQ_EXECUTING	'e'
+#define PGQ_SUCCEEDED	'd'
+#define PGQ_FAILED		'f'
+#define PGQ_ABORTED		'x'
+
+/* largest n a single pop may ask for */
+#define PGQ_MAX_POP		10000
+
+/* the statements cached per block, prepared on first use */
+typedef enum PgqPlanKind
+{
+	PGQ_PLAN_PUSH,				/* insert jobs from arrays */
+	PGQ_PLAN_SCHEDULE,			/* insert scheduled status rows */
+	PGQ_PLAN_LANES,				/* distinct priorities, highest first */
+	PGQ_PLAN_CLAIM_WAITING,		/* claim due retried/released/scheduled jobs */
+	PGQ_PLAN_CLAIM_FRESH,		/* claim never-claimed jobs */
+	PGQ_PLAN_ACK,				/* the four transitions from executing */
+	PGQ_PLAN_FAIL,
+	PGQ_PLAN_EXTEND,
+	PGQ_PLAN_RELEASE,
+	PGQ_NUM_PLANS
+} PgqPlanKind;
+
+/* one block: a contiguous job id range with its jobs and status tables */
+typedef struct PgqBlock
+{
+	int32		block_no;
+	int64		first_id;
+	int64		last_id;
+	char		state;			/* 'o'pen, 'c'losed or 'd'one */
+	SPIPlanPtr	plans[PGQ_NUM_PLANS];
+} PgqBlock;
+
+/* one queue's definition and its blocks, ordered by first_id */
+typedef struct PgqQueue
+{
+	char		name[NAMEDATALEN];	/* hash key */
+	int32		queue_id;
+	int64		block_size;
+	Interval	default_lease;
+	int32		max_attempts;
+	Interval	backoff_base;
+	Interval	backoff_cap;
+	float8		backoff_jitter;
+	bool		paused;
+	Oid			seq_relid;
+	int			nblocks;
+	PgqBlock   *blocks;
+} PgqQueue;
+
+/* GUCs (pgqueue.c) */
+extern int	pgq_max_payload_size;
+
+/* cache.c */
+extern void pgq_cache_init(void);
+extern PgqQueue *pgq_queue_get(text *name);
+extern PgqBlock *pgq_block_for_id(PgqQueue *queue, int64 job_id);
+extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
+extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
+								 const char *sql_fmt, int nargs, Oid *argtypes);
+
+/* shared argument checks (pgqueue.c) */
+extern void pgq_check_lease(Interval *lease, const char *what);
+extern void pgq_check_payload(Datum payload);
+
+#endif							/* PGQUEUE_H */

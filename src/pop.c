@@ -1,0 +1,273 @@
+/*-------------------------------------------------------------------------
+ *
+ * pop.c
+ *	  queue_pop: claim up to n available jobs under a lease.
+ *
+ * A claim is a compare-and-append: the job row is locked with FOR UPDATE
+ * SKIP LOCKED (so consumers pass over each other's claims instead of
+ * waiting), then status row seq + 1 is inserted with ON CONFLICT DO
+ * NOTHING.  A consumer whose snapshot predates another consumer's committed
+ * claim finds the row unlocked but loses on the unique (job_id, seq) index,
+ * so no job is ever leased twice.  If the claiming transaction rolls back,
+ * its status row and row lock vanish together and the job is available at
+ * once.
+ *
+ * Order: higher priority first; within a priority, older blocks first; in a
+ * block, due retried, released and scheduled jobs before never-claimed ones,
+ * each by job id.  Each block is read per priority ("lane"), so a scan never
+ * walks other priorities' jobs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+
+#include "pgqueue.h"
+
+PG_FUNCTION_INFO_V1(pgq_pop);
+
+/* parameters shared by both claim statements */
+#define CLAIM_NARGS 6
+static Oid	claim_argtypes[CLAIM_NARGS] = {
+	TIMESTAMPTZOID,				/* $1 now */
+	INT4OID,					/* $2 priority */
+	INT4OID,					/* $3 how many */
+	INT8OID,					/* $4 lowest id that may be unclaimed */
+	INT4OID,					/* $5 queue id */
+	INTERVALOID					/* $6 lease */
+};
+
+static const char *lanes_sql =
+"WITH RECURSIVE l(p) AS ("
+"  SELECT max(priority) FROM %1$s"
+"  UNION ALL"
+"  SELECT (SELECT max(priority) FROM %1$s WHERE priority < l.p) FROM l WHERE l.p IS NOT NULL)"
+" SELECT p FROM l WHERE p IS NOT NULL";
+
+static const char *claim_waiting_sql =
+"WITH c AS ("
+"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at,"
+"         s.seq, s.attempt, s.fails, s.error"
+"  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id"
+"  WHERE s.state IN ('a', 's', 'f') AND s.due_at <= $1 AND j.priority = $2"
+"    AND NOT EXISTS (SELECT 1 FROM %2$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)"
+"  ORDER BY s.job_id LIMIT $3"
+"  FOR UPDATE OF j SKIP LOCKED),"
+" i AS ("
+"  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)"
+"  SELECT $5, c.job_id, c.seq + 1, 'e', c.attempt + 1, c.fails, $1, $1 + $6, c.error FROM c"
+"  ON CONFLICT DO NOTHING"
+"  RETURNING job_id, attempt, due_at)"
+" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at"
+" FROM c JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+
+static const char *claim_fresh_sql =
+"WITH c AS ("
+"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at"
+"  FROM %1$s j"
+"  WHERE j.priority = $2 AND j.job_id >= $4"
+"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id)"
+"  ORDER BY j.job_id LIMIT $3"
+"  FOR UPDATE SKIP LOCKED),"
+" i AS ("
+"  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
+"  SELECT $5, c.job_id, 1, 'e', 1, 0, $1, $1 + $6 FROM c"
+"  ON CONFLICT DO NOTHING"
+"  RETURNING job_id, attempt, due_at)"
+" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at"
+" FROM c JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+
+/* one lane: the jobs of one priority in one block */
+typedef struct Lane
+{
+	int32		priority;
+	int			block;			/* index into queue->blocks */
+} Lane;
+
+/*
+ * lane_cmp
+ *		qsort order of lanes: priority descending, then block ascending.
+ */
+static int
+lane_cmp(const void *a, const void *b)
+{
+	const Lane *la = a;
+	const Lane *lb = b;
+
+	if (la->priority != lb->priority)
+		return la->priority > lb->priority ? -1 : 1;
+	return la->block - lb->block;
+}
+
+/*
+ * collect_lanes
+ *		Every lane of every block that may hold unfinished jobs, in claim
+ *		order.  Returns the number of lanes.
+ */
+static int
+collect_lanes(PgqQueue *queue, Lane **lanes_out)
+{
+	int			nlanes = 0;
+	int			maxlanes = 16;
+	Lane	   *lanes = palloc(sizeof(Lane) * maxlanes);
+
+	for (int i = 0; i < queue->nblocks; i++)
+	{
+		PgqBlock   *block = &queue->blocks[i];
+		SPIPlanPtr	plan;
+
+		if (block->state == 'd')
+			continue;
+		plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
+		if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the priorities of queue \"%s\"", queue->name);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+
+			if (nlanes == maxlanes)
+			{
+				maxlanes *= 2;
+				lanes = repalloc(lanes, sizeof(Lane) * maxlanes);
+			}
+			lanes[nlanes].priority = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+																 SPI_tuptable->tupdesc,
+																 1, &isnull));
+			lanes[nlanes].block = i;
+			nlanes++;
+		}
+	}
+	qsort(lanes, nlanes, sizeof(Lane), lane_cmp);
+	*lanes_out = lanes;
+	return nlanes;
+}
+
+/*
+ * claim
+ *		Run one claim statement and add the jobs it claimed to the result.
+ *		Returns how many it claimed.
+ */
+static int
+claim(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind, const char *sql,
+	  Datum *args, ReturnSetInfo *rsinfo)
+{
+	SPIPlanPtr	plan = pgq_block_plan(queue, block, kind, sql, CLAIM_NARGS, claim_argtypes);
+	text	   *qname = cstring_to_text(queue->name);
+
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim jobs of queue \"%s\"", queue->name);
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		values[8];
+		bool		nulls[8];
+
+		/* job_id, queue, key, payload, priority, attempt, enqueued_at, lease_until */
+		values[0] = SPI_getbinval(tup, desc, 1, &nulls[0]);
+		values[1] = PointerGetDatum(qname);
+		nulls[1] = false;
+		values[2] = SPI_getbinval(tup, desc, 2, &nulls[2]);
+		values[3] = SPI_getbinval(tup, desc, 3, &nulls[3]);
+		values[4] = SPI_getbinval(tup, desc, 4, &nulls[4]);
+		values[5] = SPI_getbinval(tup, desc, 5, &nulls[5]);
+		values[6] = SPI_getbinval(tup, desc, 6, &nulls[6]);
+		values[7] = SPI_getbinval(tup, desc, 7, &nulls[7]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (int) SPI_processed;
+}
+
+/*
+ * pgq_pop
+ *		SQL: queue_pop(queue, n, lease, wait) claims up to n jobs and
+ *		returns them as pgqueue.job rows.
+ */
+Datum
+pgq_pop(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PgqQueue   *queue;
+	int32		n;
+	Interval   *lease;
+	Lane	   *lanes;
+	int			nlanes;
+	int			remaining;
+	Datum		args[CLAIM_NARGS];
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue name must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("n must not be null")));
+	n = PG_GETARG_INT32(1);
+	if (n < 1 || n > PGQ_MAX_POP)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("n must be between 1 and %d", PGQ_MAX_POP),
+				 errdetail("n is %d.", n)));
+	if (!PG_ARGISNULL(2))
+		pgq_check_lease(PG_GETARG_INTERVAL_P(2), "lease");
+	if (!PG_ARGISNULL(3))
+	{
+		Interval   *wait = PG_GETARG_INTERVAL_P(3);
+		Interval	zero;
+
+		memset(&zero, 0, sizeof(zero));
+		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
+											  IntervalPGetDatum(&zero))) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("wait must not be negative")));
+		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
+											  IntervalPGetDatum(&zero))) > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("queue_pop with a wait is not supported yet"),
+					 errhint("Call queue_pop with wait => '0' and retry after a pause.")));
+	}
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	SPI_connect();
+	queue = pgq_queue_get(PG_GETARG_TEXT_PP(0));
+	if (queue->paused)
+	{
+		SPI_finish();
+		return (Datum) 0;
+	}
+	lease = PG_ARGISNULL(2) ? &queue->default_lease : PG_GETARG_INTERVAL_P(2);
+
+	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[4] = Int32GetDatum(queue->queue_id);
+	args[5] = IntervalPGetDatum(lease);
+
+	nlanes = collect_lanes(queue, &lanes);
+	remaining = n;
+	for (int i = 0; i < nlanes && remaining > 0; i++)
+	{
+		PgqBlock   *block = &queue->blocks[lanes[i].block];
+
+		args[1] = Int32GetDatum(lanes[i].priority);
+		args[2] = Int32GetDatum(remaining);
+		args[3] = Int64GetDatum(block->first_id);
+		remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
+						   args, rsinfo);
+		if (remaining > 0)
+		{
+			args[2] = Int32GetDatum(remaining);
+			remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
+							   args, rsinfo);
+		}
+	}
+	SPI_finish();
+	return (Datum) 0;
+}

@@ -1,0 +1,270 @@
+/*-------------------------------------------------------------------------
+ *
+ * push.c
+ *	  queue_push and queue_push_batch: allocate job ids from the queue's
+ *	  sequence and insert the jobs into the block each id belongs to.
+ *
+ * A job is inserted once and never updated.  A job with a run_at in the
+ * future also gets a first status row, "scheduled", so that pop's scan of
+ * never-claimed jobs only ever sees jobs that are due.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "pgqueue.h"
+
+PG_FUNCTION_INFO_V1(pgq_push);
+PG_FUNCTION_INFO_V1(pgq_push_batch);
+
+static const char *push_sql =
+"INSERT INTO %1$s (queue_id, job_id, key, priority, run_at, enqueued_at, payload)"
+" SELECT $1, u.id, u.key, u.priority, $5, $6, u.payload"
+" FROM unnest($2::bigint[], $3::text[], $4::int[], $7::jsonb[])"
+" AS u(id, key, priority, payload)";
+
+static const char *schedule_sql =
+"INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
+" SELECT $1, u.id, 1, 's', 0, 0, $3, $4 FROM unnest($2::bigint[]) AS u(id)";
+
+/*
+ * require_arg
+ *		Raise null_value_not_allowed for a NULL argument.
+ */
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/*
+ * insert_jobs
+ *		Insert n jobs, all of one block, with one statement; and their
+ *		scheduled status rows if they run later.
+ */
+static void
+insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids,
+			Datum *keys, bool *key_nulls, Datum *priorities, Datum *payloads,
+			bool run_later, Datum run_at, TimestampTz now)
+{
+	Oid			argtypes[7] = {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	ArrayType  *idarr = construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+	SPIPlanPtr	plan;
+
+	values[0] = Int32GetDatum(queue->queue_id);
+	values[1] = PointerGetDatum(idarr);
+	values[2] = PointerGetDatum(construct_md_array(keys, key_nulls, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(priorities, n, INT4OID, 4, true,
+												TYPALIGN_INT));
+	values[4] = run_at;
+	if (!run_later)
+		nulls[4] = 'n';
+	values[5] = TimestampTzGetDatum(now);
+	values[6] = PointerGetDatum(construct_array(payloads, n, JSONBOID, -1, false,
+												TYPALIGN_INT));
+
+	plan = pgq_block_plan(queue, block, PGQ_PLAN_PUSH, push_sql, 7, argtypes);
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert jobs into queue \"%s\"", queue->name);
+
+	if (run_later)
+	{
+		Oid			stypes[4] = {INT4OID, INT8ARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+		Datum		svalues[4];
+
+		svalues[0] = Int32GetDatum(queue->queue_id);
+		svalues[1] = PointerGetDatum(idarr);
+		svalues[2] = TimestampTzGetDatum(now);
+		svalues[3] = run_at;
+		plan = pgq_block_plan(queue, block, PGQ_PLAN_SCHEDULE, schedule_sql, 4, stypes);
+		if (SPI_execute_plan(plan, svalues, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not schedule jobs of queue \"%s\"", queue->name);
+	}
+}
+
+/*
+ * push_jobs
+ *		Allocate ids for n jobs and insert them block by block.  ids_out
+ *		receives the ids in input order.
+ */
+static void
+push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
+		  Datum *payloads, bool has_run_at, Datum run_at, Datum *ids_out)
+{
+	PgqQueue   *queue;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		run_later;
+	int			start = 0;
+
+	for (int i = 0; i < n; i++)
+		pgq_check_payload(payloads[i]);
+
+	SPI_connect();
+	queue = pgq_queue_get(name);
+	run_later = has_run_at && DatumGetTimestampTz(run_at) > now;
+
+	/*
+	 * Take a transaction id before allocating job ids: every id then belongs
+	 * to a transaction that was already running when the id was handed out.
+	 */
+	(void) GetCurrentTransactionId();
+	for (int i = 0; i < n; i++)
+		ids_out[i] = DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(queue->seq_relid));
+
+	/* ids come out in ascending order, so each block is one run of them */
+	while (start < n)
+	{
+		PgqBlock   *block = pgq_block_for_push(&queue, DatumGetInt64(ids_out[start]));
+		int			end = start;
+
+		while (end < n && DatumGetInt64(ids_out[end]) <= block->last_id)
+			end++;
+		insert_jobs(queue, block, end - start, ids_out + start,
+					keys + start, key_nulls + start, priorities + start,
+					payloads + start, run_later, run_at, now);
+		start = end;
+	}
+	SPI_finish();
+}
+
+/*
+ * pgq_push
+ *		SQL: queue_push(queue, payload, key, priority, run_at) returns the id
+ *		of the new job.
+ */
+Datum
+pgq_push(PG_FUNCTION_ARGS)
+{
+	Datum		key;
+	bool		key_null = PG_ARGISNULL(2);
+	Datum		priority;
+	Datum		payload;
+	Datum		id;
+
+	require_arg(fcinfo, 0, "queue name");
+	require_arg(fcinfo, 1, "payload");
+	require_arg(fcinfo, 3, "priority");
+
+	key = key_null ? (Datum) 0 : PG_GETARG_DATUM(2);
+	priority = PG_GETARG_DATUM(3);
+	payload = PointerGetDatum(PG_GETARG_JSONB_P(1));
+	push_jobs(PG_GETARG_TEXT_PP(0), 1, &key, &key_null, &priority, &payload,
+			  !PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4), &id);
+	PG_RETURN_DATUM(id);
+}
+
+/*
+ * deconstruct_arg
+ *		Split a one-dimensional array argument into its elements.
+ */
+static int
+deconstruct_arg(FunctionCallInfo fcinfo, int argno, const char *name, Oid elemtype,
+				int16 elmlen, bool elmbyval, char elmalign,
+				Datum **elems, bool **nulls)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(argno);
+	int			n;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", name)));
+	deconstruct_array(arr, elemtype, elmlen, elmbyval, elmalign, elems, nulls, &n);
+	return n;
+}
+
+/*
+ * pgq_push_batch
+ *		SQL: queue_push_batch(queue, payloads, keys, priorities, run_at)
+ *		returns the ids of the new jobs, in the order of payloads.
+ */
+Datum
+pgq_push_batch(PG_FUNCTION_ARGS)
+{
+	Datum	   *payloads;
+	bool	   *payload_nulls;
+	Datum	   *keys;
+	bool	   *key_nulls;
+	Datum	   *priorities;
+	bool	   *priority_nulls;
+	Datum	   *ids;
+	int			n;
+
+	require_arg(fcinfo, 0, "queue name");
+	require_arg(fcinfo, 1, "payloads");
+
+	n = deconstruct_arg(fcinfo, 1, "payloads", JSONBOID, -1, false, TYPALIGN_INT,
+						&payloads, &payload_nulls);
+	for (int i = 0; i < n; i++)
+		if (payload_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("payloads must not contain null elements"),
+					 errdetail("Element %d is null.", i + 1)));
+
+	if (PG_ARGISNULL(2))
+	{
+		keys = palloc0(sizeof(Datum) * Max(n, 1));
+		key_nulls = palloc(sizeof(bool) * Max(n, 1));
+		memset(key_nulls, true, sizeof(bool) * Max(n, 1));
+	}
+	else if (deconstruct_arg(fcinfo, 2, "keys", TEXTOID, -1, false, TYPALIGN_INT,
+							 &keys, &key_nulls) != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("keys and payloads must have the same length")));
+
+	if (PG_ARGISNULL(3))
+	{
+		priorities = palloc0(sizeof(Datum) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			priorities[i] = Int32GetDatum(0);
+	}
+	else
+	{
+		if (deconstruct_arg(fcinfo, 3, "priorities", INT4OID, 4, true, TYPALIGN_INT,
+							&priorities, &priority_nulls) != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("priorities and payloads must have the same length")));
+		for (int i = 0; i < n; i++)
+			if (priority_nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("priorities must not contain null elements"),
+						 errdetail("Element %d is null.", i + 1)));
+	}
+
+	ids = palloc(sizeof(Datum) * Max(n, 1));
+	if (n > 0)
+		push_jobs(PG_GETARG_TEXT_PP(0), n, keys, key_nulls, priorities, payloads,
+				  !PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4), ids);
+	else
+	{
+		/* still reject an unknown queue */
+		SPI_connect();
+		(void) pgq_queue_get(PG_GETARG_TEXT_PP(0));
+		SPI_finish();
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										  TYPALIGN_DOUBLE));
+}

@@ -186,7 +186,7 @@ queue_load(const char *name)
 	}
 
 	arg = CStringGetTextDatum(name);
-	if (SPI_execute_plan(queue_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(queue_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read queue \"%s\"", name);
 	if (SPI_processed == 0)
 		return NULL;
@@ -206,7 +206,7 @@ queue_load(const char *name)
 	q.seq_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
 
 	arg = Int32GetDatum(q.queue_id);
-	if (SPI_execute_plan(blocks_plan, &arg, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(blocks_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the blocks of queue \"%s\"", name);
 	q.nblocks = (int) SPI_processed;
 	q.blocks = MemoryContextAllocZero(cache_cxt, sizeof(PgqBlock) * Max(q.nblocks, 1));

@@ -4,6 +4,7 @@ MODULE_big = pgqueue
 OBJS = \
 	src/pgqueue.o \
 	src/cache.o \
+	src/shmem.o \
 	src/push.o \
 	src/pop.o \
 	src/finish.o
@@ -16,7 +17,6 @@ REGRESS_OPTS = --inputdir=test --outputdir=test/output --load-extension=pgqueue
 REGRESS = $(patsubst test/sql/%.sql,%,$(sort $(wildcard test/sql/*.sql)))
 ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=pgqueue
 ISOLATION = $(patsubst test/specs/%.spec,%,$(sort $(wildcard test/specs/*.spec)))
-TAP_TESTS = 1
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
@@ -24,3 +24,5 @@ PG_CFLAGS = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+$(OBJS): src/pgqueue.h src/compat.h

@@ -24,7 +24,8 @@ void		_PG_init(void);
 
 /*
  * _PG_init
- *		Define GUCs and set up the backend-local cache.
+ *		Define GUCs, set up the backend-local cache and, when preloaded,
+ *		shared memory.
  */
 void
 _PG_init(void)
@@ -42,6 +43,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("pgqueue");
 
 	pgq_cache_init();
+	pgq_shmem_init();
 }
 
 /*

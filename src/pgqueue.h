@@ -40,6 +40,7 @@ typedef enum PgqPlanKind
 	PGQ_PLAN_LANES,				/* distinct priorities, highest first */
 	PGQ_PLAN_CLAIM_WAITING,		/* claim due retried/released/scheduled jobs */
 	PGQ_PLAN_CLAIM_FRESH,		/* claim never-claimed jobs */
+	PGQ_PLAN_FIRST_UNCLAIMED,	/* lowest never-claimed job of a lane */
 	PGQ_PLAN_ACK,				/* the four transitions from executing */
 	PGQ_PLAN_FAIL,
 	PGQ_PLAN_EXTEND,
@@ -84,6 +85,15 @@ extern PgqBlock *pgq_block_for_id(PgqQueue *queue, int64 job_id);
 extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
 extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 								 const char *sql_fmt, int nargs, Oid *argtypes);
+
+/* shmem.c */
+extern void pgq_shmem_init(void);
+extern void pgq_push_begin(int32 queue_id);
+extern void pgq_push_allocated(int64 job_id);
+extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority);
+extern int64 pgq_lane_bound(PgqQueue *queue);
+extern void pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority,
+							 int64 watermark);
 
 /* shared argument checks (pgqueue.c) */
 extern void pgq_check_lease(Interval *lease, const char *what);

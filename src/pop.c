@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -63,7 +64,13 @@ static const char *claim_waiting_sql =
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, attempt, due_at)"
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at"
-" FROM c JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+" FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+
+static const char *first_unclaimed_sql =
+"SELECT j.job_id FROM %1$s j"
+" WHERE j.priority = $2 AND j.job_id >= $4"
+"   AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id)"
+" ORDER BY j.job_id LIMIT 1";
 
 static const char *claim_fresh_sql =
 "WITH c AS ("
@@ -79,13 +86,17 @@ static const char *claim_fresh_sql =
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, attempt, due_at)"
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at"
-" FROM c JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+" FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+
+/* rounds of one claim statement that lost jobs to concurrent claims */
+#define PGQ_CLAIM_TRIES 8
 
 /* one lane: the jobs of one priority in one block */
 typedef struct Lane
 {
 	int32		priority;
 	int			block;			/* index into queue->blocks */
+	int64		watermark;		/* no unclaimed job of the lane below this */
 } Lane;
 
 /*
@@ -138,6 +149,8 @@ collect_lanes(PgqQueue *queue, Lane **lanes_out)
 																 SPI_tuptable->tupdesc,
 																 1, &isnull));
 			lanes[nlanes].block = i;
+			lanes[nlanes].watermark = pgq_lane_watermark(queue, block,
+														 lanes[nlanes].priority);
 			nlanes++;
 		}
 	}
@@ -149,38 +162,95 @@ collect_lanes(PgqQueue *queue, Lane **lanes_out)
 /*
  * claim
  *		Run one claim statement and add the jobs it claimed to the result.
- *		Returns how many it claimed.
+ *		A job locked but lost to a claim that committed after this
+ *		statement's snapshot is not returned; such losses make the statement
+ *		run again with a new snapshot, a bounded number of times.  Returns
+ *		how many jobs it claimed.
  */
 static int
 claim(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind, const char *sql,
-	  Datum *args, ReturnSetInfo *rsinfo)
+	  Datum *args, int wanted, ReturnSetInfo *rsinfo)
 {
 	SPIPlanPtr	plan = pgq_block_plan(queue, block, kind, sql, CLAIM_NARGS, claim_argtypes);
 	text	   *qname = cstring_to_text(queue->name);
+	int			claimed = 0;
+	int			tries = 0;
+	int			request;
+	int			locked;
+	int			got;
 
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not claim jobs of queue \"%s\"", queue->name);
-
-	for (uint64 r = 0; r < SPI_processed; r++)
+	do
 	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		Datum		values[8];
-		bool		nulls[8];
+		request = wanted - claimed;
+		args[2] = Int32GetDatum(request);
+		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not claim jobs of queue \"%s\"", queue->name);
+		locked = (int) SPI_processed;
+		got = 0;
+		for (int r = 0; r < locked; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			Datum		values[8];
+			bool		nulls[8];
 
-		/* job_id, queue, key, payload, priority, attempt, enqueued_at, lease_until */
-		values[0] = SPI_getbinval(tup, desc, 1, &nulls[0]);
-		values[1] = PointerGetDatum(qname);
-		nulls[1] = false;
-		values[2] = SPI_getbinval(tup, desc, 2, &nulls[2]);
-		values[3] = SPI_getbinval(tup, desc, 3, &nulls[3]);
-		values[4] = SPI_getbinval(tup, desc, 4, &nulls[4]);
-		values[5] = SPI_getbinval(tup, desc, 5, &nulls[5]);
-		values[6] = SPI_getbinval(tup, desc, 6, &nulls[6]);
-		values[7] = SPI_getbinval(tup, desc, 7, &nulls[7]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			/* job_id, queue, key, payload, priority, attempt, enqueued_at, lease_until */
+			values[5] = SPI_getbinval(tup, desc, 5, &nulls[5]);
+			if (nulls[5])
+				continue;		/* lost to a concurrent claim */
+			values[0] = SPI_getbinval(tup, desc, 1, &nulls[0]);
+			values[1] = PointerGetDatum(qname);
+			nulls[1] = false;
+			values[2] = SPI_getbinval(tup, desc, 2, &nulls[2]);
+			values[3] = SPI_getbinval(tup, desc, 3, &nulls[3]);
+			values[4] = SPI_getbinval(tup, desc, 4, &nulls[4]);
+			values[6] = SPI_getbinval(tup, desc, 6, &nulls[6]);
+			values[7] = SPI_getbinval(tup, desc, 7, &nulls[7]);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			got++;
+		}
+		claimed += got;
+	} while (locked == request && got < locked && ++tries < PGQ_CLAIM_TRIES);
+	return claimed;
+}
+
+/*
+ * advance_lane
+ *		Move a lane's watermark up to its first unclaimed job, within the
+ *		bound that open pushes allow (see shmem.c).
+ */
+static void
+advance_lane(PgqQueue *queue, Lane *lane, int64 bound)
+{
+	PgqBlock   *block = &queue->blocks[lane->block];
+	Oid			argtypes[CLAIM_NARGS];
+	Datum		args[CLAIM_NARGS];
+	SPIPlanPtr	plan;
+	int64		target = Min(bound, block->last_id + 1);
+
+	if (target <= lane->watermark)
+		return;
+	memcpy(argtypes, claim_argtypes, sizeof(argtypes));
+	memset(args, 0, sizeof(args));
+	args[1] = Int32GetDatum(lane->priority);
+	args[3] = Int64GetDatum(lane->watermark);
+	plan = pgq_block_plan(queue, block, PGQ_PLAN_FIRST_UNCLAIMED, first_unclaimed_sql,
+						  CLAIM_NARGS, argtypes);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the unclaimed jobs of queue \"%s\"", queue->name);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		target = Min(target, DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1,
+														  &isnull)));
 	}
-	return (int) SPI_processed;
+	if (target > lane->watermark)
+	{
+		pgq_lane_advance(queue, block, lane->priority, target);
+		lane->watermark = target;
+	}
 }
 
 /*
@@ -251,22 +321,33 @@ pgq_pop(PG_FUNCTION_ARGS)
 	args[5] = IntervalPGetDatum(lease);
 
 	nlanes = collect_lanes(queue, &lanes);
+
+	/*
+	 * Advance the watermarks first: only a transaction that has written
+	 * nothing yet sees no claims of its own that could still roll back, and
+	 * only a new snapshot per statement sees the pushes the bound allows.
+	 */
+	if (GetTopTransactionIdIfAny() == InvalidTransactionId &&
+		!IsolationUsesXactSnapshot())
+	{
+		int64		bound = pgq_lane_bound(queue);
+
+		for (int i = 0; i < nlanes && bound > 0; i++)
+			advance_lane(queue, &lanes[i], bound);
+	}
+
 	remaining = n;
 	for (int i = 0; i < nlanes && remaining > 0; i++)
 	{
 		PgqBlock   *block = &queue->blocks[lanes[i].block];
 
 		args[1] = Int32GetDatum(lanes[i].priority);
-		args[2] = Int32GetDatum(remaining);
-		args[3] = Int64GetDatum(block->first_id);
+		args[3] = Int64GetDatum(lanes[i].watermark);
 		remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
-						   args, rsinfo);
+						   args, remaining, rsinfo);
 		if (remaining > 0)
-		{
-			args[2] = Int32GetDatum(remaining);
 			remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
-							   args, rsinfo);
-		}
+							   args, remaining, rsinfo);
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -12,7 +12,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "fmgr.h"
@@ -122,13 +121,11 @@ push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
 	queue = pgq_queue_get(name);
 	run_later = has_run_at && DatumGetTimestampTz(run_at) > now;
 
-	/*
-	 * Take a transaction id before allocating job ids: every id then belongs
-	 * to a transaction that was already running when the id was handed out.
-	 */
-	(void) GetCurrentTransactionId();
+	/* publish the open push before the first id is handed out (shmem.c) */
+	pgq_push_begin(queue->queue_id);
 	for (int i = 0; i < n; i++)
 		ids_out[i] = DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(queue->seq_relid));
+	pgq_push_allocated(DatumGetInt64(ids_out[0]));
 
 	/* ids come out in ascending order, so each block is one run of them */
 	while (start < n)

@@ -1,0 +1,357 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared memory: open-push slots and per-lane low watermarks.
+ *
+ * A lane is the never-claimed jobs of one priority in one block.  Its low
+ * watermark is an id below which no job of the lane can still be claimed
+ * for the first time, so pop starts its scan there instead of walking the
+ * jobs other consumers already claimed.  A watermark may only pass an id
+ * when the job is claimed by a committed transaction or can never appear;
+ * a push that has not committed yet must hold it back (guarantee 3).
+ *
+ * Open pushes are published in one slot per backend: before a transaction
+ * allocates its first id in a queue it marks its slot "allocating" for that
+ * queue, then records the id; the slot is cleared at transaction end.  To
+ * advance a lane, pop reads the queue's sequence (L), then the slots, then
+ * looks for the first unclaimed job with a new snapshot.  Any id <= L was
+ * handed out before L was read, so a pusher of it that is still running had
+ * already published its slot and bounds the advance; ids above L are never
+ * passed.
+ *
+ * Without shared_preload_libraries none of this exists and pop scans lanes
+ * from the start of the block: slower on large blocks, equally correct.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/twophase.h"
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+
+#include "pgqueue.h"
+
+/* slot queue_id values besides a queue's id */
+#define SLOT_FREE		0
+#define SLOT_MANY		(-1)	/* pushed to several queues: holds back all */
+
+/* one backend's open pushes */
+typedef struct PushSlot
+{
+	slock_t		mutex;
+	int32		queue_id;		/* SLOT_FREE, SLOT_MANY or a queue */
+	int64		min_id;			/* lowest id allocated; 0 while allocating */
+} PushSlot;
+
+typedef struct LaneKey
+{
+	int32		queue_id;
+	int32		block_no;
+	int32		priority;
+} LaneKey;
+
+typedef struct LaneEntry
+{
+	LaneKey		key;
+	int64		watermark;
+} LaneEntry;
+
+typedef struct PgqShared
+{
+	LWLock	   *lock;			/* protects the lane hash */
+	int			nslots;
+	PushSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} PgqShared;
+
+/* lanes with a shared watermark; more lanes just scan from the block start */
+#define PGQ_MAX_LANES	8192
+
+static PgqShared *shared = NULL;
+static HTAB *lane_hash = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* this backend's slot holds something that must be cleared at xact end */
+static bool slot_in_use = false;
+
+/*
+ * shmem_size
+ *		Bytes of shared memory pgqueue needs.
+ */
+static Size
+shmem_size(int nslots)
+{
+	return add_size(offsetof(PgqShared, slots) + sizeof(PushSlot) * nslots,
+					hash_estimate_size(PGQ_MAX_LANES, sizeof(LaneEntry)));
+}
+
+/*
+ * slot_count
+ *		One slot per PGPROC.
+ */
+static int
+slot_count(void)
+{
+	return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+/*
+ * pgq_shmem_request
+ *		shmem_request_hook: reserve shared memory and the lock.
+ */
+static void
+pgq_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(shmem_size(slot_count()));
+	RequestNamedLWLockTranche("pgqueue", 1);
+}
+
+/*
+ * pgq_shmem_startup
+ *		shmem_startup_hook: create or attach to pgqueue's shared state.
+ */
+static void
+pgq_shmem_startup(void)
+{
+	bool		found;
+	HASHCTL		ctl;
+	int			nslots = slot_count();
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("pgqueue", offsetof(PgqShared, slots) + sizeof(PushSlot) * nslots,
+							 &found);
+	if (!found)
+	{
+		shared->lock = &(GetNamedLWLockTranche("pgqueue"))->lock;
+		shared->nslots = nslots;
+		for (int i = 0; i < nslots; i++)
+		{
+			SpinLockInit(&shared->slots[i].mutex);
+			shared->slots[i].queue_id = SLOT_FREE;
+			shared->slots[i].min_id = 0;
+		}
+	}
+	ctl.keysize = sizeof(LaneKey);
+	ctl.entrysize = sizeof(LaneEntry);
+	lane_hash = ShmemInitHash("pgqueue lanes", PGQ_MAX_LANES, PGQ_MAX_LANES,
+							  &ctl, HASH_ELEM | HASH_BLOBS);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * my_slot
+ *		This backend's push slot.
+ */
+static PushSlot *
+my_slot(void)
+{
+	return &shared->slots[MyProc->pgprocno];
+}
+
+/*
+ * xact_callback
+ *		Clear the push slot when the transaction ends; refuse to prepare a
+ *		transaction that pushed, since its pushes would outlive the slot.
+ */
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	if (!slot_in_use)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot prepare a transaction that pushed jobs to a pgqueue queue")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			{
+				PushSlot   *slot = my_slot();
+
+				SpinLockAcquire(&slot->mutex);
+				slot->queue_id = SLOT_FREE;
+				slot->min_id = 0;
+				SpinLockRelease(&slot->mutex);
+				slot_in_use = false;
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * pgq_shmem_init
+ *		Install the hooks; called from _PG_init.  Shared memory exists only
+ *		when pgqueue is in shared_preload_libraries.
+ */
+void
+pgq_shmem_init(void)
+{
+	RegisterXactCallback(xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = pgq_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = pgq_shmem_startup;
+}
+
+/*
+ * pgq_push_begin
+ *		Publish that this transaction is about to allocate ids in a queue.
+ *		Must be called before the first nextval of each push.
+ */
+void
+pgq_push_begin(int32 queue_id)
+{
+	PushSlot   *slot;
+
+	if (shared == NULL)
+		return;
+	slot = my_slot();
+	SpinLockAcquire(&slot->mutex);
+	if (slot->queue_id == SLOT_FREE)
+	{
+		slot->queue_id = queue_id;
+		slot->min_id = 0;
+	}
+	else if (slot->queue_id != queue_id)
+		slot->queue_id = SLOT_MANY;
+	SpinLockRelease(&slot->mutex);
+	slot_in_use = true;
+}
+
+/*
+ * pgq_push_allocated
+ *		Record the first id a push allocated; ids only grow within a
+ *		transaction, so the first one recorded stays the lowest.
+ */
+void
+pgq_push_allocated(int64 job_id)
+{
+	PushSlot   *slot;
+
+	if (shared == NULL)
+		return;
+	slot = my_slot();
+	SpinLockAcquire(&slot->mutex);
+	if (slot->min_id == 0)
+		slot->min_id = job_id;
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * pgq_lane_watermark
+ *		The shared watermark of a lane, or the block's first id if none is
+ *		known.
+ */
+int64
+pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+	int64		watermark = block->first_id;
+
+	if (shared == NULL)
+		return watermark;
+	memset(&key, 0, sizeof(key));
+	key.queue_id = queue->queue_id;
+	key.block_no = block->block_no;
+	key.priority = priority;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		watermark = Max(watermark, entry->watermark);
+	LWLockRelease(shared->lock);
+	return watermark;
+}
+
+/*
+ * pgq_lane_bound
+ *		Step one of advancing a lane: the highest watermark the pushes seen
+ *		now allow, taken before the snapshot that looks for unclaimed jobs.
+ *		Returns 0 (no advance possible) when shared memory is missing or a
+ *		push is still allocating.
+ */
+int64
+pgq_lane_bound(PgqQueue *queue)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		last;
+	int64		bound;
+
+	if (shared == NULL)
+		return 0;
+
+	/* L: every id up to here was handed out before the slots are read */
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(queue->seq_relid);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	bound = fcinfo->isnull ? 1 : DatumGetInt64(last) + 1;
+
+	pg_memory_barrier();
+	for (int i = 0; i < shared->nslots; i++)
+	{
+		PushSlot   *slot = &shared->slots[i];
+
+		SpinLockAcquire(&slot->mutex);
+		if (slot->queue_id == queue->queue_id || slot->queue_id == SLOT_MANY)
+		{
+			if (slot->min_id == 0 || slot->queue_id == SLOT_MANY)
+				bound = 0;
+			else
+				bound = Min(bound, slot->min_id);
+		}
+		SpinLockRelease(&slot->mutex);
+		if (bound == 0)
+			break;
+	}
+	return bound;
+}
+
+/*
+ * pgq_lane_advance
+ *		Raise a lane's shared watermark to watermark (never lower it).
+ */
+void
+pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, int64 watermark)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+	bool		found;
+
+	if (shared == NULL || watermark <= block->first_id)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.queue_id = queue->queue_id;
+	key.block_no = block->block_no;
+	key.priority = priority;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	entry = hash_search(lane_hash, &key, HASH_ENTER_NULL, &found);
+	if (entry != NULL)
+	{
+		if (!found || entry->watermark < watermark)
+			entry->watermark = watermark;
+	}
+	LWLockRelease(shared->lock);
+}

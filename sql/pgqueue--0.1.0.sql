@@ -326,29 +326,6 @@ BEGIN
 END
 $$;
 
-/* _live_jobs: number of unfinished jobs of a queue */
-CREATE FUNCTION pgqueue._live_jobs(queue_id integer)
-RETURNS bigint
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pgqueue
-AS $$
-DECLARE
-	b record;
-	n bigint;
-	total bigint := 0;
-BEGIN
-	FOR b IN SELECT * FROM pgqueue.block bl
-			  WHERE bl.queue_id = _live_jobs.queue_id AND bl.state <> 'done' LOOP
-		EXECUTE format('SELECT count(*) FROM %s j WHERE NOT EXISTS'
-					   ' (SELECT 1 FROM %s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x''))',
-					   pgqueue._rel('j', b.queue_id, b.block_no),
-					   pgqueue._rel('s', b.queue_id, b.block_no)) INTO n;
-		total := total + n;
-	END LOOP;
-	RETURN total;
-END
-$$;
-
 /* queue_drop: drop a queue; refuses one with unfinished jobs unless forced */
 CREATE FUNCTION pgqueue.queue_drop(queue text, force boolean DEFAULT false)
 RETURNS void
@@ -365,11 +342,14 @@ BEGIN
 	END IF;
 	PERFORM 1 FROM pgqueue.queue q WHERE q.queue_id = qid FOR UPDATE;
 	IF NOT force THEN
-		live := pgqueue._live_jobs(qid);
+		SELECT coalesce(sum(st.unfinished), 0) INTO live
+		  FROM pgqueue.block bl, pgqueue._block_stats(bl.queue_id, bl.block_no) st
+		 WHERE bl.queue_id = qid AND bl.state <> 'done';
 		IF live > 0 THEN
 			RAISE EXCEPTION 'queue "%" is not empty', queue
 				USING ERRCODE = 'object_not_in_prerequisite_state',
-					  DETAIL = format('It has %s unfinished jobs.', live),
+					  DETAIL = format('It has %s unfinished job%s.', live,
+									  CASE WHEN live = 1 THEN '' ELSE 's' END),
 					  HINT = 'Use queue_drop(queue, force => true) to drop it anyway.';
 		END IF;
 	END IF;
@@ -531,7 +511,7 @@ AS 'MODULE_PATHNAME', 'pgq_release';
 CREATE VIEW pgqueue.jobs AS
 SELECT q.name AS queue,
 	   j.job_id,
-	   pgqueue._state(s.state, s.due_at, now()) AS state,
+	   pgqueue._state(s.state, s.due_at, clock_timestamp()) AS state,
 	   j.key,
 	   j.priority,
 	   coalesce(s.attempt, 0) AS attempt,
@@ -577,9 +557,11 @@ DECLARE
 	j text := pgqueue._rel('j', queue_id, block_no);
 	s text := pgqueue._rel('s', queue_id, block_no);
 BEGIN
+	/* finished: the latest status is terminal (a retry can follow an abort) */
 	EXECUTE format('SELECT count(*), count(*) FILTER (WHERE NOT EXISTS'
-				   ' (SELECT 1 FROM %s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')))'
-				   ' FROM %s j', s, j) INTO jobs, unfinished;
+				   ' (SELECT 1 FROM %1$s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')'
+				   '   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)))'
+				   ' FROM %2$s j', s, j) INTO jobs, unfinished;
 	bytes := pg_total_relation_size(j::regclass) + pg_total_relation_size(s::regclass);
 END
 $$;
@@ -601,7 +583,7 @@ SELECT q.name AS queue,
 	   count(j.job_id) FILTER (WHERE j.state = 'failed') AS failed,
 	   count(j.job_id) FILTER (WHERE j.state = 'succeeded') AS succeeded,
 	   count(j.job_id) FILTER (WHERE j.state = 'aborted') AS aborted,
-	   now() - min(j.run_at) FILTER (WHERE j.state = 'available') AS oldest_waiting,
+	   clock_timestamp() - min(j.run_at) FILTER (WHERE j.state = 'available') AS oldest_waiting,
 	   (SELECT count(*) FROM pgqueue.block b WHERE b.queue_id = q.queue_id) AS blocks
   FROM pgqueue.queue q
   LEFT JOIN pgqueue.jobs j ON j.queue = q.name
@@ -739,7 +721,10 @@ SET search_path = pg_catalog, pgqueue
 AS $$
 BEGIN
 	PERFORM pgqueue._queue_id(queue);
-	IF state IS NULL OR NOT state = ANY (allowed) THEN
+	IF state IS NULL THEN
+		RAISE EXCEPTION 'state must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT state = ANY (allowed) THEN
 		RAISE EXCEPTION 'invalid state filter "%"', state
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('The state must be one of %s.', array_to_string(allowed, ', '));

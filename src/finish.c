@@ -199,10 +199,11 @@ report_unmoved(PgqQueue *queue, HeapTuple tup, TupleDesc desc, TimestampTz now)
 				 errmsg("job %lld changed concurrently", (long long) job_id),
 				 errdetail("Another transaction changed its state first.")));
 	}
-	if ((state == PGQ_SUCCEEDED || state == PGQ_ABORTED) && (want_null || want == attempt))
+	/* an aborted job lost its lease: to expiry, an operator or its own fail */
+	if (state == PGQ_SUCCEEDED && (want_null || want == attempt))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGQ_INVALID_STATE),
-				 errmsg("job %lld is already %s", (long long) job_id, state_name(state, true))));
+				 errmsg("job %lld has already succeeded", (long long) job_id)));
 	ereport(ERROR,
 			(errcode(ERRCODE_PGQ_LEASE_LOST),
 			 errmsg("lease of job %lld was lost", (long long) job_id),
@@ -423,8 +424,6 @@ pgq_ack_array(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 					 errmsg("attempts and job ids must have the same length")));
 	}
-	if (n == 0)
-		PG_RETURN_INT32(0);
 	PG_RETURN_INT32(finish_jobs(FINISH_ACK, PG_GETARG_TEXT_PP(0), n, ids, id_nulls,
 								attempts, attempt_nulls, NULL, NULL, NULL, NULL));
 }

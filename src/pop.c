@@ -345,7 +345,8 @@ pgq_pop(PG_FUNCTION_ARGS)
 		args[3] = Int64GetDatum(lanes[i].watermark);
 		remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
 						   args, remaining, rsinfo);
-		if (remaining > 0)
+		/* past the block's end: every job of the lane was claimed once */
+		if (remaining > 0 && lanes[i].watermark <= block->last_id)
 			remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
 							   args, remaining, rsinfo);
 	}

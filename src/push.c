@@ -34,7 +34,7 @@ static const char *push_sql =
 
 static const char *schedule_sql =
 "INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
-" SELECT $1, u.id, 1, 's', 0, 0, $3, $4 FROM unnest($2::bigint[]) AS u(id)";
+" SELECT $1, j.job_id, 1, 's', 0, 0, $3, $4 FROM %1$s j WHERE j.job_id = ANY ($2)";
 
 /*
  * require_arg

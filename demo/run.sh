@@ -10,4 +10,4 @@ sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 make -s >/dev/null
 $sudo_cmd make -s install >/dev/null
-pg_virtualenv -o shared_preload_libraries=pgqueue bash demo/scenario.sh
+pg_virtualenv -t -o shared_preload_libraries=pgqueue bash demo/scenario.sh

@@ -88,7 +88,7 @@ extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind k
 
 /* shmem.c */
 extern void pgq_shmem_init(void);
-extern void pgq_push_begin(int32 queue_id);
+extern void pgq_push_begin(PgqQueue *queue);
 extern void pgq_push_allocated(int64 job_id);
 extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority);
 extern int64 pgq_lane_bound(PgqQueue *queue);

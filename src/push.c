@@ -122,7 +122,7 @@ push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
 	run_later = has_run_at && DatumGetTimestampTz(run_at) > now;
 
 	/* publish the open push before the first id is handed out (shmem.c) */
-	pgq_push_begin(queue->queue_id);
+	pgq_push_begin(queue);
 	for (int i = 0; i < n; i++)
 		ids_out[i] = DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(queue->seq_relid));
 	pgq_push_allocated(DatumGetInt64(ids_out[0]));

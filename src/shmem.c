@@ -39,21 +39,29 @@
 
 #include "pgqueue.h"
 
-/* slot queue_id values besides a queue's id */
-#define SLOT_FREE		0
-#define SLOT_MANY		(-1)	/* pushed to several queues: holds back all */
+/*
+ * A queue is named in shared memory by its database and the OID of its id
+ * sequence: queue ids restart in every database and after the extension is
+ * created again, sequence OIDs do not repeat while the sequence exists.
+ */
+typedef struct QueueTag
+{
+	Oid			dbid;
+	Oid			seq_relid;
+} QueueTag;
 
 /* one backend's open pushes */
 typedef struct PushSlot
 {
 	slock_t		mutex;
-	int32		queue_id;		/* SLOT_FREE, SLOT_MANY or a queue */
+	QueueTag	queue;			/* seq_relid is InvalidOid when free */
+	bool		many;			/* pushed to several queues: holds back all */
 	int64		min_id;			/* lowest id allocated; 0 while allocating */
 } PushSlot;
 
 typedef struct LaneKey
 {
-	int32		queue_id;
+	QueueTag	queue;
 	int32		block_no;
 	int32		priority;
 } LaneKey;
@@ -140,7 +148,8 @@ pgq_shmem_startup(void)
 		for (int i = 0; i < nslots; i++)
 		{
 			SpinLockInit(&shared->slots[i].mutex);
-			shared->slots[i].queue_id = SLOT_FREE;
+			shared->slots[i].queue.seq_relid = InvalidOid;
+			shared->slots[i].many = false;
 			shared->slots[i].min_id = 0;
 		}
 	}
@@ -187,7 +196,8 @@ xact_callback(XactEvent event, void *arg)
 				PushSlot   *slot = my_slot();
 
 				SpinLockAcquire(&slot->mutex);
-				slot->queue_id = SLOT_FREE;
+				slot->queue.seq_relid = InvalidOid;
+				slot->many = false;
 				slot->min_id = 0;
 				SpinLockRelease(&slot->mutex);
 				slot_in_use = false;
@@ -216,26 +226,52 @@ pgq_shmem_init(void)
 }
 
 /*
+ * queue_tag
+ *		The shared-memory name of a queue.
+ */
+static QueueTag
+queue_tag(PgqQueue *queue)
+{
+	QueueTag	tag;
+
+	tag.dbid = MyDatabaseId;
+	tag.seq_relid = queue->seq_relid;
+	return tag;
+}
+
+/*
+ * same_queue
+ *		Whether two tags name the same queue.
+ */
+static bool
+same_queue(QueueTag a, QueueTag b)
+{
+	return a.dbid == b.dbid && a.seq_relid == b.seq_relid;
+}
+
+/*
  * pgq_push_begin
  *		Publish that this transaction is about to allocate ids in a queue.
  *		Must be called before the first nextval of each push.
  */
 void
-pgq_push_begin(int32 queue_id)
+pgq_push_begin(PgqQueue *queue)
 {
 	PushSlot   *slot;
+	QueueTag	tag;
 
 	if (shared == NULL)
 		return;
+	tag = queue_tag(queue);
 	slot = my_slot();
 	SpinLockAcquire(&slot->mutex);
-	if (slot->queue_id == SLOT_FREE)
+	if (!OidIsValid(slot->queue.seq_relid))
 	{
-		slot->queue_id = queue_id;
+		slot->queue = tag;
 		slot->min_id = 0;
 	}
-	else if (slot->queue_id != queue_id)
-		slot->queue_id = SLOT_MANY;
+	else if (!same_queue(slot->queue, tag))
+		slot->many = true;
 	SpinLockRelease(&slot->mutex);
 	slot_in_use = true;
 }
@@ -274,7 +310,7 @@ pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority)
 	if (shared == NULL)
 		return watermark;
 	memset(&key, 0, sizeof(key));
-	key.queue_id = queue->queue_id;
+	key.queue = queue_tag(queue);
 	key.block_no = block->block_no;
 	key.priority = priority;
 	LWLockAcquire(shared->lock, LW_SHARED);
@@ -298,9 +334,11 @@ pgq_lane_bound(PgqQueue *queue)
 	LOCAL_FCINFO(fcinfo, 1);
 	Datum		last;
 	int64		bound;
+	QueueTag	tag;
 
 	if (shared == NULL)
 		return 0;
+	tag = queue_tag(queue);
 
 	/* L: every id up to here was handed out before the slots are read */
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
@@ -315,13 +353,10 @@ pgq_lane_bound(PgqQueue *queue)
 		PushSlot   *slot = &shared->slots[i];
 
 		SpinLockAcquire(&slot->mutex);
-		if (slot->queue_id == queue->queue_id || slot->queue_id == SLOT_MANY)
-		{
-			if (slot->min_id == 0 || slot->queue_id == SLOT_MANY)
-				bound = 0;
-			else
-				bound = Min(bound, slot->min_id);
-		}
+		if (slot->many)
+			bound = 0;
+		else if (same_queue(slot->queue, tag))
+			bound = slot->min_id == 0 ? 0 : Min(bound, slot->min_id);
 		SpinLockRelease(&slot->mutex);
 		if (bound == 0)
 			break;
@@ -343,7 +378,7 @@ pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, int64 waterma
 	if (shared == NULL || watermark <= block->first_id)
 		return;
 	memset(&key, 0, sizeof(key));
-	key.queue_id = queue->queue_id;
+	key.queue = queue_tag(queue);
 	key.block_no = block->block_no;
 	key.priority = priority;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);

@@ -7,7 +7,8 @@ OBJS = \
 	src/shmem.o \
 	src/push.o \
 	src/pop.o \
-	src/finish.o
+	src/finish.o \
+	src/wakeup.o
 
 EXTENSION = pgqueue
 DATA = sql/pgqueue--0.1.0.sql

@@ -40,6 +40,7 @@ CREATE TABLE pgqueue.queue (
 	backoff_jitter double precision NOT NULL DEFAULT 0.1
 		CONSTRAINT queue_backoff_jitter_range CHECK (backoff_jitter BETWEEN 0 AND 1),
 	paused boolean NOT NULL DEFAULT false,
+	notify boolean NOT NULL DEFAULT false,
 	created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE SEQUENCE pgqueue.queue_id_seq AS integer OWNED BY pgqueue.queue.queue_id;
@@ -119,6 +120,23 @@ CREATE FUNCTION pgqueue._block_lock(queue_id integer, block_no integer, nowait b
 RETURNS boolean
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'pgq_block_lock';
+
+/*
+ * _wake: jobs of the queue become claimable at due (wake waiting pops at
+ * commit) and aborted jobs to count; for the SQL-level functions
+ */
+CREATE FUNCTION pgqueue._wake(queue text, due timestamptz, aborted bigint)
+RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pgq_wake';
+
+/* _counters: shared counters of this database's queues since server start */
+CREATE FUNCTION pgqueue._counters(OUT seq_relid oid, OUT pushed bigint, OUT popped bigint,
+								  OUT acked bigint, OUT failed bigint, OUT aborted bigint,
+								  OUT waiters integer)
+RETURNS SETOF record
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_counters';
 
 /* _state: the user-facing state of a job from its latest status row */
 CREATE FUNCTION pgqueue._state(state "char", due_at timestamptz, now timestamptz)
@@ -249,7 +267,8 @@ CREATE FUNCTION pgqueue.queue_create(
 	max_attempts integer DEFAULT 5,
 	backoff_base interval DEFAULT '1 second',
 	backoff_cap interval DEFAULT '1 hour',
-	backoff_jitter double precision DEFAULT 0.1)
+	backoff_jitter double precision DEFAULT 0.1,
+	notify boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -259,7 +278,7 @@ DECLARE
 BEGIN
 	IF queue IS NULL OR block_size IS NULL OR default_lease IS NULL
 		OR max_attempts IS NULL OR backoff_base IS NULL OR backoff_cap IS NULL
-		OR backoff_jitter IS NULL THEN
+		OR backoff_jitter IS NULL OR notify IS NULL THEN
 		RAISE EXCEPTION 'queue_create arguments must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
@@ -276,9 +295,9 @@ BEGIN
 	qid := nextval('pgqueue.queue_id_seq');
 	BEGIN
 		INSERT INTO pgqueue.queue (queue_id, name, block_size, default_lease, max_attempts,
-								   backoff_base, backoff_cap, backoff_jitter)
+								   backoff_base, backoff_cap, backoff_jitter, notify)
 		VALUES (qid, queue, block_size, default_lease, max_attempts,
-				backoff_base, backoff_cap, backoff_jitter);
+				backoff_base, backoff_cap, backoff_jitter, notify);
 	EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid option for queue "%"', queue
 			USING ERRCODE = 'invalid_parameter_value',
@@ -300,7 +319,8 @@ CREATE FUNCTION pgqueue.queue_alter(
 	max_attempts integer DEFAULT NULL,
 	backoff_base interval DEFAULT NULL,
 	backoff_cap interval DEFAULT NULL,
-	backoff_jitter double precision DEFAULT NULL)
+	backoff_jitter double precision DEFAULT NULL,
+	notify boolean DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -314,7 +334,8 @@ BEGIN
 			max_attempts = coalesce(queue_alter.max_attempts, q.max_attempts),
 			backoff_base = coalesce(queue_alter.backoff_base, q.backoff_base),
 			backoff_cap = coalesce(queue_alter.backoff_cap, q.backoff_cap),
-			backoff_jitter = coalesce(queue_alter.backoff_jitter, q.backoff_jitter)
+			backoff_jitter = coalesce(queue_alter.backoff_jitter, q.backoff_jitter),
+			notify = coalesce(queue_alter.notify, q.notify)
 		WHERE q.queue_id = qid;
 	EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid option for queue "%"', queue
@@ -372,6 +393,9 @@ BEGIN
 	UPDATE pgqueue.queue q SET paused = _set_paused.paused
 	 WHERE q.queue_id = pgqueue._queue_id(queue);
 	PERFORM pgqueue._cache_invalidate();
+	IF NOT paused THEN
+		PERFORM pgqueue._wake(queue, clock_timestamp(), 0);
+	END IF;
 END
 $$;
 
@@ -574,7 +598,12 @@ SELECT q.name AS queue, b.block_no, b.first_id, b.last_id, b.state,
   JOIN pgqueue.queue q ON q.queue_id = b.queue_id
   CROSS JOIN LATERAL pgqueue._block_stats(b.queue_id, b.block_no) st;
 
-/* stats: depth per state, jobs in flight and the age of the oldest waiting job */
+/*
+ * stats: depth per state, jobs in flight, the age of the oldest waiting job,
+ * and counters of committed work since the server started (NULL without
+ * shared_preload_libraries): pushed, popped, acked, failed attempts, aborted
+ * jobs, and pops waiting now
+ */
 CREATE VIEW pgqueue.stats AS
 SELECT q.name AS queue,
 	   count(j.job_id) FILTER (WHERE j.state = 'available') AS available,
@@ -584,15 +613,22 @@ SELECT q.name AS queue,
 	   count(j.job_id) FILTER (WHERE j.state = 'succeeded') AS succeeded,
 	   count(j.job_id) FILTER (WHERE j.state = 'aborted') AS aborted,
 	   clock_timestamp() - min(j.run_at) FILTER (WHERE j.state = 'available') AS oldest_waiting,
-	   (SELECT count(*) FROM pgqueue.block b WHERE b.queue_id = q.queue_id) AS blocks
+	   (SELECT count(*) FROM pgqueue.block b WHERE b.queue_id = q.queue_id) AS blocks,
+	   min(c.pushed) AS pushed,
+	   min(c.popped) AS popped,
+	   min(c.acked) AS acked,
+	   min(c.failed) AS failed_attempts,
+	   min(c.aborted) AS aborted_jobs,
+	   min(c.waiters) AS waiters
   FROM pgqueue.queue q
   LEFT JOIN pgqueue.jobs j ON j.queue = q.name
+  LEFT JOIN pgqueue._counters() c ON c.seq_relid = to_regclass('pgqueue_data.seq_' || q.queue_id)
  GROUP BY q.queue_id, q.name;
 
 /* queues: each queue's definition with its live counts */
 CREATE VIEW pgqueue.queues AS
 SELECT q.name AS queue, q.paused, q.block_size, q.default_lease, q.max_attempts,
-	   q.backoff_base, q.backoff_cap, q.backoff_jitter, q.created_at,
+	   q.backoff_base, q.backoff_cap, q.backoff_jitter, q.notify, q.created_at,
 	   s.available, s.scheduled, s.executing, s.failed, s.succeeded, s.aborted,
 	   s.oldest_waiting, s.blocks
   FROM pgqueue.queue q
@@ -650,6 +686,9 @@ BEGIN
 			IF op = 'retry' AND b.state = 'done' THEN
 				PERFORM pgqueue._block_revive(b.queue_id, b.block_no);
 			END IF;
+			PERFORM pgqueue._wake((SELECT q.name FROM pgqueue.queue q WHERE q.queue_id = qid),
+								  CASE WHEN op = 'retry' THEN now_ts END,
+								  CASE WHEN op = 'abort' THEN cardinality(moved) ELSE 0 END);
 			RETURN QUERY SELECT unnest(moved);
 		END IF;
 	END LOOP;
@@ -833,6 +872,8 @@ SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
 	n bigint;
+	aborted bigint;
+	now_ts timestamptz := clock_timestamp();
 BEGIN
 	EXECUTE format($q$
 		WITH i AS (
@@ -846,10 +887,15 @@ BEGIN
 			 WHERE s.state = 'e' AND s.due_at < $1
 			   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)
 			ON CONFLICT DO NOTHING
-			RETURNING 1)
-		SELECT count(*) FROM i$q$, pgqueue._rel('s', b.queue_id, b.block_no))
-	INTO n
-	USING clock_timestamp(), max_attempts;
+			RETURNING state)
+		SELECT count(*), count(*) FILTER (WHERE state = 'x') FROM i$q$,
+		pgqueue._rel('s', b.queue_id, b.block_no))
+	INTO n, aborted
+	USING now_ts, max_attempts;
+	IF n > 0 THEN
+		PERFORM pgqueue._wake((SELECT q.name FROM pgqueue.queue q WHERE q.queue_id = b.queue_id),
+							  CASE WHEN n > aborted THEN now_ts END, aborted);
+	END IF;
 	RETURN n;
 END
 $$;

@@ -175,7 +175,7 @@ queue_load(const char *name)
 	{
 		argtype = TEXTOID;
 		queue_plan = keep_plan("SELECT queue_id, block_size, default_lease, max_attempts,"
-							   " backoff_base, backoff_cap, backoff_jitter, paused,"
+							   " backoff_base, backoff_cap, backoff_jitter, paused, notify,"
 							   " ('pgqueue_data.seq_' || queue_id)::regclass::oid"
 							   " FROM pgqueue.queue WHERE name = $1",
 							   1, &argtype);
@@ -203,7 +203,8 @@ queue_load(const char *name)
 	q.backoff_cap = *DatumGetIntervalP(SPI_getbinval(tup, desc, 6, &isnull));
 	q.backoff_jitter = DatumGetFloat8(SPI_getbinval(tup, desc, 7, &isnull));
 	q.paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
-	q.seq_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
+	q.notify = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+	q.seq_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
 
 	arg = Int32GetDatum(q.queue_id);
 	if (SPI_execute_plan(blocks_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)

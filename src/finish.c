@@ -318,19 +318,39 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 			bool		isnull;
 			Datum		new_state = SPI_getbinval(tup, desc, 5, &isnull);
 
+			Datum		due;
+			bool		due_null;
+
 			if (isnull)
 				report_unmoved(queue, tup, desc, now);
 			moved++;
+			due = SPI_getbinval(tup, desc, 6, &due_null);
+			switch (DatumGetChar(new_state))
+			{
+				case PGQ_SUCCEEDED:
+					pgq_note(queue, PGQ_COUNT_ACKED, 1);
+					break;
+				case PGQ_FAILED:
+					pgq_note(queue, PGQ_COUNT_FAILED, 1);
+					pgq_note_due(queue, DatumGetTimestampTz(due));
+					break;
+				case PGQ_ABORTED:
+					pgq_note(queue, PGQ_COUNT_FAILED, 1);
+					pgq_note(queue, PGQ_COUNT_ABORTED, 1);
+					break;
+				case PGQ_AVAILABLE:
+					pgq_note_due(queue, DatumGetTimestampTz(due));
+					break;
+			}
 			if (results != NULL)
 			{
 				int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-				Datum		due = SPI_getbinval(tup, desc, 6, &isnull);
 
 				for (int i = 0; i < n; i++)
 					if (DatumGetInt64(ids[i]) == job_id)
 					{
 						results[i].state = DatumGetChar(new_state);
-						results[i].due_at = isnull ? 0 : DatumGetTimestampTz(due);
+						results[i].due_at = due_null ? 0 : DatumGetTimestampTz(due);
 					}
 			}
 		}

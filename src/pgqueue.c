@@ -20,6 +20,9 @@ PG_MODULE_MAGIC;
 /* largest payload a push accepts, in bytes */
 int			pgq_max_payload_size = 1024 * 1024;
 
+/* how often a waiting pop polls when it cannot sleep on shared memory, ms */
+int			pgq_poll_interval = 100;
+
 void		_PG_init(void);
 
 /*
@@ -39,6 +42,16 @@ _PG_init(void)
 							MaxAllocSize / 2,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("pgqueue.poll_interval",
+							"How often a waiting pop polls without shared memory.",
+							"Used only when pgqueue is not in shared_preload_libraries.",
+							&pgq_poll_interval,
+							100,
+							1,
+							60 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgqueue");
 

@@ -70,13 +70,36 @@ typedef struct PgqQueue
 	Interval	backoff_cap;
 	float8		backoff_jitter;
 	bool		paused;
+	bool		notify;			/* NOTIFY pgqueue, '<name>' on each push */
 	Oid			seq_relid;
 	int			nblocks;
 	PgqBlock   *blocks;
 } PgqQueue;
 
+/* counters of committed work per queue, since the server started */
+typedef enum PgqCounter
+{
+	PGQ_COUNT_PUSHED,
+	PGQ_COUNT_POPPED,
+	PGQ_COUNT_ACKED,
+	PGQ_COUNT_FAILED,
+	PGQ_COUNT_ABORTED,
+	PGQ_NUM_COUNTERS
+} PgqCounter;
+
+/* a pop waiting for jobs (wakeup.c) */
+typedef struct PgqWait
+{
+	struct QueueShared *qs;		/* NULL: poll */
+	TimestampTz deadline;
+	TimestampTz attempt_at;		/* start of the last attempt to claim */
+	TimestampTz next_due;		/* the queue's next_due before that attempt */
+	uint64		due_gen;
+} PgqWait;
+
 /* GUCs (pgqueue.c) */
 extern int	pgq_max_payload_size;
+extern int	pgq_poll_interval;
 
 /* cache.c */
 extern void pgq_cache_init(void);
@@ -94,6 +117,14 @@ extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority
 extern int64 pgq_lane_bound(PgqQueue *queue);
 extern void pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 int64 watermark);
+
+/* wakeup.c */
+extern void pgq_note(PgqQueue *queue, PgqCounter counter, int64 n);
+extern void pgq_note_due(PgqQueue *queue, TimestampTz due);
+extern void pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline);
+extern void pgq_wait_mark(PgqWait *wait);
+extern bool pgq_wait_sleep(PgqWait *wait);
+extern void pgq_wait_end(PgqWait *wait);
 
 /* shared argument checks (pgqueue.c) */
 extern void pgq_check_lease(Interval *lease, const char *what);

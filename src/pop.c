@@ -254,71 +254,25 @@ advance_lane(PgqQueue *queue, Lane *lane, int64 bound)
 }
 
 /*
- * pgq_pop
- *		SQL: queue_pop(queue, n, lease, wait) claims up to n jobs and
- *		returns them as pgqueue.job rows.
+ * pop_once
+ *		One attempt to claim up to n jobs of the queue, added to the result.
+ *		Returns how many it claimed.
  */
-Datum
-pgq_pop(PG_FUNCTION_ARGS)
+static int
+pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PgqQueue   *queue;
-	int32		n;
-	Interval   *lease;
+	PgqQueue   *queue = pgq_queue_get(name);
 	Lane	   *lanes;
 	int			nlanes;
-	int			remaining;
+	int			remaining = n;
 	Datum		args[CLAIM_NARGS];
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue name must not be null")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("n must not be null")));
-	n = PG_GETARG_INT32(1);
-	if (n < 1 || n > PGQ_MAX_POP)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("n must be between 1 and %d", PGQ_MAX_POP),
-				 errdetail("n is %d.", n)));
-	if (!PG_ARGISNULL(2))
-		pgq_check_lease(PG_GETARG_INTERVAL_P(2), "lease");
-	if (!PG_ARGISNULL(3))
-	{
-		Interval   *wait = PG_GETARG_INTERVAL_P(3);
-		Interval	zero;
-
-		memset(&zero, 0, sizeof(zero));
-		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
-											  IntervalPGetDatum(&zero))) < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("wait must not be negative")));
-		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
-											  IntervalPGetDatum(&zero))) > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("queue_pop with a wait is not supported yet"),
-					 errhint("Call queue_pop with wait => '0' and retry after a pause.")));
-	}
-
-	InitMaterializedSRF(fcinfo, 0);
-
-	SPI_connect();
-	queue = pgq_queue_get(PG_GETARG_TEXT_PP(0));
 	if (queue->paused)
-	{
-		SPI_finish();
-		return (Datum) 0;
-	}
-	lease = PG_ARGISNULL(2) ? &queue->default_lease : PG_GETARG_INTERVAL_P(2);
+		return 0;
 
 	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	args[4] = Int32GetDatum(queue->queue_id);
-	args[5] = IntervalPGetDatum(lease);
+	args[5] = IntervalPGetDatum(lease_arg ? lease_arg : &queue->default_lease);
 
 	nlanes = collect_lanes(queue, &lanes);
 
@@ -336,7 +290,6 @@ pgq_pop(PG_FUNCTION_ARGS)
 			advance_lane(queue, &lanes[i], bound);
 	}
 
-	remaining = n;
 	for (int i = 0; i < nlanes && remaining > 0; i++)
 	{
 		PgqBlock   *block = &queue->blocks[lanes[i].block];
@@ -349,6 +302,93 @@ pgq_pop(PG_FUNCTION_ARGS)
 		if (remaining > 0 && lanes[i].watermark <= block->last_id)
 			remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
 							   args, remaining, rsinfo);
+	}
+	pfree(lanes);
+	pgq_note(queue, PGQ_COUNT_POPPED, n - remaining);
+	return n - remaining;
+}
+
+/*
+ * pgq_pop
+ *		SQL: queue_pop(queue, n, lease, wait) claims up to n jobs and
+ *		returns them as pgqueue.job rows.  With a wait, a pop that finds
+ *		nothing sleeps until jobs may be there (wakeup.c) and tries again,
+ *		until it claims something or the wait ends.
+ */
+Datum
+pgq_pop(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *name;
+	int32		n;
+	Interval   *lease = NULL;
+	Interval   *wait = NULL;
+	Interval	zero;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue name must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("n must not be null")));
+	name = PG_GETARG_TEXT_PP(0);
+	n = PG_GETARG_INT32(1);
+	if (n < 1 || n > PGQ_MAX_POP)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("n must be between 1 and %d", PGQ_MAX_POP),
+				 errdetail("n is %d.", n)));
+	if (!PG_ARGISNULL(2))
+	{
+		lease = PG_GETARG_INTERVAL_P(2);
+		pgq_check_lease(lease, "lease");
+	}
+	memset(&zero, 0, sizeof(zero));
+	if (!PG_ARGISNULL(3))
+	{
+		wait = PG_GETARG_INTERVAL_P(3);
+		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
+											  IntervalPGetDatum(&zero))) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("wait must not be negative")));
+		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
+											  IntervalPGetDatum(&zero))) == 0)
+			wait = NULL;
+		else if (IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("queue_pop with a wait requires the READ COMMITTED isolation level"),
+					 errdetail("A transaction snapshot would never see the jobs it waits for.")));
+	}
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	if (pop_once(name, n, lease, rsinfo) == 0 && wait != NULL)
+	{
+		PgqWait		w;
+		TimestampTz deadline;
+
+		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														   TimestampTzGetDatum(GetCurrentTimestamp()),
+														   IntervalPGetDatum(wait)));
+		pgq_wait_begin(&w, pgq_queue_get(name), deadline);
+		PG_TRY();
+		{
+			for (;;)
+			{
+				pgq_wait_mark(&w);
+				if (pop_once(name, n, lease, rsinfo) > 0 || !pgq_wait_sleep(&w))
+					break;
+			}
+		}
+		PG_FINALLY();
+		{
+			pgq_wait_end(&w);
+		}
+		PG_END_TRY();
 	}
 	SPI_finish();
 	return (Datum) 0;

@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "commands/sequence.h"
 #include "fmgr.h"
 #include "utils/array.h"
@@ -140,6 +141,11 @@ push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
 					payloads + start, run_later, run_at, now);
 		start = end;
 	}
+	pgq_note(queue, PGQ_COUNT_PUSHED, n);
+	if (run_later)
+		pgq_note_due(queue, DatumGetTimestampTz(run_at));
+	if (queue->notify)
+		Async_Notify("pgqueue", queue->name);
 	SPI_finish();
 }
 

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared memory: open-push slots and per-lane low watermarks.
+ *	  Shared memory: open-push slots, per-lane low watermarks and the
+ *	  per-queue entries that wakeup.c uses.
  *
  * A lane is the never-claimed jobs of one priority in one block.  Its low
  * watermark is an id below which no job of the lane can still be claimed
@@ -37,18 +38,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
 
-#include "pgqueue.h"
-
-/*
- * A queue is named in shared memory by its database and the OID of its id
- * sequence: queue ids restart in every database and after the extension is
- * created again, sequence OIDs do not repeat while the sequence exists.
- */
-typedef struct QueueTag
-{
-	Oid			dbid;
-	Oid			seq_relid;
-} QueueTag;
+#include "shmem.h"
 
 /* one backend's open pushes */
 typedef struct PushSlot
@@ -74,7 +64,7 @@ typedef struct LaneEntry
 
 typedef struct PgqShared
 {
-	LWLock	   *lock;			/* protects the lane hash */
+	LWLock	   *lock;			/* protects the lane and queue hashes */
 	int			nslots;
 	PushSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } PgqShared;
@@ -82,8 +72,12 @@ typedef struct PgqShared
 /* lanes with a shared watermark; more lanes just scan from the block start */
 #define PGQ_MAX_LANES	8192
 
+/* queues with wake-ups and counters; more queues poll and count nothing */
+#define PGQ_MAX_QUEUES	1024
+
 static PgqShared *shared = NULL;
 static HTAB *lane_hash = NULL;
+static HTAB *queue_hash = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -97,8 +91,9 @@ static bool slot_in_use = false;
 static Size
 shmem_size(int nslots)
 {
-	return add_size(offsetof(PgqShared, slots) + sizeof(PushSlot) * nslots,
-					hash_estimate_size(PGQ_MAX_LANES, sizeof(LaneEntry)));
+	return add_size(add_size(offsetof(PgqShared, slots) + sizeof(PushSlot) * nslots,
+							 hash_estimate_size(PGQ_MAX_LANES, sizeof(LaneEntry))),
+					hash_estimate_size(PGQ_MAX_QUEUES, sizeof(QueueShared)));
 }
 
 /*
@@ -157,6 +152,10 @@ pgq_shmem_startup(void)
 	ctl.entrysize = sizeof(LaneEntry);
 	lane_hash = ShmemInitHash("pgqueue lanes", PGQ_MAX_LANES, PGQ_MAX_LANES,
 							  &ctl, HASH_ELEM | HASH_BLOBS);
+	ctl.keysize = sizeof(QueueTag);
+	ctl.entrysize = sizeof(QueueShared);
+	queue_hash = ShmemInitHash("pgqueue queues", PGQ_MAX_QUEUES, PGQ_MAX_QUEUES,
+							   &ctl, HASH_ELEM | HASH_BLOBS);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -226,11 +225,11 @@ pgq_shmem_init(void)
 }
 
 /*
- * queue_tag
+ * pgq_queue_tag
  *		The shared-memory name of a queue.
  */
-static QueueTag
-queue_tag(PgqQueue *queue)
+QueueTag
+pgq_queue_tag(PgqQueue *queue)
 {
 	QueueTag	tag;
 
@@ -262,7 +261,7 @@ pgq_push_begin(PgqQueue *queue)
 
 	if (shared == NULL)
 		return;
-	tag = queue_tag(queue);
+	tag = pgq_queue_tag(queue);
 	slot = my_slot();
 	SpinLockAcquire(&slot->mutex);
 	if (!OidIsValid(slot->queue.seq_relid))
@@ -310,7 +309,7 @@ pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority)
 	if (shared == NULL)
 		return watermark;
 	memset(&key, 0, sizeof(key));
-	key.queue = queue_tag(queue);
+	key.queue = pgq_queue_tag(queue);
 	key.block_no = block->block_no;
 	key.priority = priority;
 	LWLockAcquire(shared->lock, LW_SHARED);
@@ -338,7 +337,7 @@ pgq_lane_bound(PgqQueue *queue)
 
 	if (shared == NULL)
 		return 0;
-	tag = queue_tag(queue);
+	tag = pgq_queue_tag(queue);
 
 	/* L: every id up to here was handed out before the slots are read */
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
@@ -378,7 +377,7 @@ pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, int64 waterma
 	if (shared == NULL || watermark <= block->first_id)
 		return;
 	memset(&key, 0, sizeof(key));
-	key.queue = queue_tag(queue);
+	key.queue = pgq_queue_tag(queue);
 	key.block_no = block->block_no;
 	key.priority = priority;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -388,5 +387,60 @@ pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, int64 waterma
 		if (!found || entry->watermark < watermark)
 			entry->watermark = watermark;
 	}
+	LWLockRelease(shared->lock);
+}
+
+/*
+ * pgq_queue_shared
+ *		The shared entry of a queue, created on first use; NULL without
+ *		shared memory or when the table of queues is full.
+ */
+QueueShared *
+pgq_queue_shared(QueueTag tag, int32 queue_id)
+{
+	QueueShared *qs;
+	bool		found;
+
+	if (shared == NULL)
+		return NULL;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	qs = hash_search(queue_hash, &tag, HASH_FIND, NULL);
+	LWLockRelease(shared->lock);
+	if (qs != NULL)
+		return qs;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	qs = hash_search(queue_hash, &tag, HASH_ENTER_NULL, &found);
+	if (qs != NULL && !found)
+	{
+		qs->queue_id = queue_id;
+		ConditionVariableInit(&qs->cv);
+		SpinLockInit(&qs->mutex);
+		qs->waiters = 0;
+		qs->next_due = 0;
+		qs->due_gen = 0;
+		for (int i = 0; i < PGQ_NUM_COUNTERS; i++)
+			pg_atomic_init_u64(&qs->counters[i], 0);
+	}
+	LWLockRelease(shared->lock);
+	return qs;
+}
+
+/*
+ * pgq_queue_shared_foreach
+ *		Call fn for every shared queue entry, under the shared lock.
+ */
+void
+pgq_queue_shared_foreach(void (*fn) (QueueShared *qs, void *arg), void *arg)
+{
+	HASH_SEQ_STATUS status;
+	QueueShared *qs;
+
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	hash_seq_init(&status, queue_hash);
+	while ((qs = hash_seq_search(&status)) != NULL)
+		fn(qs, arg);
 	LWLockRelease(shared->lock);
 }

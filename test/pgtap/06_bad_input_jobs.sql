@@ -104,8 +104,9 @@ SELECT throws_ok($$SELECT * FROM pgqueue.queue_pop('q', 1, lease => '1 day -25 h
 				 'lease must be a positive interval', 'pop with a lease that adds up negative');
 SELECT throws_ok($$SELECT * FROM pgqueue.queue_pop('q', 1, wait => '-1 second')$$, '22023',
 				 'wait must not be negative', 'pop with a negative wait');
-SELECT throws_ok($$SELECT * FROM pgqueue.queue_pop('q', 1, wait => '1 second')$$, '0A000',
-				 'queue_pop with a wait is not supported yet', 'pop with a wait (not built yet)');
+SELECT throws_ok($$SELECT * FROM pgqueue.queue_pop('q', 1, wait => NULL, lease => '-1 second')$$,
+				 '22023', 'lease must be a positive interval',
+				 'pop with a NULL wait still checks its lease');
 SELECT is((SELECT attempt FROM pgqueue.jobs WHERE queue = 'q' AND job_id = 1), 0,
 		  'no rejected pop claimed a job');
 

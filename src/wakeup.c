@@ -1,0 +1,345 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeup.c
+ *	  Waiting pops and the per-queue counters.
+ *
+ * Push, pop, ack, fail and the repair functions note what they did in a
+ * backend-local list; at commit the notes are added to the queue's shared
+ * counters and wake waiting pops: a push of k jobs signals at most k
+ * waiters on the queue's condition variable (no thundering herd), a job
+ * that becomes available now (release, retry, resume, lease expiry)
+ * broadcasts, and a retry or schedule in the future lowers the queue's
+ * next_due, which waiters use as their sleep deadline.  A rolled-back pop
+ * wakes as many waiters as it had claimed jobs.  Nothing wakes anyone for a
+ * push that has not committed or rolled back.
+ *
+ * Without shared memory, or when the table of queues is full, a waiting
+ * pop polls every pgqueue.poll_interval instead.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(pgq_counters);
+PG_FUNCTION_INFO_V1(pgq_wake);
+
+/* what this transaction did to one queue, applied at commit */
+typedef struct Note
+{
+	QueueTag	tag;
+	int32		queue_id;
+	int64		counts[PGQ_NUM_COUNTERS];
+	TimestampTz min_due;		/* earliest job made due; 0 if none */
+} Note;
+
+static Note *notes = NULL;
+static int	nnotes = 0;
+static int	maxnotes = 0;
+static bool callback_registered = false;
+
+/*
+ * apply_note
+ *		Add one note's counts to the shared counters and wake waiters.
+ */
+static void
+apply_note(Note *note, bool commit)
+{
+	QueueShared *qs = pgq_queue_shared(note->tag, note->queue_id);
+	int64		wake;
+	bool		broadcast = false;
+
+	if (qs == NULL)
+		return;
+
+	/* at abort only the claims count: the jobs are available again */
+	wake = commit ? note->counts[PGQ_COUNT_PUSHED] : note->counts[PGQ_COUNT_POPPED];
+	if (commit)
+		for (int i = 0; i < PGQ_NUM_COUNTERS; i++)
+			if (note->counts[i] != 0)
+				pg_atomic_fetch_add_u64(&qs->counters[i], (uint64) note->counts[i]);
+
+	SpinLockAcquire(&qs->mutex);
+	wake = Min(wake, qs->waiters);
+	if (commit && note->min_due != 0)
+	{
+		if (note->min_due <= GetCurrentTimestamp())
+			broadcast = true;
+		else if (qs->next_due == 0 || note->min_due < qs->next_due)
+		{
+			qs->next_due = note->min_due;
+			qs->due_gen++;
+		}
+	}
+	SpinLockRelease(&qs->mutex);
+
+	if (broadcast)
+		ConditionVariableBroadcast(&qs->cv);
+	else
+		for (int64 i = 0; i < wake; i++)
+			ConditionVariableSignal(&qs->cv);
+}
+
+/*
+ * xact_callback
+ *		Apply the notes at commit (and the claims' wake-ups at abort), then
+ *		forget them.
+ */
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	bool		commit;
+
+	if (nnotes == 0)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			commit = true;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			commit = false;
+			break;
+		default:
+			return;
+	}
+	/* forget first, so that an error here cannot apply a note twice */
+	{
+		int			n = nnotes;
+
+		nnotes = 0;
+		for (int i = 0; i < n; i++)
+			apply_note(&notes[i], commit);
+	}
+}
+
+/*
+ * note_for
+ *		This transaction's note for a queue, created empty if needed.
+ */
+static Note *
+note_for(PgqQueue *queue)
+{
+	QueueTag	tag = pgq_queue_tag(queue);
+
+	for (int i = 0; i < nnotes; i++)
+		if (notes[i].tag.dbid == tag.dbid && notes[i].tag.seq_relid == tag.seq_relid)
+			return &notes[i];
+	if (!callback_registered)
+	{
+		RegisterXactCallback(xact_callback, NULL);
+		callback_registered = true;
+	}
+	if (nnotes == maxnotes)
+	{
+		maxnotes = Max(8, maxnotes * 2);
+		notes = notes == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(Note) * maxnotes)
+			: repalloc(notes, sizeof(Note) * maxnotes);
+	}
+	memset(&notes[nnotes], 0, sizeof(Note));
+	notes[nnotes].tag = tag;
+	notes[nnotes].queue_id = queue->queue_id;
+	return &notes[nnotes++];
+}
+
+/*
+ * pgq_note
+ *		Count n events of one kind for the queue, at commit.
+ */
+void
+pgq_note(PgqQueue *queue, PgqCounter counter, int64 n)
+{
+	if (n != 0)
+		note_for(queue)->counts[counter] += n;
+}
+
+/*
+ * pgq_note_due
+ *		A job of the queue becomes claimable at due: wake waiters at commit
+ *		if that is now, or by then.
+ */
+void
+pgq_note_due(PgqQueue *queue, TimestampTz due)
+{
+	Note	   *note = note_for(queue);
+
+	if (note->min_due == 0 || due < note->min_due)
+		note->min_due = due;
+}
+
+/*
+ * pgq_wait_begin
+ *		Register as a waiter of the queue until pgq_wait_end.
+ */
+void
+pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline)
+{
+	wait->deadline = deadline;
+	wait->qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id);
+	if (wait->qs == NULL)
+		return;
+	ConditionVariablePrepareToSleep(&wait->qs->cv);
+	SpinLockAcquire(&wait->qs->mutex);
+	wait->qs->waiters++;
+	SpinLockRelease(&wait->qs->mutex);
+}
+
+/*
+ * pgq_wait_mark
+ *		Remember the queue's known due time before an attempt to claim.
+ */
+void
+pgq_wait_mark(PgqWait *wait)
+{
+	wait->attempt_at = GetCurrentTimestamp();
+	if (wait->qs == NULL)
+		return;
+	SpinLockAcquire(&wait->qs->mutex);
+	wait->due_gen = wait->qs->due_gen;
+	wait->next_due = wait->qs->next_due;
+	SpinLockRelease(&wait->qs->mutex);
+}
+
+/*
+ * pgq_wait_sleep
+ *		After an attempt that claimed nothing: sleep until a wake-up, the
+ *		next known due time or the deadline.  Returns false once the
+ *		deadline has passed.
+ */
+bool
+pgq_wait_sleep(PgqWait *wait)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz until = wait->deadline;
+	long		timeout_ms;
+
+	if (now >= wait->deadline)
+		return false;
+
+	if (wait->qs != NULL)
+	{
+		/*
+		 * A due time the attempt already covered is spent, unless a new one
+		 * was noted meanwhile.
+		 */
+		SpinLockAcquire(&wait->qs->mutex);
+		if (wait->next_due != 0 && wait->next_due <= wait->attempt_at &&
+			wait->qs->due_gen == wait->due_gen)
+			wait->qs->next_due = 0;
+		else if (wait->qs->next_due != 0 && wait->qs->next_due < until)
+			until = wait->qs->next_due;
+		SpinLockRelease(&wait->qs->mutex);
+	}
+	else
+		until = Min(until, now + (TimestampTz) pgq_poll_interval * 1000);
+
+	timeout_ms = (long) ((until - now + 999) / 1000);
+	if (timeout_ms < 1)
+		timeout_ms = 1;
+
+	if (wait->qs != NULL)
+		(void) ConditionVariableTimedSleep(&wait->qs->cv, timeout_ms, PG_WAIT_EXTENSION);
+	else
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
+}
+
+/*
+ * pgq_wait_end
+ *		Stop being a waiter.
+ */
+void
+pgq_wait_end(PgqWait *wait)
+{
+	if (wait->qs == NULL)
+		return;
+	ConditionVariableCancelSleep();
+	SpinLockAcquire(&wait->qs->mutex);
+	wait->qs->waiters--;
+	SpinLockRelease(&wait->qs->mutex);
+}
+
+/* state of pgq_counters' scan */
+typedef struct CounterScan
+{
+	ReturnSetInfo *rsinfo;
+} CounterScan;
+
+/*
+ * emit_counters
+ *		One row of pgq_counters for a queue of this database.
+ */
+static void
+emit_counters(QueueShared *qs, void *arg)
+{
+	CounterScan *scan = arg;
+	Datum		values[PGQ_NUM_COUNTERS + 2];
+	bool		nulls[PGQ_NUM_COUNTERS + 2];
+
+	if (qs->tag.dbid != MyDatabaseId)
+		return;
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = ObjectIdGetDatum(qs->tag.seq_relid);
+	for (int i = 0; i < PGQ_NUM_COUNTERS; i++)
+		values[i + 1] = Int64GetDatum((int64) pg_atomic_read_u64(&qs->counters[i]));
+	SpinLockAcquire(&qs->mutex);
+	values[PGQ_NUM_COUNTERS + 1] = Int32GetDatum(qs->waiters);
+	SpinLockRelease(&qs->mutex);
+	tuplestore_putvalues(scan->rsinfo->setResult, scan->rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * pgq_counters
+ *		SQL: pgqueue._counters() returns the shared counters of this
+ *		database's queues, keyed by the OID of each queue's sequence.
+ */
+Datum
+pgq_counters(PG_FUNCTION_ARGS)
+{
+	CounterScan scan;
+
+	InitMaterializedSRF(fcinfo, 0);
+	scan.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	pgq_queue_shared_foreach(emit_counters, &scan);
+	return (Datum) 0;
+}
+
+/*
+ * pgq_wake
+ *		SQL: pgqueue._wake(queue, due) notes that jobs of the queue become
+ *		claimable at due (now or later), for the SQL-level repair and
+ *		maintenance functions; and counts aborted jobs if given.
+ */
+Datum
+pgq_wake(PG_FUNCTION_ARGS)
+{
+	PgqQueue   *queue;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
+		PG_RETURN_VOID();
+	SPI_connect();
+	queue = pgq_queue_get(PG_GETARG_TEXT_PP(0));
+	if (!PG_ARGISNULL(1))
+		pgq_note_due(queue, PG_GETARG_TIMESTAMPTZ(1));
+	pgq_note(queue, PGQ_COUNT_ABORTED, PG_GETARG_INT64(2));
+	SPI_finish();
+	PG_RETURN_VOID();
+}

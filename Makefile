@@ -8,7 +8,8 @@ OBJS = \
 	src/push.o \
 	src/pop.o \
 	src/finish.o \
-	src/wakeup.o
+	src/wakeup.o \
+	src/worker.o
 
 EXTENSION = pgqueue
 DATA = sql/pgqueue--0.1.0.sql

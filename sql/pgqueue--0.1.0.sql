@@ -39,6 +39,13 @@ CREATE TABLE pgqueue.queue (
 		CONSTRAINT queue_backoff_cap_valid CHECK (backoff_cap >= backoff_base),
 	backoff_jitter double precision NOT NULL DEFAULT 0.1
 		CONSTRAINT queue_backoff_jitter_range CHECK (backoff_jitter BETWEEN 0 AND 1),
+	retention interval NOT NULL DEFAULT '10 minutes'
+		CONSTRAINT queue_retention_nonnegative CHECK (retention >= '0'),
+	archive boolean NOT NULL DEFAULT true,
+	archive_retention interval NOT NULL DEFAULT '7 days'
+		CONSTRAINT queue_archive_retention_nonnegative CHECK (archive_retention >= '0'),
+	compact_threshold double precision NOT NULL DEFAULT 0.8
+		CONSTRAINT queue_compact_threshold_range CHECK (compact_threshold > 0 AND compact_threshold <= 1),
 	paused boolean NOT NULL DEFAULT false,
 	notify boolean NOT NULL DEFAULT false,
 	created_at timestamptz NOT NULL DEFAULT now()
@@ -57,7 +64,15 @@ CREATE TABLE pgqueue.block (
 	CONSTRAINT block_range_valid CHECK (first_id <= last_id)
 );
 
+/* one archive table per queue and day of archiving */
+CREATE TABLE pgqueue.archive (
+	queue_id integer NOT NULL REFERENCES pgqueue.queue ON DELETE CASCADE,
+	day date NOT NULL,
+	PRIMARY KEY (queue_id, day)
+);
+
 SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('pgqueue.archive', '');
 SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pgqueue.block', '');
 
@@ -87,6 +102,24 @@ CREATE TABLE pgqueue_data.status_store (
 	at timestamptz NOT NULL,
 	due_at timestamptz,
 	error text
+);
+
+/* archived status rows, each with its job's columns */
+CREATE TABLE pgqueue_data.archive_store (
+	queue_id integer NOT NULL,
+	job_id bigint NOT NULL,
+	seq integer NOT NULL,
+	state "char" NOT NULL,
+	attempt integer NOT NULL,
+	fails integer NOT NULL,
+	at timestamptz NOT NULL,
+	due_at timestamptz,
+	error text,
+	key text,
+	priority integer NOT NULL,
+	enqueued_at timestamptz NOT NULL,
+	payload jsonb NOT NULL,
+	archived_at timestamptz NOT NULL
 );
 
 CREATE TYPE pgqueue.job AS (
@@ -175,40 +208,38 @@ BEGIN
 END
 $$;
 
-/* _rel: qualified name of a block table; kind is 'j' (jobs) or 's' (status) */
+/*
+ * _rel: qualified name of a block table; kind is 'j' (jobs) or 's' (status).
+ * Blocks made by compaction have negative numbers, written c<n> in names.
+ */
 CREATE FUNCTION pgqueue._rel(kind text, queue_id integer, block_no integer)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-AS $$ SELECT format('pgqueue_data.%I', kind || '_' || queue_id || '_' || block_no) $$;
+AS $$
+	SELECT format('pgqueue_data.%I', kind || '_' || queue_id || '_' ||
+				  CASE WHEN block_no < 0 THEN 'c' || -block_no ELSE block_no::text END)
+$$;
+
+/* _fault: fail the way pgqueue.fault_injection says at a named step (tests) */
+CREATE FUNCTION pgqueue._fault(step text)
+RETURNS void
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_fault';
 
 /*
- * _block_create: create block block_no of a queue if it does not exist yet.
- * Serialized per block by a transaction-level object lock; called by push
- * when an id crosses into a new block and by queue_create.
+ * _block_tables: create the jobs and status tables of a block covering ids
+ * lo to hi, and its catalog row.
  */
-CREATE FUNCTION pgqueue._block_create(queue_id integer, block_no integer)
+CREATE FUNCTION pgqueue._block_tables(queue_id integer, block_no integer, lo bigint, hi bigint,
+									  state text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
-	bs bigint;
-	lo bigint;
-	hi bigint;
 	j text := pgqueue._rel('j', queue_id, block_no);
 	s text := pgqueue._rel('s', queue_id, block_no);
 BEGIN
-	PERFORM pgqueue._block_lock(queue_id, block_no, false);
-	IF EXISTS (SELECT 1 FROM pgqueue.block b
-			   WHERE b.queue_id = _block_create.queue_id
-				 AND b.block_no = _block_create.block_no) THEN
-		RETURN;
-	END IF;
-	SELECT q.block_size INTO STRICT bs FROM pgqueue.queue q
-	 WHERE q.queue_id = _block_create.queue_id;
-	lo := block_no::bigint * bs + 1;
-	hi := lo + bs - 1;
-
 	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
 				   ' PRIMARY KEY (job_id)) INHERITS (pgqueue_data.job_store)',
 				   j, queue_id, lo, hi);
@@ -218,10 +249,35 @@ BEGIN
 				   s, queue_id, lo, hi);
 	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
 	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state = ''e''', s);
-
-	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id)
-	VALUES (_block_create.queue_id, _block_create.block_no, lo, hi);
+	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id, state)
+	VALUES (_block_tables.queue_id, _block_tables.block_no, lo, hi, _block_tables.state);
 	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/*
+ * _block_create: create block block_no of a queue if it does not exist yet.
+ * Serialized per block by its lock; called by push when an id crosses into
+ * a new block, by maintenance ahead of that, and by queue_create.
+ */
+CREATE FUNCTION pgqueue._block_create(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	bs bigint;
+BEGIN
+	PERFORM pgqueue._block_lock(queue_id, block_no, false);
+	IF EXISTS (SELECT 1 FROM pgqueue.block b
+			   WHERE b.queue_id = _block_create.queue_id
+				 AND b.block_no = _block_create.block_no) THEN
+		RETURN;
+	END IF;
+	SELECT q.block_size INTO STRICT bs FROM pgqueue.queue q
+	 WHERE q.queue_id = _block_create.queue_id;
+	PERFORM pgqueue._block_tables(queue_id, block_no, block_no::bigint * bs + 1,
+								  (block_no::bigint + 1) * bs, 'open');
 END
 $$;
 
@@ -268,7 +324,11 @@ CREATE FUNCTION pgqueue.queue_create(
 	backoff_base interval DEFAULT '1 second',
 	backoff_cap interval DEFAULT '1 hour',
 	backoff_jitter double precision DEFAULT 0.1,
-	notify boolean DEFAULT false)
+	notify boolean DEFAULT false,
+	retention interval DEFAULT '10 minutes',
+	archive boolean DEFAULT true,
+	archive_retention interval DEFAULT '7 days',
+	compact_threshold double precision DEFAULT 0.8)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -278,7 +338,8 @@ DECLARE
 BEGIN
 	IF queue IS NULL OR block_size IS NULL OR default_lease IS NULL
 		OR max_attempts IS NULL OR backoff_base IS NULL OR backoff_cap IS NULL
-		OR backoff_jitter IS NULL OR notify IS NULL THEN
+		OR backoff_jitter IS NULL OR notify IS NULL OR retention IS NULL OR archive IS NULL
+		OR archive_retention IS NULL OR compact_threshold IS NULL THEN
 		RAISE EXCEPTION 'queue_create arguments must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
@@ -295,14 +356,16 @@ BEGIN
 	qid := nextval('pgqueue.queue_id_seq');
 	BEGIN
 		INSERT INTO pgqueue.queue (queue_id, name, block_size, default_lease, max_attempts,
-								   backoff_base, backoff_cap, backoff_jitter, notify)
+								   backoff_base, backoff_cap, backoff_jitter, notify,
+								   retention, archive, archive_retention, compact_threshold)
 		VALUES (qid, queue, block_size, default_lease, max_attempts,
-				backoff_base, backoff_cap, backoff_jitter, notify);
+				backoff_base, backoff_cap, backoff_jitter, notify,
+				retention, archive, archive_retention, compact_threshold);
 	EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid option for queue "%"', queue
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = SQLERRM,
-				  HINT = 'block_size is 100 to 1000000000, default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1.';
+				  HINT = 'block_size is 100 to 1000000000, default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1.';
 	WHEN unique_violation THEN
 		RAISE EXCEPTION 'queue "%" already exists', queue
 			USING ERRCODE = 'duplicate_object';
@@ -320,7 +383,11 @@ CREATE FUNCTION pgqueue.queue_alter(
 	backoff_base interval DEFAULT NULL,
 	backoff_cap interval DEFAULT NULL,
 	backoff_jitter double precision DEFAULT NULL,
-	notify boolean DEFAULT NULL)
+	notify boolean DEFAULT NULL,
+	retention interval DEFAULT NULL,
+	archive boolean DEFAULT NULL,
+	archive_retention interval DEFAULT NULL,
+	compact_threshold double precision DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -335,13 +402,17 @@ BEGIN
 			backoff_base = coalesce(queue_alter.backoff_base, q.backoff_base),
 			backoff_cap = coalesce(queue_alter.backoff_cap, q.backoff_cap),
 			backoff_jitter = coalesce(queue_alter.backoff_jitter, q.backoff_jitter),
-			notify = coalesce(queue_alter.notify, q.notify)
+			notify = coalesce(queue_alter.notify, q.notify),
+			retention = coalesce(queue_alter.retention, q.retention),
+			archive = coalesce(queue_alter.archive, q.archive),
+			archive_retention = coalesce(queue_alter.archive_retention, q.archive_retention),
+			compact_threshold = coalesce(queue_alter.compact_threshold, q.compact_threshold)
 		WHERE q.queue_id = qid;
 	EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid option for queue "%"', queue
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = SQLERRM,
-				  HINT = 'default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1.';
+				  HINT = 'default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1.';
 	END;
 	PERFORM pgqueue._cache_invalidate();
 END
@@ -376,6 +447,9 @@ BEGIN
 	END IF;
 	FOR b IN SELECT * FROM pgqueue.block bl WHERE bl.queue_id = qid LOOP
 		PERFORM pgqueue._block_drop(b.queue_id, b.block_no);
+	END LOOP;
+	FOR b IN SELECT * FROM pgqueue.archive a WHERE a.queue_id = qid LOOP
+		EXECUTE format('DROP TABLE %s', pgqueue._archive_rel(b.queue_id, b.day));
 	END LOOP;
 	EXECUTE format('DROP SEQUENCE pgqueue_data.%I', 'seq_' || qid);
 	DELETE FROM pgqueue.queue q WHERE q.queue_id = qid;
@@ -554,7 +628,7 @@ SELECT q.name AS queue,
 			  ORDER BY st.job_id, st.queue_id, st.seq DESC) s
 	ON s.job_id = j.job_id AND s.queue_id = j.queue_id;
 
-/* job_history: every status transition of every live job */
+/* job_history: every status transition of every job, live and archived */
 CREATE VIEW pgqueue.job_history AS
 SELECT q.name AS queue,
 	   s.job_id,
@@ -567,9 +641,22 @@ SELECT q.name AS queue,
 	   s.at,
 	   CASE WHEN s.state = 'e' THEN s.due_at END AS lease_until,
 	   CASE WHEN s.state IN ('a', 's', 'f') THEN s.due_at END AS run_at,
-	   s.error
+	   s.error,
+	   false AS archived
   FROM pgqueue_data.status_store s
-  JOIN pgqueue.queue q ON q.queue_id = s.queue_id;
+  JOIN pgqueue.queue q ON q.queue_id = s.queue_id
+UNION ALL
+SELECT q.name, a.job_id, a.seq,
+	   CASE a.state WHEN 'a' THEN 'available' WHEN 's' THEN 'scheduled'
+		   WHEN 'e' THEN 'executing' WHEN 'd' THEN 'succeeded'
+		   WHEN 'f' THEN 'failed' WHEN 'x' THEN 'aborted' END,
+	   a.attempt, a.fails, a.at,
+	   CASE WHEN a.state = 'e' THEN a.due_at END,
+	   CASE WHEN a.state IN ('a', 's', 'f') THEN a.due_at END,
+	   a.error,
+	   true
+  FROM pgqueue_data.archive_store a
+  JOIN pgqueue.queue q ON q.queue_id = a.queue_id;
 
 /* _block_stats: job counts and size of one block */
 CREATE FUNCTION pgqueue._block_stats(queue_id integer, block_no integer,
@@ -900,11 +987,301 @@ BEGIN
 END
 $$;
 
+/* _archive_rel: qualified name of a queue's archive table for one day */
+CREATE FUNCTION pgqueue._archive_rel(queue_id integer, day date)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT format('pgqueue_data.%I', 'a_' || queue_id || '_' || to_char(day, 'YYYYMMDD')) $$;
+
+/* _archive_table: today's archive table of a queue, created if needed */
+CREATE FUNCTION pgqueue._archive_table(queue_id integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	today date := clock_timestamp()::date;
+	a text := pgqueue._archive_rel(queue_id, today);
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pgqueue.archive ar
+				   WHERE ar.queue_id = _archive_table.queue_id AND ar.day = today) THEN
+		EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), PRIMARY KEY (job_id, seq))'
+					   ' INHERITS (pgqueue_data.archive_store)', a, queue_id);
+		INSERT INTO pgqueue.archive (queue_id, day) VALUES (_archive_table.queue_id, today);
+	END IF;
+	RETURN a;
+END
+$$;
+
 /*
- * maintain: one round of maintenance for one queue or all of them: expire
- * leases, close blocks whose id range is used up, and mark closed blocks with
- * no unfinished job as done so that pop skips them.  Idempotent; returns what
- * it did as jsonb.
+ * _compact_step: one unit of compaction for a queue, in the caller's
+ * transaction.  Finds the first contiguous run of closed blocks whose jobs
+ * are mostly done with (finished longer ago than the queue's retention: at
+ * least compact_threshold of them), moves the others (unfinished or
+ * recently finished) with their latest status into one new block keeping
+ * their ids, archives (or discards) all other status rows with their jobs,
+ * and drops the old tables.  A run with nothing to keep is archived and
+ * dropped without a new block.  The whole step is one transaction: a crash
+ * anywhere leaves the blocks as they were.  Takes its locks with a short
+ * lock_timeout and gives up ('busy') rather than stall pushes and pops.
+ * Returns what it did, or NULL when nothing qualifies.
+ */
+CREATE FUNCTION pgqueue._compact_step(queue_id integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	q pgqueue.queue;
+	b pgqueue.block;
+	run pgqueue.block[] := '{}';
+	run_keep bigint := 0;
+	run_jobs bigint := 0;
+	keep bigint;
+	total bigint;
+	cutoff timestamptz := clock_timestamp();
+	new_no integer;
+	nj text;
+	ns text;
+	a text;
+	moved bigint := 0;
+	archived bigint := 0;
+	n bigint;
+BEGIN
+	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
+	cutoff := cutoff - q.retention;
+
+	/* the first qualifying run of adjacent closed blocks, at most 16 */
+	FOR b IN SELECT * FROM pgqueue.block bl
+			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
+			  ORDER BY bl.first_id LOOP
+		EXECUTE format($q$
+			SELECT count(*), count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')
+												 OR l.at > $1)
+			  FROM %1$s j
+			  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
+								  ORDER BY s.seq DESC LIMIT 1) l ON true$q$,
+			pgqueue._rel('j', b.queue_id, b.block_no), pgqueue._rel('s', b.queue_id, b.block_no))
+		INTO total, keep USING cutoff;
+		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)
+			AND NOT (keep = total AND b.block_no < 0)
+			AND (cardinality(run) = 0 OR run[cardinality(run)].last_id + 1 = b.first_id)
+			AND cardinality(run) < 16 THEN
+			run := run || b;
+			run_keep := run_keep + keep;
+			run_jobs := run_jobs + total;
+		ELSIF cardinality(run) > 0 THEN
+			EXIT;
+		END IF;
+	END LOOP;
+	IF cardinality(run) = 0 OR (cardinality(run) = 1 AND run_keep = run_jobs AND run_jobs > 0) THEN
+		RETURN NULL;
+	END IF;
+
+	/* fence: no push or claim may change these blocks until commit */
+	BEGIN
+		SET LOCAL lock_timeout = '50ms';
+		FOR i IN 1 .. cardinality(run) LOOP
+			IF NOT pgqueue._block_lock(run[i].queue_id, run[i].block_no, true) THEN
+				RETURN 'busy';
+			END IF;
+			EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE',
+						   pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+						   pgqueue._rel('s', run[i].queue_id, run[i].block_no));
+		END LOOP;
+	EXCEPTION WHEN lock_not_available THEN
+		RETURN 'busy';
+	END;
+	PERFORM pgqueue._fault('compact_locked');
+
+	/* count again under the fence: a retry may have revived a job since */
+	run_keep := 0;
+	FOR i IN 1 .. cardinality(run) LOOP
+		EXECUTE format($q$
+			SELECT count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1)
+			  FROM %1$s j
+			  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
+								  ORDER BY s.seq DESC LIMIT 1) l ON true$q$,
+			pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+			pgqueue._rel('s', run[i].queue_id, run[i].block_no))
+		INTO keep USING cutoff;
+		run_keep := run_keep + keep;
+	END LOOP;
+
+	IF q.archive THEN
+		a := pgqueue._archive_table(q.queue_id);
+	END IF;
+	IF run_keep > 0 THEN
+		SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
+		 WHERE bl.queue_id = q.queue_id;
+		PERFORM pgqueue._block_tables(q.queue_id, new_no, run[1].first_id,
+									  run[cardinality(run)].last_id, 'closed');
+		nj := pgqueue._rel('j', q.queue_id, new_no);
+		ns := pgqueue._rel('s', q.queue_id, new_no);
+	END IF;
+	PERFORM pgqueue._fault('compact_created');
+
+	FOR i IN 1 .. cardinality(run) LOOP
+		/* keep: unfinished, or finished within the retention */
+		IF run_keep > 0 THEN
+			EXECUTE format($q$
+				WITH k AS (
+					SELECT j.*, l.seq
+					  FROM %1$s j
+					  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
+										  WHERE s.job_id = j.job_id
+										  ORDER BY s.seq DESC LIMIT 1) l ON true
+					 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
+				kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
+											   enqueued_at, payload FROM k),
+				ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
+										 ON s.job_id = k.job_id AND s.seq = k.seq)
+				SELECT count(*) FROM k$q$,
+				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+				pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
+			INTO n USING cutoff;
+			moved := moved + n;
+		END IF;
+		PERFORM pgqueue._fault('compact_copied');
+
+		/* archive every status row not moved, with its job's columns */
+		IF q.archive THEN
+			EXECUTE format($q$
+				WITH x AS (
+					INSERT INTO %3$s
+					SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
+						   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1
+					  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
+					 WHERE %4$s
+					ON CONFLICT DO NOTHING
+					RETURNING 1)
+				SELECT count(*) FROM x$q$,
+				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+				pgqueue._rel('s', run[i].queue_id, run[i].block_no), a,
+				CASE WHEN ns IS NULL THEN 'true'
+					 ELSE format('NOT EXISTS (SELECT 1 FROM %s m WHERE m.job_id = s.job_id'
+								 ' AND m.seq = s.seq)', ns) END)
+			INTO n USING clock_timestamp();
+			archived := archived + n;
+		END IF;
+		PERFORM pgqueue._fault('compact_archived');
+	END LOOP;
+
+	FOR i IN 1 .. cardinality(run) LOOP
+		PERFORM pgqueue._block_drop(run[i].queue_id, run[i].block_no);
+	END LOOP;
+	PERFORM pgqueue._fault('compact_swapped');
+	RETURN format('%s blocks %s..%s: %s jobs moved%s, %s status rows %s',
+				  cardinality(run), run[1].block_no, run[cardinality(run)].block_no, moved,
+				  CASE WHEN run_keep > 0 THEN ' to block ' || new_no ELSE '' END,
+				  CASE WHEN q.archive THEN archived ELSE run_jobs END,
+				  CASE WHEN q.archive THEN 'archived' ELSE 'discarded' END);
+END
+$$;
+
+/*
+ * _archive_expire: drop a queue's archive tables whose day is older than
+ * its archive retention.  Returns how many.
+ */
+CREATE FUNCTION pgqueue._archive_expire(queue_id integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	a record;
+	n integer := 0;
+BEGIN
+	FOR a IN SELECT ar.* FROM pgqueue.archive ar JOIN pgqueue.queue q USING (queue_id)
+			  WHERE ar.queue_id = _archive_expire.queue_id
+				AND ar.day < (clock_timestamp() - q.archive_retention)::date LOOP
+		EXECUTE format('DROP TABLE %s', pgqueue._archive_rel(a.queue_id, a.day));
+		DELETE FROM pgqueue.archive ar WHERE ar.queue_id = a.queue_id AND ar.day = a.day;
+		PERFORM pgqueue._fault('archive_dropped');
+		n := n + 1;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
+/*
+ * _maintain_queue: the bookkeeping part of a round for one queue: expire
+ * leases; close blocks whose id range is used up; mark closed blocks with no
+ * unfinished job done, so that pop skips them; and create the next block
+ * once the open one is half full, so that pushes do not run DDL.
+ */
+CREATE FUNCTION pgqueue._maintain_queue(queue_id integer)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	q pgqueue.queue;
+	b pgqueue.block;
+	last_value bigint;
+	expired bigint := 0;
+	closed integer := 0;
+	done integer := 0;
+	created integer := 0;
+	n bigint;
+	newest integer;
+BEGIN
+	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _maintain_queue.queue_id;
+	EXECUTE format('SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgqueue_data.%I',
+				   'seq_' || q.queue_id) INTO last_value;
+	FOR b IN SELECT * FROM pgqueue.block bl
+			  WHERE bl.queue_id = q.queue_id AND bl.state <> 'done'
+			  ORDER BY bl.first_id LOOP
+		expired := expired + pgqueue._expire_leases(b, q.max_attempts);
+		IF b.state = 'open' AND last_value >= b.last_id THEN
+			UPDATE pgqueue.block bl SET state = 'closed'
+			 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+			b.state := 'closed';
+			closed := closed + 1;
+		END IF;
+		/*
+		 * A closed block is done when no job in it is unfinished.  The
+		 * block lock fences off pushes that have not committed yet, and the
+		 * row lock on the block serializes with queue_retry reviving it.
+		 */
+		IF b.state = 'closed' AND pgqueue._block_lock(b.queue_id, b.block_no, true) THEN
+			PERFORM 1 FROM pgqueue.block bl
+			  WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no
+			  FOR UPDATE SKIP LOCKED;
+			IF FOUND THEN
+				SELECT st.unfinished INTO n FROM pgqueue._block_stats(b.queue_id, b.block_no) st;
+				IF n = 0 THEN
+					UPDATE pgqueue.block bl SET state = 'done'
+					 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+					done := done + 1;
+				END IF;
+			END IF;
+		END IF;
+	END LOOP;
+
+	/* the block after the one the sequence is in, once that is half used */
+	newest := (greatest(last_value - 1, 0) / q.block_size)::integer;
+	IF last_value - newest::bigint * q.block_size >= q.block_size / 2
+		AND NOT EXISTS (SELECT 1 FROM pgqueue.block bl
+						 WHERE bl.queue_id = q.queue_id AND bl.block_no = newest + 1) THEN
+		PERFORM pgqueue._block_create(q.queue_id, newest + 1);
+		PERFORM pgqueue._fault('block_created');
+		created := 1;
+	END IF;
+	IF closed > 0 OR done > 0 THEN
+		PERFORM pgqueue._cache_invalidate();
+	END IF;
+	RETURN jsonb_build_object('expired_leases', expired, 'closed_blocks', closed,
+							  'done_blocks', done, 'created_blocks', created);
+END
+$$;
+
+/*
+ * maintain: one round of maintenance for one queue or all of them, in one
+ * transaction: the bookkeeping of _maintain_queue, compaction until nothing
+ * more qualifies, and expiry of old archive tables.  The background worker
+ * runs the same steps, each in its own transaction.  Idempotent; returns
+ * what it did as jsonb.
  */
 CREATE FUNCTION pgqueue.maintain(queue text DEFAULT NULL)
 RETURNS jsonb
@@ -913,12 +1290,14 @@ SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
 	q record;
-	b pgqueue.block;
-	last_value bigint;
+	r jsonb;
+	step text;
 	expired bigint := 0;
 	closed integer := 0;
 	done integer := 0;
-	n bigint;
+	created integer := 0;
+	compacted text[] := '{}';
+	dropped integer := 0;
 BEGIN
 	IF queue IS NOT NULL THEN
 		PERFORM pgqueue._queue_id(queue);
@@ -926,43 +1305,22 @@ BEGIN
 	FOR q IN SELECT * FROM pgqueue.queue qu
 			  WHERE maintain.queue IS NULL OR qu.name = maintain.queue
 			  ORDER BY qu.queue_id LOOP
-		EXECUTE format('SELECT last_value FROM pgqueue_data.%I', 'seq_' || q.queue_id)
-			INTO last_value;
-		FOR b IN SELECT * FROM pgqueue.block bl
-				  WHERE bl.queue_id = q.queue_id AND bl.state <> 'done'
-				  ORDER BY bl.first_id LOOP
-			expired := expired + pgqueue._expire_leases(b, q.max_attempts);
-			IF b.state = 'open' AND last_value >= b.last_id THEN
-				UPDATE pgqueue.block bl SET state = 'closed'
-				 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
-				b.state := 'closed';
-				closed := closed + 1;
-			END IF;
-			/*
-			 * A closed block is done when no job in it is unfinished.  The
-			 * block lock fences off pushes that have not committed yet, and the
-			 * row lock on the block serializes with queue_retry reviving it.
-			 */
-			IF b.state = 'closed' AND pgqueue._block_lock(b.queue_id, b.block_no, true) THEN
-				PERFORM 1 FROM pgqueue.block bl
-				  WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no
-				  FOR UPDATE SKIP LOCKED;
-				IF FOUND THEN
-					SELECT st.unfinished INTO n FROM pgqueue._block_stats(b.queue_id, b.block_no) st;
-					IF n = 0 THEN
-						UPDATE pgqueue.block bl SET state = 'done'
-						 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
-						done := done + 1;
-					END IF;
-				END IF;
-			END IF;
+		r := pgqueue._maintain_queue(q.queue_id);
+		expired := expired + (r->>'expired_leases')::bigint;
+		closed := closed + (r->>'closed_blocks')::integer;
+		done := done + (r->>'done_blocks')::integer;
+		created := created + (r->>'created_blocks')::integer;
+		LOOP
+			step := pgqueue._compact_step(q.queue_id);
+			EXIT WHEN step IS NULL OR step = 'busy';
+			compacted := compacted || (q.name || ': ' || step);
 		END LOOP;
+		dropped := dropped + pgqueue._archive_expire(q.queue_id);
 	END LOOP;
-	IF closed > 0 OR done > 0 THEN
-		PERFORM pgqueue._cache_invalidate();
-	END IF;
 	RETURN jsonb_build_object('expired_leases', expired, 'closed_blocks', closed,
-							  'done_blocks', done);
+							  'done_blocks', done, 'created_blocks', created,
+							  'compacted', to_jsonb(compacted),
+							  'archives_dropped', dropped);
 END
 $$;
 

@@ -241,6 +241,7 @@ pgq_queue_get(text *name)
 	int			len = VARSIZE_ANY_EXHDR(name);
 	PgqQueue   *q = NULL;
 
+	AcceptInvalidationMessages();
 	if (cache_stale || queue_cache == NULL)
 		cache_reset();
 
@@ -375,12 +376,18 @@ pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 {
 	if (block->plans[kind] == NULL)
 	{
+		char		num[16];
 		char		jobs[64];
 		char		status[64];
 		char	   *sql;
 
-		snprintf(jobs, sizeof(jobs), "pgqueue_data.j_%d_%d", queue->queue_id, block->block_no);
-		snprintf(status, sizeof(status), "pgqueue_data.s_%d_%d", queue->queue_id, block->block_no);
+		/* as pgqueue._rel(): compaction's blocks have negative numbers, c<n> */
+		if (block->block_no < 0)
+			snprintf(num, sizeof(num), "c%d", -block->block_no);
+		else
+			snprintf(num, sizeof(num), "%d", block->block_no);
+		snprintf(jobs, sizeof(jobs), "pgqueue_data.j_%d_%s", queue->queue_id, num);
+		snprintf(status, sizeof(status), "pgqueue_data.s_%d_%s", queue->queue_id, num);
 		sql = psprintf(sql_fmt, jobs, status);
 		block->plans[kind] = keep_plan(sql, nargs, argtypes);
 		pfree(sql);

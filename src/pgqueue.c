@@ -9,6 +9,8 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -22,6 +24,11 @@ int			pgq_max_payload_size = 1024 * 1024;
 
 /* how often a waiting pop polls when it cannot sleep on shared memory, ms */
 int			pgq_poll_interval = 100;
+
+/* the maintenance step at which to fail on purpose (tests) */
+static char *pgq_fault_injection = NULL;
+
+PG_FUNCTION_INFO_V1(pgq_fault);
 
 void		_PG_init(void);
 
@@ -53,10 +60,38 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomBoolVariable("pgqueue.worker",
+							 "Runs the maintenance workers.",
+							 "Off keeps the launcher idle; pgqueue.maintain() still works.",
+							 &pgq_worker_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("pgqueue.naptime",
+							"Time between two maintenance rounds of a database.",
+							NULL,
+							&pgq_naptime,
+							1000,
+							10,
+							3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("pgqueue.fault_injection",
+							   "Maintenance step at which to crash on purpose, for tests.",
+							   "The server PANICs when maintenance reaches the named step.",
+							   &pgq_fault_injection,
+							   "",
+							   PGC_SUSET,
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgqueue");
 
 	pgq_cache_init();
 	pgq_shmem_init();
+	if (process_shared_preload_libraries_in_progress)
+		pgq_worker_register();
 }
 
 /*
@@ -92,4 +127,21 @@ pgq_check_payload(Datum payload)
 				 errmsg("job payload is too large"),
 				 errdetail("The payload takes %zu bytes; pgqueue.max_payload_size is %d bytes.",
 						   size, pgq_max_payload_size)));
+}
+
+/*
+ * pgq_fault
+ *		SQL: pgqueue._fault(step) crashes the server (PANIC) when
+ *		pgqueue.fault_injection names the step; tests use it to stop
+ *		maintenance at every step and check that nothing is lost.
+ */
+Datum
+pgq_fault(PG_FUNCTION_ARGS)
+{
+	char	   *step = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (pgq_fault_injection != NULL && strcmp(pgq_fault_injection, step) == 0)
+		ereport(PANIC,
+				(errmsg("pgqueue fault injection at step \"%s\"", step)));
+	PG_RETURN_VOID();
 }

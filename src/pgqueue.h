@@ -97,9 +97,11 @@ typedef struct PgqWait
 	uint64		due_gen;
 } PgqWait;
 
-/* GUCs (pgqueue.c) */
+/* GUCs (pgqueue.c, worker.c) */
 extern int	pgq_max_payload_size;
 extern int	pgq_poll_interval;
+extern bool pgq_worker_enabled;
+extern int	pgq_naptime;
 
 /* cache.c */
 extern void pgq_cache_init(void);
@@ -117,6 +119,14 @@ extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority
 extern int64 pgq_lane_bound(PgqQueue *queue);
 extern void pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 int64 watermark);
+
+/* shmem.c: maintenance workers per database */
+extern bool pgq_db_should_start(Oid dbid);
+extern void pgq_db_started(Oid dbid);
+extern void pgq_db_finished(Oid dbid, int delay);
+
+/* worker.c */
+extern void pgq_worker_register(void);
 
 /* wakeup.c */
 extern void pgq_note(PgqQueue *queue, PgqCounter counter, int64 n);

@@ -62,9 +62,22 @@ typedef struct LaneEntry
 	int64		watermark;
 } LaneEntry;
 
+/* what a database's maintenance worker is doing (worker.c) */
+typedef struct DbSlot
+{
+	Oid			dbid;			/* InvalidOid: free */
+	pid_t		pid;			/* running worker, -1 starting, 0 none */
+	int			failures;		/* in a row */
+	TimestampTz next_start;
+} DbSlot;
+
+/* databases with a maintenance worker; more get none */
+#define PGQ_MAX_DBS		64
+
 typedef struct PgqShared
 {
-	LWLock	   *lock;			/* protects the lane and queue hashes */
+	LWLock	   *lock;			/* protects the lane and queue hashes, dbs */
+	DbSlot		dbs[PGQ_MAX_DBS];
 	int			nslots;
 	PushSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } PgqShared;
@@ -139,6 +152,7 @@ pgq_shmem_startup(void)
 	if (!found)
 	{
 		shared->lock = &(GetNamedLWLockTranche("pgqueue"))->lock;
+		memset(shared->dbs, 0, sizeof(shared->dbs));
 		shared->nslots = nslots;
 		for (int i = 0; i < nslots; i++)
 		{
@@ -442,5 +456,97 @@ pgq_queue_shared_foreach(void (*fn) (QueueShared *qs, void *arg), void *arg)
 	hash_seq_init(&status, queue_hash);
 	while ((qs = hash_seq_search(&status)) != NULL)
 		fn(qs, arg);
+	LWLockRelease(shared->lock);
+}
+
+/*
+ * db_slot
+ *		The slot of a database, taken from the free ones if it has none;
+ *		NULL when all are taken.  Caller holds the lock exclusively.
+ */
+static DbSlot *
+db_slot(Oid dbid)
+{
+	DbSlot	   *free_slot = NULL;
+
+	for (int i = 0; i < PGQ_MAX_DBS; i++)
+	{
+		if (shared->dbs[i].dbid == dbid)
+			return &shared->dbs[i];
+		if (free_slot == NULL && !OidIsValid(shared->dbs[i].dbid))
+			free_slot = &shared->dbs[i];
+	}
+	if (free_slot != NULL)
+	{
+		memset(free_slot, 0, sizeof(DbSlot));
+		free_slot->dbid = dbid;
+	}
+	return free_slot;
+}
+
+/*
+ * pgq_db_should_start
+ *		For the launcher: whether to start a worker for the database now;
+ *		if so, the database is marked as starting one.
+ */
+bool
+pgq_db_should_start(Oid dbid)
+{
+	DbSlot	   *slot;
+	bool		start = false;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL && slot->pid == 0 && GetCurrentTimestamp() >= slot->next_start)
+	{
+		slot->pid = -1;
+		start = true;
+	}
+	LWLockRelease(shared->lock);
+	return start;
+}
+
+/*
+ * pgq_db_started
+ *		A worker runs for the database.
+ */
+void
+pgq_db_started(Oid dbid)
+{
+	DbSlot	   *slot;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL)
+		slot->pid = MyProcPid;
+	LWLockRelease(shared->lock);
+}
+
+/*
+ * pgq_db_finished
+ *		The database's worker ended: cleanly, to be started again after
+ *		delay seconds, or (delay -1) by failing, to be started again after a
+ *		backoff that doubles with each failure in a row, up to five minutes.
+ */
+void
+pgq_db_finished(Oid dbid, int delay)
+{
+	DbSlot	   *slot;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL)
+	{
+		slot->pid = 0;
+		if (delay >= 0)
+			slot->failures = 0;
+		else
+		{
+			slot->failures++;
+			delay = 1 << Min(slot->failures, 8);
+			delay = Min(delay, 300);
+		}
+		slot->next_start = GetCurrentTimestamp() + (TimestampTz) delay * USECS_PER_SEC;
+	}
 	LWLockRelease(shared->lock);
 }

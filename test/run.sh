@@ -39,7 +39,7 @@ psql -X -q -d pgtap_test -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION pgqueu
 pg_prove -d pgtap_test test/pgtap/*.sql > "$logdir/pgtap.log" 2>&1
 echo \$? > "$logdir/pgtap.rc"
 INNER
-pg_virtualenv -t -o shared_preload_libraries=pgqueue -o max_connections=50 \
+pg_virtualenv -t -o shared_preload_libraries=pgqueue -o pgqueue.worker=off -o max_connections=50 \
 	bash "$logdir/installcheck.sh"
 cat "$logdir/regress.log"
 tally_regress "$logdir/regress.log"

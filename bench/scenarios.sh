@@ -1,0 +1,554 @@
+#!/usr/bin/env bash
+# bench/scenarios.sh MODE WORKDIR: the body of bench/run.sh, run inside
+# pg_virtualenv (PGHOST, PGPORT, PGUSER and PGPASSWORD point at the throwaway
+# cluster).  Runs every scenario with pgbench custom scripts and writes
+#
+#   WORKDIR/results.tsv     one line per measurement (see rec below)
+#   WORKDIR/series/*.dat    throughput over time of each pgbench run
+#   WORKDIR/sustained.tsv   samples of the sustained run
+#   WORKDIR/machine.txt, settings.txt, version.txt, final.txt
+#
+# which bench/report.sh turns into the results file and plots.
+set -euo pipefail
+mode=$1
+work=$2
+mkdir -p "$work/log" "$work/out" "$work/series" "$work/sql"
+db=bench
+
+# ---------------------------------------------------------------------------
+# Sizes and durations per mode
+# ---------------------------------------------------------------------------
+if [ "$mode" = quick ]; then
+	T_PUSH=1             # seconds per ladder and push run
+	N_FRESH_BATCH=40000  # jobs preloaded for a fresh drain with n = 100
+	N_FRESH_ONE=3000     # ... with n = 1
+	N_BIG=200000         # the large backlog
+	T_BIG=2              # seconds drained at the large backlog
+	T_XMIN=15            # seconds the xmin-holding transaction lasts
+	T_SUST=30            # sustained run
+	I_SUST=2             # sampling interval of the sustained run
+	I_MAINT=2            # pgqueue.maintain() interval in the sustained run
+	N_COPY=100000        # rows per COPY
+	BUCKET=0.25          # seconds per point of throughput-over-time series
+	payloads_push=(small)
+	# drains: n mode clients payload
+	drains=("100 sep 4 small" "100 one 4 small" "100 sep 16 small"
+		"1 sep 4 small" "100 sep 4 big")
+else
+	T_PUSH=10
+	N_FRESH_BATCH=400000
+	N_FRESH_ONE=20000
+	N_BIG=10000000
+	T_BIG=30
+	T_XMIN=60
+	T_SUST=600
+	I_SUST=10
+	I_MAINT=5
+	N_COPY=1000000
+	BUCKET=1
+	payloads_push=(small big)
+	drains=()
+	for p in small big; do
+		for n in 100 1; do
+			for m in sep one; do
+				for c in 4 16; do drains+=("$n $m $c $p"); done
+			done
+		done
+	done
+fi
+
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+sql() { psql -At -d "$db" -c "$1"; }
+now_ns() { date +%s%N; }
+say() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+
+# ---------------------------------------------------------------------------
+# Machine, server and schema
+# ---------------------------------------------------------------------------
+{
+	echo "nproc: $(nproc)"
+	echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+	echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+	echo "kernel: $(uname -sr)"
+	echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
+	echo "pgbench: $(pgbench --version)"
+} > "$work/machine.txt"
+
+psql -d postgres -c "CREATE DATABASE $db"
+sql "SELECT version()" > "$work/version.txt"
+sql "SELECT name || ' = ' || setting || coalesce(' ' || unit, '') FROM pg_settings
+	  WHERE source NOT IN ('default', 'override')
+		 OR name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'full_page_writes',
+					 'autovacuum', 'checkpoint_timeout', 'max_wal_size', 'shared_buffers',
+					 'work_mem', 'wal_level', 'jit')
+	  ORDER BY name" > "$work/settings.txt"
+
+psql -d "$db" <<'SQL'
+CREATE EXTENSION pgqueue;
+CREATE EXTENSION pgq;
+
+/* 1000 payloads of about 100 bytes and about 2 KiB (jsonb as text), made of
+ * md5 hex digits so that they do not compress to nothing */
+CREATE TABLE payloads (i integer PRIMARY KEY, small jsonb NOT NULL, big jsonb NOT NULL);
+INSERT INTO payloads
+SELECT g,
+	   jsonb_build_object('n', g, 'body', left(h, 78 - length(g::text))),
+	   jsonb_build_object('n', g, 'body', left(h, 2026 - length(g::text)))
+  FROM generate_series(1, 1000) g,
+	   LATERAL (SELECT string_agg(md5(g || '-' || i), '') AS h
+				  FROM generate_series(1, 64) i) x;
+ANALYZE payloads;
+
+/* the physical ladder: a plain table shaped like a job */
+CREATE TABLE plain_jobs (job_id bigserial PRIMARY KEY, key text, priority int NOT NULL,
+						 run_at timestamptz, enqueued_at timestamptz NOT NULL,
+						 payload jsonb NOT NULL);
+
+/* the classic single-table SKIP LOCKED queue */
+CREATE FUNCTION classic_create(t text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE format('DROP TABLE IF EXISTS %I', t);
+	EXECUTE format('CREATE TABLE %I (id bigserial PRIMARY KEY, payload jsonb NOT NULL,
+		priority integer NOT NULL DEFAULT 0, state text NOT NULL DEFAULT ''ready'',
+		locked_until timestamptz)', t);
+	EXECUTE format('CREATE INDEX ON %I (priority DESC, id) WHERE state = ''ready''', t);
+END $$;
+SELECT classic_create('classic_push');
+SELECT classic_create('classic');
+
+/* pgqueue: jobs acked so far in one queue (state d = succeeded) */
+CREATE FUNCTION pgqueue_acked(q text) RETURNS bigint LANGUAGE sql AS $$
+	SELECT count(*) FROM pgqueue_data.status_store s
+	 WHERE s.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = q)
+	   AND s.state = 'd' $$;
+
+/* pgqueue: VACUUM ANALYZE the block tables of one queue (like a classic
+ * table after its load, so that both start from the same footing) */
+CREATE FUNCTION pgqueue_tables(q text) RETURNS SETOF text LANGUAGE sql AS $$
+	SELECT format('pgqueue_data.%I, pgqueue_data.%I',
+				  'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no)
+	  FROM pgqueue.block b JOIN pgqueue.queue USING (queue_id) WHERE name = q $$;
+
+/* PgQ: the event sequence number up to which a consumer has finished */
+CREATE FUNCTION pgq_done(q text, c text) RETURNS bigint LANGUAGE sql AS $$
+	SELECT t.tick_event_seq
+	  FROM pgq.subscription s
+	  JOIN pgq.queue qu ON qu.queue_id = s.sub_queue
+	  JOIN pgq.consumer co ON co.co_id = s.sub_consumer
+	  JOIN pgq.tick t ON t.tick_queue = s.sub_queue AND t.tick_id = s.sub_last_tick
+	 WHERE qu.queue_name = q AND co.co_name = c $$;
+
+SELECT pgqueue.queue_create('push_small', block_size => 100000);
+SELECT pgqueue.queue_create('push_big', block_size => 100000);
+SELECT pgq.create_queue('pq_push');
+SQL
+
+# ---------------------------------------------------------------------------
+# pgbench runs and their analysis
+# ---------------------------------------------------------------------------
+# one line per measurement:
+# id section scenario contender clients payload rows tx seconds rows/s tx/s p50 p95 p99 note
+printf 'id\tsection\tscenario\tcontender\tclients\tpayload\trows\ttx\tseconds\trows_s\ttx_s\tp50_ms\tp95_ms\tp99_ms\tnote\n' \
+	> "$work/results.tsv"
+
+# pgb ID CLIENTS LIMIT SCRIPT [pgbench options]: one pgbench run, logging
+# every transaction; LIMIT is "-T secs" or "-t count"
+pgb() {
+	local id=$1 c=$2 lim=$3 f=$4
+	shift 4
+	local j=$((c < 2 ? c : 2))
+	rm -f "$work/log/$id".*
+	# shellcheck disable=SC2086
+	if ! pgbench -n -M prepared -c "$c" -j "$j" $lim -f "$f" -l --log-prefix="$work/log/$id" \
+		"$@" "$db" > "$work/out/$id.txt" 2>&1 ||
+		grep -q 'aborted' "$work/out/$id.txt"; then
+		echo "pgbench run $id failed:" >&2
+		cat "$work/out/$id.txt" >&2
+		exit 1
+	fi
+}
+
+# analyze ID: from the transaction log of run ID, set A_TX (transactions),
+# A_SECS (first start to last end, without connection time), A_P50/95/99
+# (latency per script, ms)
+analyze() {
+	local id=$1
+	cat "$work/log/$id".* > "$work/log/$id.all"
+	read -r A_TX A_SECS A_T0 < <(awk '
+		{ e = $5 + $6 / 1e6; s = e - $3 / 1e6
+		  if (NR == 1 || s < t0) t0 = s
+		  if (NR == 1 || e > t1) t1 = e }
+		END { printf "%d %.6f %.6f\n", NR, t1 - t0, t0 }' "$work/log/$id.all")
+	read -r A_P50 A_P95 A_P99 < <(awk '{ print $3 / 1000 }' "$work/log/$id.all" | sort -g |
+		awk '{ v[NR] = $1 }
+			function p(q,  k) { k = int(NR * q + 0.999999); if (k < 1) k = 1; return v[k] }
+			END { if (NR == 0) print "- - -"; else printf "%.3f %.3f %.3f\n", p(0.50), p(0.95), p(0.99) }')
+}
+
+# series ID ROWS: throughput over time of run ID, rows/s per BUCKET seconds,
+# each transaction counted as ROWS / A_TX rows
+series() {
+	local id=$1 rows=$2
+	awk -v t0="$A_T0" -v b="$BUCKET" -v f="$(awk -v r="$rows" -v n="$A_TX" 'BEGIN { print (n ? r / n : 0) }')" '
+		{ e = $5 + $6 / 1e6; k = int((e - t0) / b); cnt[k]++; if (k > m) m = k }
+		END { for (k = 0; k <= m; k++) printf "%.2f %.1f\n", (k + 0.5) * b, cnt[k] * f / b }' \
+		"$work/log/$id.all" > "$work/series/$id.dat"
+	rm -f "$work/log/$id".[0-9]*
+}
+
+# rec ID SECTION SCENARIO CONTENDER CLIENTS PAYLOAD ROWS [NOTE]: record the
+# analysed run ID that moved ROWS rows (or jobs)
+rec() {
+	local id=$1 section=$2 scen=$3 who=$4 c=$5 p=$6 rows=$7 note=${8:-}
+	series "$id" "$rows"
+	awk -v OFS='\t' -v id="$id" -v sec="$section" -v sc="$scen" -v who="$who" -v c="$c" \
+		-v p="$p" -v rows="$rows" -v tx="$A_TX" -v s="$A_SECS" -v p50="$A_P50" -v p95="$A_P95" \
+		-v p99="$A_P99" -v note="$note" 'BEGIN {
+			printf "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.3f\t%.0f\t%.1f\t%s\t%s\t%s\t%s\n",
+				id, sec, sc, who, c, p, rows, tx, s, rows / s, tx / s, p50, p95, p99, note }' \
+		>> "$work/results.tsv"
+	say "$(printf '%-44s %10.0f rows/s  p99 %s ms %s' "$id" \
+		"$(awk -v r="$rows" -v s="$A_SECS" 'BEGIN { print r / s }')" "$A_P99" "$note")"
+}
+
+# rate ID: rows/s of a recorded measurement
+rate() { awk -F'\t' -v id="$1" '$1 == id { print $10 }' "$work/results.tsv"; }
+
+# payload literal of about 100 B or 2 KiB, for single-row scripts
+literal() { sql "SELECT $1::text FROM payloads WHERE i = 1"; }
+lit_small=$(literal small)
+lit_big=$(literal big)
+lit() { if [ "$1" = small ]; then echo "$lit_small"; else echo "$lit_big"; fi; }
+plabel() { if [ "$1" = small ]; then echo "100 B"; else echo "2 KiB"; fi; }
+
+# ---------------------------------------------------------------------------
+# 1. The physical ladder
+# ---------------------------------------------------------------------------
+say "ladder"
+echo 'SELECT 1;' > "$work/sql/select1.sql"
+for c in 1 16; do
+	pgb "ladder_select1_c$c" $c "-T $T_PUSH" "$work/sql/select1.sql"
+	analyze "ladder_select1_c$c"
+	rec "ladder_select1_c$c" ladder "SELECT 1" "server" $c - "$A_TX"
+done
+for p in "${payloads_push[@]}"; do
+	f="$work/sql/ins1_$p.sql"
+	echo "INSERT INTO plain_jobs (key, priority, run_at, enqueued_at, payload)
+	VALUES (NULL, 0, NULL, now(), '$(lit $p)');" > "$f"
+	for c in 1 16; do
+		pgb "ladder_ins1_${p}_c$c" $c "-T $T_PUSH" "$f"
+		analyze "ladder_ins1_${p}_c$c"
+		rec "ladder_ins1_${p}_c$c" ladder "INSERT 1 row/tx" "plain table" $c "$(plabel $p)" "$A_TX"
+	done
+	for b in 100 1000; do
+		f="$work/sql/ins${b}_$p.sql"
+		echo "INSERT INTO plain_jobs (key, priority, run_at, enqueued_at, payload)
+		SELECT NULL, 0, NULL, now(), $p FROM payloads WHERE i <= $b;" > "$f"
+		pgb "ladder_ins${b}_${p}" 1 "-T $T_PUSH" "$f"
+		analyze "ladder_ins${b}_${p}"
+		rec "ladder_ins${b}_${p}" ladder "INSERT $b rows/tx" "plain table" 1 "$(plabel $p)" $((A_TX * b))
+	done
+	# COPY from the client, one transaction of N_COPY rows
+	psql -d "$db" -c "\copy (SELECT NULL, 0, NULL, now(), $p FROM payloads, generate_series(1, $((N_COPY / 1000)))) TO '$work/copy_$p.tsv'"
+	ms=$(psql -d "$db" -c '\timing on' -c "\copy plain_jobs (key, priority, run_at, enqueued_at, payload) FROM '$work/copy_$p.tsv'" |
+		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+	rm -f "$work/copy_$p.tsv"
+	A_TX=1 A_SECS=$(awk -v m="$ms" 'BEGIN { print m / 1000 }') A_P50=- A_P95=- A_P99=- A_T0=0
+	awk -v OFS='\t' -v p="$(plabel $p)" -v n="$N_COPY" -v s="$A_SECS" -v id="ladder_copy_$p" 'BEGIN {
+		printf "%s\tladder\tCOPY %d rows\tplain table\t1\t%s\t%d\t1\t%.3f\t%.0f\t%.2f\t-\t-\t-\t\n",
+			id, n, p, n, s, n / s, 1 / s }' >> "$work/results.tsv"
+	say "ladder_copy_$p: $N_COPY rows in $ms ms"
+done
+sql "TRUNCATE plain_jobs"
+
+# ---------------------------------------------------------------------------
+# 2. Push: one job per transaction (1 and 16 clients), batches of 100, 1000
+# ---------------------------------------------------------------------------
+say "push"
+for p in "${payloads_push[@]}"; do
+	l=$(lit $p)
+	echo "INSERT INTO classic_push (payload, priority, state) VALUES ('$l', 0, 'ready');" \
+		> "$work/sql/classic_push1_$p.sql"
+	echo "SELECT pgq.insert_event('pq_push', 'job', '$l');" > "$work/sql/pgq_push1_$p.sql"
+	echo "SELECT pgqueue.queue_push('push_$p', '$l');" > "$work/sql/pgqueue_push1_$p.sql"
+	for b in 100 1000; do
+		echo "INSERT INTO classic_push (payload, priority, state)
+		SELECT $p, 0, 'ready' FROM payloads WHERE i <= $b;" > "$work/sql/classic_push${b}_$p.sql"
+		echo "SELECT count(pgq.insert_event('pq_push', 'job', $p::text)) FROM payloads WHERE i <= $b;" \
+			> "$work/sql/pgq_push${b}_$p.sql"
+		echo "SELECT cardinality(pgqueue.queue_push_batch('push_$p',
+			(SELECT array_agg($p ORDER BY i) FROM payloads WHERE i <= $b)));" \
+			> "$work/sql/pgqueue_push${b}_$p.sql"
+	done
+	for who in classic pgq pgqueue; do
+		case $who in
+			classic) name="classic queue" ;;
+			pgq) name="PgQ" ;;
+			pgqueue) name="pgqueue" ;;
+		esac
+		for c in 1 16; do
+			id="push_${who}_1_${p}_c$c"
+			pgb "$id" $c "-T $T_PUSH" "$work/sql/${who}_push1_$p.sql"
+			analyze "$id"
+			rec "$id" push "push 1 job/tx" "$name" $c "$(plabel $p)" "$A_TX"
+		done
+		for b in 100 1000; do
+			id="push_${who}_${b}_${p}"
+			pgb "$id" 1 "-T $T_PUSH" "$work/sql/${who}_push${b}_$p.sql"
+			analyze "$id"
+			rec "$id" push "push $b jobs/tx" "$name" 1 "$(plabel $p)" $((A_TX * b))
+		done
+	done
+done
+# free the space; the pushed jobs are never consumed
+sql "SELECT pgqueue.queue_drop('push_small', force => true)" > /dev/null
+sql "SELECT pgqueue.queue_drop('push_big', force => true)" > /dev/null
+sql "SELECT pgq.drop_queue('pq_push')" > /dev/null
+sql "DROP TABLE classic_push"
+
+# ---------------------------------------------------------------------------
+# Drain scripts.  A consumer reads every payload (as text, like a driver
+# would) and finishes what it claimed.  "sep": claim and ack in separate
+# transactions; "one": in one transaction.  An empty pop is harmless.
+# ---------------------------------------------------------------------------
+# drain_script WHO N MODE TABLE_OR_QUEUE -> path of the script
+drain_script() {
+	local who=$1 n=$2 m=$3 t=$4 f="$work/sql/drain_$1_$2_$3_$4.sql"
+	case "$who-$m" in
+		pgqueue-sep)
+			cat > "$f" <<-SQL
+				SELECT coalesce(array_agg(job_id)::text, '{}') AS ids,
+				       coalesce(sum(octet_length(payload::text)), 0) AS bytes
+				  FROM pgqueue.queue_pop('$t', $n) \gset
+				SELECT pgqueue.queue_ack('$t', :ids::bigint[]) WHERE cardinality(:ids::bigint[]) > 0;
+			SQL
+			;;
+		pgqueue-one)
+			cat > "$f" <<-SQL
+				SELECT pgqueue.queue_ack('$t', ids), bytes
+				  FROM (SELECT array_agg(job_id) AS ids, sum(octet_length(payload::text)) AS bytes
+				          FROM pgqueue.queue_pop('$t', $n)) p
+				 WHERE ids IS NOT NULL;
+			SQL
+			;;
+		classic-sep)
+			cat > "$f" <<-SQL
+				WITH c AS (
+				  UPDATE $t q SET state = 'running', locked_until = now() + interval '30 seconds'
+				   WHERE q.id IN (SELECT id FROM $t WHERE state = 'ready'
+				                   ORDER BY priority DESC, id LIMIT $n FOR UPDATE SKIP LOCKED)
+				  RETURNING q.id, q.payload)
+				SELECT coalesce(array_agg(id)::text, '{}') AS ids,
+				       coalesce(sum(octet_length(payload::text)), 0) AS bytes FROM c \gset
+				DELETE FROM $t WHERE id = ANY(:ids::bigint[]);
+			SQL
+			;;
+		classic-one)
+			# in one transaction the running state is invisible to everyone,
+			# so the fair classic form claims by DELETE ... RETURNING
+			cat > "$f" <<-SQL
+				WITH d AS (
+				  DELETE FROM $t q
+				   WHERE q.id IN (SELECT id FROM $t WHERE state = 'ready'
+				                   ORDER BY priority DESC, id LIMIT $n FOR UPDATE SKIP LOCKED)
+				  RETURNING q.id, q.payload)
+				SELECT count(*), coalesce(sum(octet_length(payload::text)), 0) FROM d;
+			SQL
+			;;
+		pgq-*)
+			cat > "$f" <<-SQL
+				BEGIN;
+				SELECT coalesce(pgq.next_batch('$t', 'c'), 0) AS bid \gset
+				\if :bid > 0
+				SELECT count(*) AS n, coalesce(sum(octet_length(ev_data)), 0) AS bytes
+				  FROM pgq.get_batch_events(:bid) \gset
+				SELECT pgq.finish_batch(:bid);
+				\endif
+				COMMIT;
+			SQL
+			;;
+	esac
+	echo "$f"
+}
+
+# preload_pgqueue QUEUE N PAYLOAD: push N jobs (N a multiple of 1000) with
+# queue_push_batch from two clients, then VACUUM ANALYZE the block tables
+preload_pgqueue() {
+	local q=$1 n=$2 p=$3 f
+	if [ $((n % 20000)) -eq 0 ]; then
+		f="$work/sql/preload10k_$p.sql"
+		echo "SELECT cardinality(pgqueue.queue_push_batch(:q,
+			(SELECT array_agg(p.$p) FROM payloads p, generate_series(1, 10) g)));" > "$f"
+		pgbench -n -M prepared -c 2 -j 2 -t $((n / 20000)) -D q="$q" -f "$f" "$db" > "$work/out/preload.txt" 2>&1
+	else
+		f="$work/sql/preload1k_$p.sql"
+		echo "SELECT cardinality(pgqueue.queue_push_batch(:q,
+			(SELECT array_agg(p.$p) FROM payloads p)));" > "$f"
+		pgbench -n -M prepared -c 1 -t $((n / 1000)) -D q="$q" -f "$f" "$db" > "$work/out/preload.txt" 2>&1
+	fi
+	sql "SELECT string_agg(t, ', ') FROM pgqueue_tables('$q') t" | { read -r tables; sql "VACUUM ANALYZE $tables"; }
+}
+
+# preload_classic TABLE N PAYLOAD: a fresh classic queue table with N jobs
+preload_classic() {
+	local t=$1 n=$2 p=$3
+	sql "SELECT classic_create('$t')" > /dev/null
+	sql "INSERT INTO $t (payload, priority, state)
+		 SELECT p.$p, 0, 'ready' FROM generate_series(1, $((n / 1000))) g, payloads p ORDER BY g, p.i"
+	sql "VACUUM ANALYZE $t"
+}
+
+# preload_pgq QUEUE N PAYLOAD: a fresh PgQ queue with consumer c and N
+# events pushed 1000 per transaction, the ticker called after each push
+preload_pgq() {
+	local q=$1 n=$2 p=$3 f="$work/sql/pgq_preload_$3.sql"
+	sql "SELECT pgq.create_queue('$q');
+		 SELECT pgq.set_queue_config('$q', 'ticker_max_count', '1000');
+		 SELECT pgq.register_consumer('$q', 'c')" > /dev/null
+	cat > "$f" <<-SQL
+		SELECT count(pgq.insert_event(:q, 'job', $p::text)) FROM payloads;
+		SELECT pgq.ticker(:q);
+	SQL
+	pgbench -n -M prepared -c 1 -t $((n / 1000)) -D q="$q" -f "$f" "$db" > "$work/out/preload.txt" 2>&1
+	sql "SELECT pgq.force_tick('$q'); SELECT pgq.ticker('$q')" > /dev/null
+}
+
+# ---------------------------------------------------------------------------
+# 3. Drain a fresh queue (backlog about 0: a small preload, drained to empty
+#    by a fixed number of pops per consumer, a few of them empty at the end)
+# ---------------------------------------------------------------------------
+say "drain, fresh queues"
+k=0
+for d in "${drains[@]}"; do
+	read -r n m c p <<< "$d"
+	if [ "$n" = 1 ]; then N=$N_FRESH_ONE; else N=$N_FRESH_BATCH; fi
+	per=$(( (N + n * c - 1) / (n * c) ))
+	per=$(( per + per / 20 + 2 ))
+	mname=$([ "$m" = sep ] && echo "separate tx" || echo "one tx")
+	for who in classic pgqueue; do
+		k=$((k + 1))
+		id="drain_fresh_${who}_n${n}_${m}_c${c}_$p"
+		if [ $who = pgqueue ]; then
+			q="fresh$k"
+			sql "SELECT pgqueue.queue_create('$q', block_size => 100000)" > /dev/null
+			preload_pgqueue "$q" "$N" "$p"
+			sql "CHECKPOINT"
+			pgb "$id" "$c" "-t $per" "$(drain_script pgqueue "$n" "$m" "$q")"
+			done_n=$(sql "SELECT pgqueue_acked('$q')")
+			sql "SELECT pgqueue.queue_drop('$q', force => true)" > /dev/null
+			name=pgqueue
+		else
+			preload_classic classic "$N" "$p"
+			sql "CHECKPOINT"
+			pgb "$id" "$c" "-t $per" "$(drain_script classic "$n" "$m" classic)"
+			done_n=$((N - $(sql "SELECT count(*) FROM classic")))
+			name="classic queue"
+		fi
+		note=""
+		[ "$done_n" -eq "$N" ] || note="$((N - done_n)) of $N jobs left"
+		analyze "$id"
+		rec "$id" drain-fresh "drain n=$n, $mname" "$name" "$c" "$(plabel "$p")" "$done_n" "$note"
+	done
+done
+
+# PgQ: one consumer drains batches (ticks every 1000 events)
+for p in "${payloads_push[@]}"; do
+	q="pq_fresh_$p"
+	N=$N_FRESH_BATCH
+	preload_pgq "$q" "$N" "$p"
+	sql "CHECKPOINT"
+	before=$(sql "SELECT pgq_done('$q', 'c')")
+	id="drain_fresh_pgq_$p"
+	pgb "$id" 1 "-t $((N / 1000 + 3))" "$(drain_script pgq 0 one "$q")"
+	done_n=$(( $(sql "SELECT pgq_done('$q', 'c')") - before ))
+	analyze "$id"
+	note="batches of about 1000 events (one tick per 1000)"
+	[ "$done_n" -eq "$N" ] || note="$note; $((N - done_n)) of $N left"
+	rec "$id" drain-fresh "drain batches (next_batch/get_batch_events/finish_batch)" "PgQ" 1 "$(plabel "$p")" "$done_n" "$note"
+	sql "SELECT pgq.unregister_consumer('$q', 'c'); SELECT pgq.drop_queue('$q')" > /dev/null
+done
+
+# ---------------------------------------------------------------------------
+# 4. Drain at a large backlog: n = 100, separate transactions, 4 consumers
+# ---------------------------------------------------------------------------
+say "drain, large backlog ($N_BIG jobs)"
+t0=$(now_ns)
+sql "SELECT pgqueue.queue_create('big', block_size => 100000)" > /dev/null
+preload_pgqueue big "$N_BIG" small
+t1=$(now_ns)
+say "loaded pgqueue: $N_BIG jobs in $(( (t1 - t0) / 1000000 )) ms"
+preload_classic classic_big "$N_BIG" small
+t2=$(now_ns)
+say "loaded classic: $N_BIG jobs in $(( (t2 - t1) / 1000000 )) ms"
+echo "$N_BIG $(( (t1 - t0) / 1000000 )) $(( (t2 - t1) / 1000000 ))" > "$work/bigload.txt"
+sql "CHECKPOINT"
+id=drain_big_pgqueue_n100_sep_c4_small
+pgb "$id" 4 "-T $T_BIG" "$(drain_script pgqueue 100 sep big)"
+done_n=$(sql "SELECT pgqueue_acked('big')")
+analyze "$id"
+rec "$id" drain-big "drain n=100, separate tx, backlog $N_BIG" pgqueue 4 "100 B" "$done_n"
+sql "SELECT pgqueue.queue_drop('big', force => true)" > /dev/null
+sql "CHECKPOINT"
+id=drain_big_classic_n100_sep_c4_small
+pgb "$id" 4 "-T $T_BIG" "$(drain_script classic 100 sep classic_big)"
+done_n=$((N_BIG - $(sql "SELECT count(*) FROM classic_big")))
+analyze "$id"
+rec "$id" drain-big "drain n=100, separate tx, backlog $N_BIG" "classic queue" 4 "100 B" "$done_n"
+sql "DROP TABLE classic_big"
+
+# ---------------------------------------------------------------------------
+# 5. Drain while one transaction holds xmin for T_XMIN seconds
+# ---------------------------------------------------------------------------
+say "drain, held xmin ($T_XMIN s)"
+d_x=$(( (T_XMIN - 3) / 2 ))       # seconds per contender inside the hold
+round20k() { awk -v r="$1" -v s="$2" 'BEGIN { n = int(r * s * 1.5 / 20000 + 1) * 20000; if (n < 40000) n = 40000; print n }'; }
+nx_pgqueue=$(round20k "$(rate drain_fresh_pgqueue_n100_sep_c4_small)" "$d_x")
+nx_classic=$(round20k "$(rate drain_fresh_classic_n100_sep_c4_small)" "$d_x")
+sql "SELECT pgqueue.queue_create('xmin', block_size => 100000)" > /dev/null
+preload_pgqueue xmin "$nx_pgqueue" small
+preload_classic classic_xmin "$nx_classic" small
+sql "CHECKPOINT"
+printf 'BEGIN;\nSELECT txid_current();\nSELECT pg_sleep(%s);\nCOMMIT;\n' "$T_XMIN" |
+	psql -At -d "$db" > /dev/null &
+holder=$!
+for _ in $(seq 100); do
+	[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND query LIKE '%pg_sleep%'")" = 1 ] && break
+	sleep 0.05
+done
+hold_start=$(now_ns)
+id=drain_xmin_pgqueue_n100_sep_c4_small
+pgb "$id" 4 "-T $d_x" "$(drain_script pgqueue 100 sep xmin)"
+done_n=$(sql "SELECT pgqueue_acked('xmin')")
+analyze "$id"
+note=""
+[ "$done_n" -lt "$nx_pgqueue" ] || note="backlog ran out"
+rec "$id" drain-xmin "drain n=100, separate tx, xmin held" pgqueue 4 "100 B" "$done_n" "$note"
+id=drain_xmin_classic_n100_sep_c4_small
+pgb "$id" 4 "-T $d_x" "$(drain_script classic 100 sep classic_xmin)"
+done_n=$((nx_classic - $(sql "SELECT count(*) FROM classic_xmin")))
+analyze "$id"
+note=""
+[ "$done_n" -lt "$nx_classic" ] || note="backlog ran out"
+rec "$id" drain-xmin "drain n=100, separate tx, xmin held" "classic queue" 4 "100 B" "$done_n" "$note"
+sleep 1   # let the backends' table statistics arrive
+sql "SELECT 'dead tuples while xmin was held: classic ' ||
+		(SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'classic_xmin') ||
+		', pgqueue ' || (SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'pgqueue_data')" \
+	> "$work/xmin.txt"
+cat "$work/xmin.txt"
+wait "$holder"
+say "xmin held for $(( ($(now_ns) - hold_start) / 1000000 )) ms after the drains started"
+sql "SELECT pgqueue.queue_drop('xmin', force => true)" > /dev/null
+sql "DROP TABLE classic_xmin"
+
+# ---------------------------------------------------------------------------
+# 6. Sustained run: push and drain at once, in a database of its own
+# ---------------------------------------------------------------------------
+say "sustained run ($T_SUST s)"
+sdb=sustained
+psql -d postgres -c "CREATE DATABASE $sdb"
+psql -d "$sdb" <<'SQL'
+CREATE EXTENSION pgqueue;
+SELECT pgqueue.queue_create('s', block_size => 100000);
+CREATE TABLE payloads AS SELECT * FROM dblink_stub;
+SQL

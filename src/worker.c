@@ -1,0 +1,360 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The maintenance launcher and the per-database maintenance workers.
+ *
+ * The launcher (registered from shared_preload_libraries) lists the
+ * databases every pgqueue.naptime and starts one maintenance worker for
+ * each database that may have the extension and has none running.  A
+ * worker runs rounds until its database loses the extension, is about to
+ * be dropped, or an error ends it; each round runs every duty of
+ * pgqueue.maintain(), one queue and one unit of work per transaction.
+ * What each database's worker did last lives in shared memory (shmem.c):
+ * a database without the extension is looked at again after a minute, and
+ * a worker that failed is restarted after a backoff that doubles up to
+ * five minutes, so an error cannot become a crash loop.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/wait_event.h"
+
+#include "shmem.h"
+
+PGDLLEXPORT void pgq_launcher_main(Datum arg);
+PGDLLEXPORT void pgq_worker_main(Datum arg);
+
+/* GUCs */
+bool		pgq_worker_enabled = true;
+int			pgq_naptime = 1000;
+
+/* seconds before this worker's database is looked at again; -1: failed */
+static int	worker_exit_delay = -1;
+
+/*
+ * pgq_worker_register
+ *		Register the launcher; called from _PG_init while preloading.
+ */
+void
+pgq_worker_register(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "pgqueue", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "pgq_launcher_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "pgqueue launcher", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "pgqueue launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+/*
+ * list_databases
+ *		The OIDs of the databases that accept connections.
+ */
+static List *
+list_databases(void)
+{
+	List	   *dbs = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext outer = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+		MemoryContext old;
+
+		if (!db->datallowconn || db->datistemplate)
+			continue;
+		old = MemoryContextSwitchTo(outer);
+		dbs = lappend_oid(dbs, db->oid);
+		MemoryContextSwitchTo(old);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return dbs;
+}
+
+/*
+ * start_worker
+ *		Start the maintenance worker of one database.
+ */
+static void
+start_worker(Oid dbid)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "pgqueue", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "pgq_worker_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pgqueue maintenance for database %u", dbid);
+	strlcpy(bgw.bgw_type, "pgqueue maintenance", BGW_MAXLEN);
+	bgw.bgw_main_arg = ObjectIdGetDatum(dbid);
+	bgw.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		/* no free slot now: try again after a backoff */
+		pgq_db_finished(dbid, -1);
+		return;
+	}
+	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+		pgq_db_finished(dbid, -1);
+}
+
+/*
+ * pgq_launcher_main
+ *		Entry point of the launcher.
+ */
+void
+pgq_launcher_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (pgq_worker_enabled)
+		{
+			List	   *dbs = list_databases();
+			ListCell   *lc;
+
+			foreach(lc, dbs)
+			{
+				if (pgq_db_should_start(lfirst_oid(lc)))
+					start_worker(lfirst_oid(lc));
+			}
+			list_free(dbs);
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 pgq_naptime, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * worker_exit
+ *		before_shmem_exit callback: record how the worker ended.
+ */
+static void
+worker_exit(int code, Datum arg)
+{
+	pgq_db_finished(DatumGetObjectId(arg), worker_exit_delay);
+}
+
+/*
+ * database_in_use
+ *		Whether someone holds the database in a mode that conflicts with
+ *		connecting to it, as DROP DATABASE does while it waits for the
+ *		database's sessions to go.
+ */
+static bool
+database_in_use(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
+	if (LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		return true;
+	LockRelease(&tag, AccessShareLock, false);
+	return false;
+}
+
+/*
+ * run_unit
+ *		Run one statement with one int4 argument in a transaction of its
+ *		own; returns its first column as text (NULL for NULL), or NULL with
+ *		*has_extension false if the extension is gone.
+ */
+static char *
+run_unit(const char *sql, int32 arg, bool *has_extension)
+{
+	char	   *result = NULL;
+	Oid			argtype = INT4OID;
+	Datum		value = Int32GetDatum(arg);
+	MemoryContext outer = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, sql);
+
+	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'pgqueue'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for the pgqueue extension");
+	*has_extension = SPI_processed == 1;
+	if (*has_extension)
+	{
+		if (SPI_execute_with_args(sql, 1, &argtype, &value, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not run \"%s\"", sql);
+		if (SPI_processed > 0)
+		{
+			char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			if (v != NULL)
+				result = MemoryContextStrdup(outer, v);
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+/*
+ * queue_ids
+ *		The ids of the database's queues, or NIL if the extension is gone.
+ */
+static List *
+queue_ids(bool *has_extension)
+{
+	List	   *ids = NIL;
+	MemoryContext outer = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'pgqueue'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for the pgqueue extension");
+	*has_extension = SPI_processed == 1;
+	if (*has_extension)
+	{
+		if (SPI_execute("SELECT queue_id FROM pgqueue.queue ORDER BY queue_id", true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not list queues");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+			MemoryContext old = MemoryContextSwitchTo(outer);
+
+			ids = lappend_int(ids, DatumGetInt32(d));
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return ids;
+}
+
+/*
+ * maintenance_round
+ *		One maintenance round over every queue.  Returns false if the
+ *		extension is gone.
+ */
+static bool
+maintenance_round(void)
+{
+	bool		has_extension;
+	List	   *ids = queue_ids(&has_extension);
+	ListCell   *lc;
+
+	if (!has_extension)
+		return false;
+	foreach(lc, ids)
+	{
+		int32		qid = lfirst_int(lc);
+		char	   *step;
+
+		(void) run_unit("SELECT pgqueue._maintain_queue($1)", qid, &has_extension);
+		if (!has_extension)
+			return false;
+		for (int i = 0; i < 100; i++)
+		{
+			step = run_unit("SELECT pgqueue._compact_step($1)", qid, &has_extension);
+			if (step == NULL || strcmp(step, "busy") == 0)
+				break;
+			elog(LOG, "pgqueue: queue %d: compacted %s", qid, step);
+		}
+		(void) run_unit("SELECT pgqueue._archive_expire($1)", qid, &has_extension);
+		CHECK_FOR_INTERRUPTS();
+	}
+	list_free(ids);
+	return true;
+}
+
+/*
+ * pgq_worker_main
+ *		Entry point of a database's maintenance worker.
+ */
+void
+pgq_worker_main(Datum arg)
+{
+	Oid			dbid = DatumGetObjectId(arg);
+
+	before_shmem_exit(worker_exit, arg);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	pgq_db_started(dbid);
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		/* let DROP DATABASE go ahead; come back later */
+		if (!pgq_worker_enabled || database_in_use())
+		{
+			worker_exit_delay = 10;
+			break;
+		}
+		/* no extension here: look again in a minute */
+		if (!maintenance_round())
+		{
+			worker_exit_delay = 60;
+			break;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 pgq_naptime, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	proc_exit(0);
+}

@@ -83,10 +83,7 @@ sql "SELECT name || ' = ' || setting || coalesce(' ' || unit, '') FROM pg_settin
 					 'work_mem', 'wal_level', 'jit')
 	  ORDER BY name" > "$work/settings.txt"
 
-psql -d "$db" <<'SQL'
-CREATE EXTENSION pgqueue;
-CREATE EXTENSION pgq;
-
+payloads_sql="
 /* 1000 payloads of about 100 bytes and about 2 KiB (jsonb as text), made of
  * md5 hex digits so that they do not compress to nothing */
 CREATE TABLE payloads (i integer PRIMARY KEY, small jsonb NOT NULL, big jsonb NOT NULL);
@@ -97,7 +94,11 @@ SELECT g,
   FROM generate_series(1, 1000) g,
 	   LATERAL (SELECT string_agg(md5(g || '-' || i), '') AS h
 				  FROM generate_series(1, 64) i) x;
-ANALYZE payloads;
+ANALYZE payloads;"
+psql -d "$db" -c "$payloads_sql"
+psql -d "$db" <<'SQL'
+CREATE EXTENSION pgqueue;
+CREATE EXTENSION pgq;
 
 /* the physical ladder: a plain table shaped like a job */
 CREATE TABLE plain_jobs (job_id bigserial PRIMARY KEY, key text, priority int NOT NULL,
@@ -547,8 +548,105 @@ sql "DROP TABLE classic_xmin"
 say "sustained run ($T_SUST s)"
 sdb=sustained
 psql -d postgres -c "CREATE DATABASE $sdb"
+psql -d "$sdb" -c "$payloads_sql"
 psql -d "$sdb" <<'SQL'
 CREATE EXTENSION pgqueue;
 SELECT pgqueue.queue_create('s', block_size => 100000);
-CREATE TABLE payloads AS SELECT * FROM dblink_stub;
+
+/* exact count of jobs not yet acked, over the blocks that are not done */
+CREATE FUNCTION unfinished(q text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	b record;
+	c bigint;
+	total bigint := 0;
+BEGIN
+	FOR b IN SELECT bl.queue_id, bl.block_no FROM pgqueue.block bl JOIN pgqueue.queue qu USING (queue_id)
+			  WHERE qu.name = q AND bl.state <> 'done' LOOP
+		EXECUTE format('SELECT (SELECT count(*) FROM pgqueue_data.%I)
+							 - (SELECT count(*) FROM pgqueue_data.%I WHERE state = ''d'')',
+					   'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no)
+		   INTO c;
+		total := total + c;
+	END LOOP;
+	RETURN total;
+END $$;
+
+/* one sample: jobs pushed (job rows inserted), status rows inserted (a claim
+ * and an ack per job), bytes of the data schema, dead tuples, blocks */
+CREATE VIEW sample AS
+SELECT (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables
+		 WHERE schemaname = 'pgqueue_data' AND relname LIKE 'j\_%') AS pushed,
+	   (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables
+		 WHERE schemaname = 'pgqueue_data' AND relname LIKE 's\_%') AS status_rows,
+	   (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+		 WHERE c.relnamespace = 'pgqueue_data'::regnamespace AND c.relkind = 'r') AS bytes,
+	   (SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables
+		 WHERE schemaname = 'pgqueue_data') AS dead,
+	   (SELECT count(*) FROM pgqueue.block) AS blocks,
+	   (SELECT count(*) FROM pgqueue.block WHERE state = 'done') AS blocks_done;
 SQL
+
+# producer: batches of 100 at a fixed rate, about 55 % of what 4 consumers
+# drained from a fresh queue, so that the backlog stays near zero
+fresh=$(rate drain_fresh_pgqueue_n100_sep_c4_small)
+tx_rate=$(awk -v r="$fresh" 'BEGIN { t = int(r * 0.55 / 100); if (t < 1) t = 1; print t }')
+tail_s=$([ "$mode" = quick ] && echo 3 || echo 15)
+echo "SELECT cardinality(pgqueue.queue_push_batch('s', (SELECT array_agg(small) FROM payloads WHERE i <= 100)));" \
+	> "$work/sql/sust_push.sql"
+printf 'SELECT pgqueue.maintain();\n\\sleep %s s\n' "$I_MAINT" > "$work/sql/sust_maint.sql"
+spgb() { # like pgb, on the sustained database, no transaction log
+	local id=$1 c=$2 lim=$3 f=$4
+	shift 4
+	# shellcheck disable=SC2086
+	pgbench -n -M prepared -c "$c" -j $((c < 2 ? c : 2)) $lim -f "$f" "$@" "$sdb" > "$work/out/$id.txt" 2>&1 ||
+		{ echo "pgbench run $id failed:" >&2; cat "$work/out/$id.txt" >&2; return 1; }
+}
+printf 't\tpushed\tdrained\tbacklog\tbytes\tdead\tblocks\tblocks_done\n' > "$work/sustained.tsv"
+sample() { # sample SECONDS-SINCE-START
+	psql -At -F $'\t' -d "$sdb" -c "SELECT $1, pushed, status_rows / 2, pushed - status_rows / 2,
+		bytes, dead, blocks, blocks_done FROM sample" >> "$work/sustained.tsv"
+}
+s_start=$(now_ns)
+spgb sust_push 1 "-T $T_SUST" "$work/sql/sust_push.sql" -R "$tx_rate" &
+p_push=$!
+spgb sust_drain 4 "-T $((T_SUST + tail_s))" "$(drain_script pgqueue 100 sep s)" &
+p_drain=$!
+spgb sust_maint 1 "-T $((T_SUST + tail_s))" "$work/sql/sust_maint.sql" &
+p_maint=$!
+sample 0
+next=$I_SUST
+while kill -0 "$p_drain" 2> /dev/null; do
+	el=$(( ($(now_ns) - s_start) / 1000000 ))
+	if [ "$el" -ge $((next * 1000)) ]; then
+		sample "$next"
+		next=$((next + I_SUST))
+	fi
+	sleep 0.1
+done
+wait "$p_push" "$p_drain" "$p_maint"
+# anything left: drain it
+for _ in $(seq 30); do
+	left=$(psql -At -d "$sdb" -c "SELECT unfinished('s')")
+	[ "$left" -eq 0 ] && break
+	spgb sust_drain_tail 4 "-t $(( left / 400 + 2 ))" "$(drain_script pgqueue 100 sep s)"
+done
+psql -At -d "$sdb" -c "SELECT pgqueue.maintain()" > /dev/null
+psql -At -d "$sdb" -c "SELECT pgqueue.maintain()" > "$work/sust_maintain.txt"
+sleep 1   # table statistics of the finished backends
+s_secs=$(( ($(now_ns) - s_start) / 1000000000 ))
+sample "$s_secs"
+{
+	echo "tx_rate $tx_rate"
+	echo "jobs_per_s_target $((tx_rate * 100))"
+	echo "seconds $T_SUST"
+	echo "pushed $(psql -At -d "$sdb" -c "SELECT last_value FROM pgqueue_data.seq_1")"
+	echo "unfinished $(psql -At -d "$sdb" -c "SELECT unfinished('s')")"
+	psql -At -F ' ' -d "$sdb" -c "SELECT 'blocks ' || blocks, 'blocks_done ' || blocks_done,
+		'bytes ' || bytes, 'dead ' || dead FROM sample" | tr ' ' '\n' | paste -d' ' - -
+	echo "block_bytes $(psql -At -d "$sdb" -c "SELECT pg_total_relation_size('pgqueue_data.j_1_0') +
+		pg_total_relation_size('pgqueue_data.s_1_0')")"
+	echo "blocks_by_state $(psql -At -d "$sdb" -c "SELECT string_agg(state || ':' || n, ',') FROM
+		(SELECT state, count(*) n FROM pgqueue.block GROUP BY state ORDER BY state) x")"
+} > "$work/final.txt"
+cat "$work/final.txt"
+say "done"

@@ -32,8 +32,10 @@ tally_regress() {
 cat > "$logdir/installcheck.sh" <<INNER
 set -u
 cd "$top"
-make -s installcheck > "$logdir/regress.log" 2>&1
-echo \$? > "$logdir/regress.rc"
+make -s installcheck ISOLATION= > "$logdir/regress.log" 2>&1
+rc=\$?
+make -s installcheck REGRESS= >> "$logdir/regress.log" 2>&1
+echo \$((rc + \$?)) > "$logdir/regress.rc"
 psql -X -q -d postgres -c 'CREATE DATABASE pgtap_test' >/dev/null
 psql -X -q -d pgtap_test -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION pgqueue' >/dev/null
 pg_prove -d pgtap_test test/pgtap/*.sql > "$logdir/pgtap.log" 2>&1

@@ -20,8 +20,8 @@ db=bench
 # ---------------------------------------------------------------------------
 if [ "$mode" = quick ]; then
 	T_PUSH=1             # seconds per ladder and push run
-	N_FRESH_BATCH=40000  # jobs preloaded for a fresh drain with n = 100
-	N_FRESH_ONE=3000     # ... with n = 1
+	N_FRESH_BATCH=20000  # jobs preloaded for a fresh drain with n = 100
+	N_FRESH_ONE=1000     # ... with n = 1
 	N_BIG=200000         # the large backlog
 	T_BIG=2              # seconds drained at the large backlog
 	T_XMIN=15            # seconds the xmin-holding transaction lasts
@@ -36,8 +36,8 @@ if [ "$mode" = quick ]; then
 		"1 sep 4 small" "100 sep 4 big")
 else
 	T_PUSH=10
-	N_FRESH_BATCH=400000
-	N_FRESH_ONE=20000
+	N_FRESH_BATCH=100000
+	N_FRESH_ONE=10000
 	N_BIG=10000000
 	T_BIG=30
 	T_XMIN=60
@@ -106,7 +106,8 @@ CREATE TABLE plain_jobs (job_id bigserial PRIMARY KEY, key text, priority int NO
 						 payload jsonb NOT NULL);
 
 /* the classic single-table SKIP LOCKED queue */
-CREATE FUNCTION classic_create(t text) RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION classic_create(t text) RETURNS void LANGUAGE plpgsql
+SET client_min_messages = warning AS $$
 BEGIN
 	EXECUTE format('DROP TABLE IF EXISTS %I', t);
 	EXECUTE format('CREATE TABLE %I (id bigserial PRIMARY KEY, payload jsonb NOT NULL,
@@ -374,6 +375,7 @@ drain_script() {
 
 # preload_pgqueue QUEUE N PAYLOAD: push N jobs (N a multiple of 1000) with
 # queue_push_batch from two clients, then VACUUM ANALYZE the block tables
+# (unless a fourth argument says noanalyze)
 preload_pgqueue() {
 	local q=$1 n=$2 p=$3 f
 	if [ $((n % 20000)) -eq 0 ]; then
@@ -387,7 +389,8 @@ preload_pgqueue() {
 			(SELECT array_agg(p.$p) FROM payloads p)));" > "$f"
 		pgbench -n -M prepared -c 1 -t $((n / 1000)) -D q="$q" -f "$f" "$db" > "$work/out/preload.txt" 2>&1
 	fi
-	sql "SELECT string_agg(t, ', ') FROM pgqueue_tables('$q') t" | { read -r tables; sql "VACUUM ANALYZE $tables"; }
+	[ "${4:-}" = noanalyze ] ||
+		sql "SELECT string_agg(t, ', ') FROM pgqueue_tables('$q') t" | { read -r tables; sql "VACUUM ANALYZE $tables"; }
 }
 
 # preload_classic TABLE N PAYLOAD: a fresh classic queue table with N jobs
@@ -411,7 +414,6 @@ preload_pgq() {
 		SELECT pgq.ticker(:q);
 	SQL
 	pgbench -n -M prepared -c 1 -t $((n / 1000)) -D q="$q" -f "$f" "$db" > "$work/out/preload.txt" 2>&1
-	sql "SELECT pgq.force_tick('$q'); SELECT pgq.ticker('$q')" > /dev/null
 }
 
 # ---------------------------------------------------------------------------
@@ -451,6 +453,21 @@ for d in "${drains[@]}"; do
 		rec "$id" drain-fresh "drain n=$n, $mname" "$name" "$c" "$(plabel "$p")" "$done_n" "$note"
 	done
 done
+
+# pgqueue once more without VACUUM ANALYZE after the load: the block tables
+# then have no statistics and the planner picks other plans for pop
+id=drain_fresh_pgqueue_noanalyze_n100_sep_c4_small
+N=$N_FRESH_BATCH
+per=$(( (N + 399) / 400 ))
+per=$(( per + per / 20 + 2 ))
+sql "SELECT pgqueue.queue_create('noanalyze', block_size => 100000)" > /dev/null
+preload_pgqueue noanalyze "$N" small noanalyze
+sql "CHECKPOINT"
+pgb "$id" 4 "-t $per" "$(drain_script pgqueue 100 sep noanalyze)"
+done_n=$(sql "SELECT pgqueue_acked('noanalyze')")
+sql "SELECT pgqueue.queue_drop('noanalyze', force => true)" > /dev/null
+analyze "$id"
+rec "$id" drain-fresh "drain n=100, separate tx, no ANALYZE after the load" pgqueue 4 "100 B" "$done_n"
 
 # PgQ: one consumer drains batches (ticks every 1000 events)
 for p in "${payloads_push[@]}"; do
@@ -551,7 +568,7 @@ psql -d postgres -c "CREATE DATABASE $sdb"
 psql -d "$sdb" -c "$payloads_sql"
 psql -d "$sdb" <<'SQL'
 CREATE EXTENSION pgqueue;
-SELECT pgqueue.queue_create('s', block_size => 100000);
+SELECT pgqueue.queue_create('s', block_size => 100000) \g /dev/null
 
 /* exact count of jobs not yet acked, over the blocks that are not done */
 CREATE FUNCTION unfinished(q text) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -587,10 +604,11 @@ SELECT (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables
 SQL
 
 # producer: batches of 100 at a fixed rate, about 55 % of what 4 consumers
-# drained from a fresh queue, so that the backlog stays near zero
-fresh=$(rate drain_fresh_pgqueue_n100_sep_c4_small)
-tx_rate=$(awk -v r="$fresh" 'BEGIN { t = int(r * 0.55 / 100); if (t < 1) t = 1; print t }')
-tail_s=$([ "$mode" = quick ] && echo 3 || echo 15)
+# drained in the runs above, so that the backlog stays near zero
+# (the lowest of its fresh, large-backlog and held-xmin rates)
+tx_rate=$(awk -F'\t' '$1 ~ /^drain_(fresh|big|xmin)_pgqueue_n100_sep_c4_small$/ { if (!m || $10 < m) m = $10 }
+	END { t = int(m * 0.55 / 100); if (t < 1) t = 1; print t }' "$work/results.tsv")
+tail_s=$([ "$mode" = quick ] && echo 2 || echo 15)
 echo "SELECT cardinality(pgqueue.queue_push_batch('s', (SELECT array_agg(small) FROM payloads WHERE i <= 100)));" \
 	> "$work/sql/sust_push.sql"
 printf 'SELECT pgqueue.maintain();\n\\sleep %s s\n' "$I_MAINT" > "$work/sql/sust_maint.sql"
@@ -624,11 +642,12 @@ while kill -0 "$p_drain" 2> /dev/null; do
 	sleep 0.1
 done
 wait "$p_push" "$p_drain" "$p_maint"
-# anything left: drain it
-for _ in $(seq 30); do
+# anything left: drain it, for at most a fifth of the run's length
+tail_end=$(( $(now_ns) + T_SUST * 200000000 ))
+while :; do
 	left=$(psql -At -d "$sdb" -c "SELECT unfinished('s')")
-	[ "$left" -eq 0 ] && break
-	spgb sust_drain_tail 4 "-t $(( left / 400 + 2 ))" "$(drain_script pgqueue 100 sep s)"
+	[ "$left" -gt 0 ] && [ "$(now_ns)" -lt "$tail_end" ] || break
+	spgb sust_drain_tail 4 "-T 1" "$(drain_script pgqueue 100 sep s)"
 done
 psql -At -d "$sdb" -c "SELECT pgqueue.maintain()" > /dev/null
 psql -At -d "$sdb" -c "SELECT pgqueue.maintain()" > "$work/sust_maintain.txt"

@@ -1,8 +1,7 @@
--- demo/drain.sql: run consumers and maintenance until nothing is left to do
+-- demo/drain.sql: run a consumer until nothing is left to do
 DO $$
 BEGIN
 	FOR i IN 1..200 LOOP
-		PERFORM pgqueue.maintain();
 		PERFORM demo_work(500);
 		EXIT WHEN NOT EXISTS (SELECT 1 FROM pgqueue.jobs
 							   WHERE queue = 'emails'

@@ -16,13 +16,14 @@ for i in 1 2 3 4; do
 		# a consumer that claims jobs under a 1 second lease and "crashes"
 		psql -c "SELECT count(*) AS claimed_by_crashing_consumer FROM pgqueue.queue_pop('emails', 25, lease => '1 second')"
 	fi
-	psql -c "SELECT pgqueue.maintain() AS maintenance_round"
-	psql -c "SELECT available, executing, failed, succeeded, aborted FROM pgqueue.stats WHERE queue = 'emails'"
+	psql -c "SELECT available, executing, failed, succeeded, aborted, blocks, pushed, acked FROM pgqueue.stats WHERE queue = 'emails'"
 done
 wait $producers $consumers
 grep -h -E '^(number of transactions actually processed|tps)' produce.log consume.log | sed 's/^/  /'
 
 echo "== draining what is left (poison jobs end as dead letters after max_attempts)"
 psql -f drain.sql
+echo "== the maintenance worker compacts finished blocks and archives their history"
+sleep 4
 psql -f report.sql
 rm -f produce.log consume.log

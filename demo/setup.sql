@@ -2,7 +2,8 @@
 CREATE EXTENSION pgqueue;
 SELECT pgqueue.queue_create('emails', block_size => 2000, default_lease => '30 seconds',
 							max_attempts => 5, backoff_base => '100 milliseconds',
-							backoff_cap => '1 second', backoff_jitter => 0.2);
+							backoff_cap => '1 second', backoff_jitter => 0.2,
+							retention => '2 seconds');
 
 /*
  * demo_work: one consumer step.  Pops up to n jobs and "sends" each: a

@@ -222,6 +222,7 @@ queue_load(const char *name)
 		q.blocks[i].last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		state = SPI_getvalue(tup, desc, 4);
 		q.blocks[i].state = state[0];
+		q.blocks[i].nlanes = -1;
 	}
 
 	entry = hash_search(queue_cache, name, HASH_ENTER, &found);

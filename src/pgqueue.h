@@ -48,6 +48,9 @@ typedef enum PgqPlanKind
 	PGQ_NUM_PLANS
 } PgqPlanKind;
 
+/* priorities of a closed block remembered between pops (pop.c) */
+#define PGQ_CACHED_LANES	8
+
 /* one block: a contiguous job id range with its jobs and status tables */
 typedef struct PgqBlock
 {
@@ -56,6 +59,9 @@ typedef struct PgqBlock
 	int64		last_id;
 	char		state;			/* 'o'pen, 'c'losed or 'd'one */
 	SPIPlanPtr	plans[PGQ_NUM_PLANS];
+	int			nlanes;			/* priorities in lanes; -1: not known */
+	int32		lanes[PGQ_CACHED_LANES];
+	TimestampTz lanes_at;		/* when they were read */
 } PgqBlock;
 
 /* one queue's definition and its blocks, ordered by first_id */

@@ -115,12 +115,55 @@ lane_cmp(const void *a, const void *b)
 }
 
 /*
+ * block_lanes
+ *		The priorities of a block's jobs, highest first, into *lanes; returns
+ *		how many.  A closed block takes no new jobs but the late pushes that
+ *		were running when it filled up, so its priorities are remembered for
+ *		PGQ_LANES_TTL; a job of a new priority pushed that late waits that
+ *		long at most.  The open block is read every time.
+ */
+#define PGQ_LANES_TTL	(1 * USECS_PER_SEC)
+
+static int
+block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes)
+{
+	SPIPlanPtr	plan;
+	int32	   *read;
+
+	if (block->state != 'o' && block->nlanes >= 0 && now - block->lanes_at < PGQ_LANES_TTL)
+	{
+		*lanes = block->lanes;
+		return block->nlanes;
+	}
+	plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the priorities of queue \"%s\"", queue->name);
+	read = palloc(sizeof(int32) * Max(SPI_processed, 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		read[r] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+											  1, &isnull));
+	}
+	block->nlanes = -1;
+	if (SPI_processed <= PGQ_CACHED_LANES)
+	{
+		memcpy(block->lanes, read, sizeof(int32) * SPI_processed);
+		block->nlanes = (int) SPI_processed;
+		block->lanes_at = now;
+	}
+	*lanes = read;
+	return (int) SPI_processed;
+}
+
+/*
  * collect_lanes
  *		Every lane of every block that may hold unfinished jobs, in claim
  *		order.  Returns the number of lanes.
  */
 static int
-collect_lanes(PgqQueue *queue, Lane **lanes_out)
+collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
 {
 	int			nlanes = 0;
 	int			maxlanes = 16;
@@ -129,28 +172,22 @@ collect_lanes(PgqQueue *queue, Lane **lanes_out)
 	for (int i = 0; i < queue->nblocks; i++)
 	{
 		PgqBlock   *block = &queue->blocks[i];
-		SPIPlanPtr	plan;
+		int32	   *priorities;
+		int			n;
 
 		if (block->state == 'd')
 			continue;
-		plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
-		if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the priorities of queue \"%s\"", queue->name);
-		for (uint64 r = 0; r < SPI_processed; r++)
+		n = block_lanes(queue, block, now, &priorities);
+		for (int r = 0; r < n; r++)
 		{
-			bool		isnull;
-
 			if (nlanes == maxlanes)
 			{
 				maxlanes *= 2;
 				lanes = repalloc(lanes, sizeof(Lane) * maxlanes);
 			}
-			lanes[nlanes].priority = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
-																 SPI_tuptable->tupdesc,
-																 1, &isnull));
+			lanes[nlanes].priority = priorities[r];
 			lanes[nlanes].block = i;
-			lanes[nlanes].watermark = pgq_lane_watermark(queue, block,
-														 lanes[nlanes].priority);
+			lanes[nlanes].watermark = pgq_lane_watermark(queue, block, priorities[r]);
 			nlanes++;
 		}
 	}
@@ -265,34 +302,37 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo)
 	Lane	   *lanes;
 	int			nlanes;
 	int			remaining = n;
+	int64		bound = -1;
+	TimestampTz now;
 	Datum		args[CLAIM_NARGS];
 
 	if (queue->paused)
 		return 0;
 
-	args[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	now = GetCurrentTimestamp();
+	args[0] = TimestampTzGetDatum(now);
 	args[4] = Int32GetDatum(queue->queue_id);
 	args[5] = IntervalPGetDatum(lease_arg ? lease_arg : &queue->default_lease);
 
-	nlanes = collect_lanes(queue, &lanes);
-
-	/*
-	 * Advance the watermarks first: only a transaction that has written
-	 * nothing yet sees no claims of its own that could still roll back, and
-	 * only a new snapshot per statement sees the pushes the bound allows.
-	 */
-	if (GetTopTransactionIdIfAny() == InvalidTransactionId &&
-		!IsolationUsesXactSnapshot())
-	{
-		int64		bound = pgq_lane_bound(queue);
-
-		for (int i = 0; i < nlanes && bound > 0; i++)
-			advance_lane(queue, &lanes[i], bound);
-	}
-
+	nlanes = collect_lanes(queue, now, &lanes);
 	for (int i = 0; i < nlanes && remaining > 0; i++)
 	{
 		PgqBlock   *block = &queue->blocks[lanes[i].block];
+
+		/*
+		 * Advance a lane's watermark just before claiming from it.  Only a
+		 * transaction that has written nothing yet sees no claims of its own
+		 * that could still roll back, and only a new snapshot per statement
+		 * sees the pushes the bound allows.
+		 */
+		if (GetTopTransactionIdIfAny() == InvalidTransactionId &&
+			!IsolationUsesXactSnapshot())
+		{
+			if (bound < 0)
+				bound = pgq_lane_bound(queue);
+			if (bound > 0)
+				advance_lane(queue, &lanes[i], bound);
+		}
 
 		args[1] = Int32GetDatum(lanes[i].priority);
 		args[3] = Int64GetDatum(lanes[i].watermark);

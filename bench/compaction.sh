@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# bench/compaction.sh: 1 M jobs pushed and finished while the maintenance
+# worker compacts and archives; reports live queue storage afterwards (no
+# VACUUM FULL) and the slowest push and pop+ack transactions seen while
+# compaction ran.  Usage: bash bench/compaction.sh [jobs]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. test/deps.sh
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+make -s >/dev/null
+$sudo_cmd make -s install >/dev/null
+export PGQ_JOBS=${1:-1000000}
+pg_virtualenv -t -o shared_preload_libraries=pgqueue -o synchronous_commit=on \
+	-o pgqueue.naptime=1000 bash bench/compaction-inner.sh

@@ -163,11 +163,11 @@ RETURNS void
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'pgq_wake';
 
-/* _counters: shared counters of this database's queues since server start */
-CREATE FUNCTION pgqueue._counters(OUT seq_relid oid, OUT pushed bigint, OUT popped bigint,
+/* _counters: a queue's shared counters since server start (NULL: no shmem) */
+CREATE FUNCTION pgqueue._counters(queue text, OUT pushed bigint, OUT popped bigint,
 								  OUT acked bigint, OUT failed bigint, OUT aborted bigint,
 								  OUT waiters integer)
-RETURNS SETOF record
+RETURNS record
 LANGUAGE c STRICT
 AS 'MODULE_PATHNAME', 'pgq_counters';
 
@@ -709,7 +709,7 @@ SELECT q.name AS queue,
 	   min(c.waiters) AS waiters
   FROM pgqueue.queue q
   LEFT JOIN pgqueue.jobs j ON j.queue = q.name
-  LEFT JOIN pgqueue._counters() c ON c.seq_relid = to_regclass('pgqueue_data.seq_' || q.queue_id)
+  CROSS JOIN LATERAL pgqueue._counters(q.name) c
  GROUP BY q.queue_id, q.name;
 
 /* queues: each queue's definition with its live counts */
@@ -1014,6 +1014,27 @@ END
 $$;
 
 /*
+ * _block_keep: how many jobs a block has, and how many compaction would
+ * keep live: unfinished, or finished after cutoff (within the retention)
+ */
+CREATE FUNCTION pgqueue._block_keep(queue_id integer, block_no integer, cutoff timestamptz,
+									OUT total bigint, OUT keep bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	EXECUTE format($q$
+		SELECT count(*), count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')
+											 OR l.at > $1)
+		  FROM %1$s j
+		  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
+							  ORDER BY s.seq DESC LIMIT 1) l ON true$q$,
+		pgqueue._rel('j', queue_id, block_no), pgqueue._rel('s', queue_id, block_no))
+	INTO total, keep USING cutoff;
+END
+$$;
+
+/*
  * _compact_step: one unit of compaction for a queue, in the caller's
  * transaction.  Finds the first contiguous run of closed blocks whose jobs
  * are mostly done with (finished longer ago than the queue's retention: at
@@ -1051,22 +1072,16 @@ BEGIN
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
 	cutoff := cutoff - q.retention;
 
-	/* the first qualifying run of adjacent closed blocks, at most 16 */
+	/* the first qualifying run of adjacent closed blocks, at most 4 (short locks) */
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
 			  ORDER BY bl.first_id LOOP
-		EXECUTE format($q$
-			SELECT count(*), count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')
-												 OR l.at > $1)
-			  FROM %1$s j
-			  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
-								  ORDER BY s.seq DESC LIMIT 1) l ON true$q$,
-			pgqueue._rel('j', b.queue_id, b.block_no), pgqueue._rel('s', b.queue_id, b.block_no))
-		INTO total, keep USING cutoff;
+		SELECT k.total, k.keep INTO total, keep
+		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff) k;
 		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)
 			AND NOT (keep = total AND b.block_no < 0)
 			AND (cardinality(run) = 0 OR run[cardinality(run)].last_id + 1 = b.first_id)
-			AND cardinality(run) < 16 THEN
+			AND cardinality(run) < 4 THEN
 			run := run || b;
 			run_keep := run_keep + keep;
 			run_jobs := run_jobs + total;
@@ -1097,14 +1112,8 @@ BEGIN
 	/* count again under the fence: a retry may have revived a job since */
 	run_keep := 0;
 	FOR i IN 1 .. cardinality(run) LOOP
-		EXECUTE format($q$
-			SELECT count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1)
-			  FROM %1$s j
-			  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
-								  ORDER BY s.seq DESC LIMIT 1) l ON true$q$,
-			pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-			pgqueue._rel('s', run[i].queue_id, run[i].block_no))
-		INTO keep USING cutoff;
+		SELECT k.keep INTO keep
+		  FROM pgqueue._block_keep(run[i].queue_id, run[i].block_no, cutoff) k;
 		run_keep := run_keep + keep;
 	END LOOP;
 

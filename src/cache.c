@@ -18,12 +18,14 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "pgqueue.h"
 
@@ -180,7 +182,9 @@ queue_load(const char *name)
 							   " FROM pgqueue.queue WHERE name = $1",
 							   1, &argtype);
 		argtype = INT4OID;
-		blocks_plan = keep_plan("SELECT block_no, first_id, last_id, state"
+		blocks_plan = keep_plan("SELECT block_no, first_id, last_id, state,"
+								" to_regclass(pgqueue._rel('j', queue_id, block_no))::oid,"
+								" to_regclass(pgqueue._rel('s', queue_id, block_no))::oid"
 								" FROM pgqueue.block WHERE queue_id = $1 ORDER BY first_id",
 								1, &argtype);
 	}
@@ -222,6 +226,8 @@ queue_load(const char *name)
 		q.blocks[i].last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		state = SPI_getvalue(tup, desc, 4);
 		q.blocks[i].state = state[0];
+		q.blocks[i].jobs_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		q.blocks[i].status_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
 		q.blocks[i].nlanes = -1;
 	}
 
@@ -301,68 +307,101 @@ block_locktag(LOCKTAG *tag, int32 queue_id, int32 block_no)
 }
 
 /*
+ * pgq_block_open
+ *		Lock a block's tables for reading and appending until the end of the
+ *		transaction, so that compaction cannot drop them under this call.
+ *		Returns false if compaction holds them now (only without wait) or
+ *		has dropped them (then the cache is stale: reload the queue).
+ */
+bool
+pgq_block_open(PgqBlock *block, bool wait)
+{
+	if (!OidIsValid(block->jobs_relid) || !OidIsValid(block->status_relid))
+	{
+		cache_stale = true;
+		return false;
+	}
+	if (wait)
+	{
+		LockRelationOid(block->jobs_relid, RowShareLock);
+		LockRelationOid(block->status_relid, RowExclusiveLock);
+	}
+	else if (!ConditionalLockRelationOid(block->jobs_relid, RowShareLock) ||
+			 !ConditionalLockRelationOid(block->status_relid, RowExclusiveLock))
+		return false;
+
+	/* taking the locks read the invalidations sent by a finished compaction */
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(block->jobs_relid)) ||
+		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(block->status_relid)))
+	{
+		cache_stale = true;
+		return false;
+	}
+	return true;
+}
+
+/*
  * pgq_block_for_push
  *		The block a newly allocated id goes to, locked in push mode until the
- *		end of the transaction.  The block is created if it does not exist
- *		yet, and revived if maintenance marked it done before this push took
- *		the lock (a push from a transaction that allocated its id before the
- *		block filled up).  Either reloads the queue, so *queue is updated.
+ *		end of the transaction and opened.  The block is created if it does
+ *		not exist yet, and revived if maintenance marked it done before this
+ *		push took the lock (a push from a transaction that allocated its id
+ *		before the block filled up).  Reloads the queue when the blocks
+ *		changed, so *queue is updated.
  */
 PgqBlock *
 pgq_block_for_push(PgqQueue **queue, int64 job_id)
 {
 	char		name[NAMEDATALEN];
-	PgqBlock   *b = pgq_block_for_id(*queue, job_id);
-	LOCKTAG		tag;
 	Datum		args[2];
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 
 	strlcpy(name, (*queue)->name, NAMEDATALEN);
-	args[0] = Int32GetDatum((*queue)->queue_id);
-	args[1] = Int32GetDatum((int32) ((job_id - 1) / (*queue)->block_size));
-	if (b == NULL)
+	for (int tries = 0;; tries++)
 	{
-		if (SPI_execute_with_args("SELECT pgqueue._block_create($1, $2)",
-								  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not create a block for job %lld", (long long) job_id);
-		cache_stale = true;
-		*queue = pgq_queue_get(cstring_to_text(name));
-		b = pgq_block_for_id(*queue, job_id);
-		if (b == NULL)
-			elog(ERROR, "no block holds job %lld of queue \"%s\"",
-				 (long long) job_id, name);
-	}
+		PgqBlock   *b = pgq_block_for_id(*queue, job_id);
+		LOCKTAG		tag;
 
-	/*
-	 * Maintenance marks a block done only while holding its lock in
-	 * exclusive mode, and sends the cache invalidation before releasing it;
-	 * so once this lock is granted, the invalidations read here tell whether
-	 * the block was marked done meanwhile.
-	 */
-	block_locktag(&tag, (*queue)->queue_id, b->block_no);
-	(void) LockAcquire(&tag, RowExclusiveLock, false, false);
-	AcceptInvalidationMessages();
-	if (cache_stale)
-	{
-		*queue = pgq_queue_get(cstring_to_text(name));
-		b = pgq_block_for_id(*queue, job_id);
+		if (tries == 5)
+			elog(ERROR, "the blocks of queue \"%s\" keep changing", name);
+		args[0] = Int32GetDatum((*queue)->queue_id);
 		if (b == NULL)
-			elog(ERROR, "no block holds job %lld of queue \"%s\"",
-				 (long long) job_id, name);
+		{
+			args[1] = Int32GetDatum((int32) ((job_id - 1) / (*queue)->block_size));
+			if (SPI_execute_with_args("SELECT pgqueue._block_create($1, $2)",
+									  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not create a block for job %lld", (long long) job_id);
+			cache_stale = true;
+			*queue = pgq_queue_get(cstring_to_text(name));
+			continue;
+		}
+
+		/*
+		 * Maintenance marks a block done, or compacts it, only while holding
+		 * its lock in exclusive mode, and sends the cache invalidation before
+		 * releasing it; so once this lock is granted, the invalidations read
+		 * here tell whether the block changed meanwhile.
+		 */
+		block_locktag(&tag, (*queue)->queue_id, b->block_no);
+		(void) LockAcquire(&tag, RowExclusiveLock, false, false);
+		AcceptInvalidationMessages();
+		if (cache_stale || !pgq_block_open(b, true))
+		{
+			*queue = pgq_queue_get(cstring_to_text(name));
+			continue;
+		}
+		if (b->state == 'd')
+		{
+			args[1] = Int32GetDatum(b->block_no);
+			if (SPI_execute_with_args("SELECT pgqueue._block_revive($1, $2)",
+									  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "could not revive the block of job %lld", (long long) job_id);
+			cache_stale = true;
+			*queue = pgq_queue_get(cstring_to_text(name));
+			continue;
+		}
+		return b;
 	}
-	if (b->state == 'd')
-	{
-		if (SPI_execute_with_args("SELECT pgqueue._block_revive($1, $2)",
-								  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not revive the block of job %lld", (long long) job_id);
-		cache_stale = true;
-		*queue = pgq_queue_get(cstring_to_text(name));
-		b = pgq_block_for_id(*queue, job_id);
-		if (b == NULL)
-			elog(ERROR, "no block holds job %lld of queue \"%s\"",
-				 (long long) job_id, name);
-	}
-	return b;
 }
 
 /*

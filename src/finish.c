@@ -252,6 +252,30 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 	SPI_connect();
 	queue = pgq_queue_get(name);
 
+	/*
+	 * Open every block the jobs are in first; one that compaction dropped
+	 * meanwhile means the jobs moved: reload the queue and route again.
+	 */
+	for (int tries = 0;; tries++)
+	{
+		bool		opened = true;
+		PgqBlock   *last = NULL;
+
+		for (int i = 0; i < nreqs && opened; i++)
+		{
+			PgqBlock   *block = pgq_block_for_id(queue, reqs[i].job_id);
+
+			if (block != NULL && block != last && !pgq_block_open(block, true))
+				opened = false;
+			last = block;
+		}
+		if (opened)
+			break;
+		if (tries == 3)
+			elog(ERROR, "the blocks of queue \"%s\" keep changing", queue->name);
+		queue = pgq_queue_get(name);
+	}
+
 	memset(nulls, ' ', sizeof(nulls));
 	args[2] = Int32GetDatum(queue->queue_id);
 	args[3] = TimestampTzGetDatum(now);
@@ -375,14 +399,8 @@ finish_one(FunctionCallInfo fcinfo, FinishOp op, int attempt_arg,
 	bool		attempt_null = PG_ARGISNULL(attempt_arg);
 	FinishResult result;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue name must not be null")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job_id must not be null")));
+	pgq_require_arg(fcinfo, 0, "queue name");
+	pgq_require_arg(fcinfo, 1, "job_id");
 	id = PG_GETARG_DATUM(1);
 	if (!attempt_null)
 		attempt = PG_GETARG_DATUM(attempt_arg);
@@ -466,12 +484,8 @@ pgq_fail(PG_FUNCTION_ARGS)
 				 errhint("Describe why the attempt failed.")));
 	if (!PG_ARGISNULL(3))
 	{
-		Interval	zero;
-
 		retry_in = PG_GETARG_INTERVAL_P(3);
-		memset(&zero, 0, sizeof(zero));
-		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(retry_in),
-											  IntervalPGetDatum(&zero))) < 0)
+		if (pgq_interval_sign(retry_in) < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("retry_in must not be negative")));

@@ -95,18 +95,42 @@ _PG_init(void)
 }
 
 /*
+ * pgq_require_arg
+ *		Raise null_value_not_allowed for a NULL argument.
+ */
+void
+pgq_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/*
+ * pgq_interval_sign
+ *		-1, 0 or 1 as the interval is negative, zero or positive.
+ */
+int
+pgq_interval_sign(Interval *interval)
+{
+	Interval	zero;
+	int			cmp;
+
+	memset(&zero, 0, sizeof(zero));
+	cmp = DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(interval),
+											IntervalPGetDatum(&zero)));
+	return cmp < 0 ? -1 : (cmp > 0 ? 1 : 0);
+}
+
+/*
  * pgq_check_lease
- *		Reject a NULL, zero or negative lease interval.
+ *		Reject a zero or negative lease interval.
  */
 void
 pgq_check_lease(Interval *lease, const char *what)
 {
-	Interval	zero;
-
-	memset(&zero, 0, sizeof(zero));
-	if (DatumGetInt32(DirectFunctionCall2(interval_cmp,
-										  IntervalPGetDatum(lease),
-										  IntervalPGetDatum(&zero))) <= 0)
+	if (pgq_interval_sign(lease) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a positive interval", what)));

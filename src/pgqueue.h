@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -58,6 +59,8 @@ typedef struct PgqBlock
 	int64		first_id;
 	int64		last_id;
 	char		state;			/* 'o'pen, 'c'losed or 'd'one */
+	Oid			jobs_relid;
+	Oid			status_relid;
 	SPIPlanPtr	plans[PGQ_NUM_PLANS];
 	int			nlanes;			/* priorities in lanes; -1: not known */
 	int32		lanes[PGQ_CACHED_LANES];
@@ -114,6 +117,7 @@ extern void pgq_cache_init(void);
 extern PgqQueue *pgq_queue_get(text *name);
 extern PgqBlock *pgq_block_for_id(PgqQueue *queue, int64 job_id);
 extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
+extern bool pgq_block_open(PgqBlock *block, bool wait);
 extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 								 const char *sql_fmt, int nargs, Oid *argtypes);
 
@@ -143,6 +147,8 @@ extern bool pgq_wait_sleep(PgqWait *wait);
 extern void pgq_wait_end(PgqWait *wait);
 
 /* shared argument checks (pgqueue.c) */
+extern void pgq_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
+extern int	pgq_interval_sign(Interval *interval);
 extern void pgq_check_lease(Interval *lease, const char *what);
 extern void pgq_check_payload(Datum payload);
 

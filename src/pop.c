@@ -175,7 +175,8 @@ collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
 		int32	   *priorities;
 		int			n;
 
-		if (block->state == 'd')
+		/* skip done blocks, and blocks that compaction holds or dropped */
+		if (block->state == 'd' || !pgq_block_open(block, false))
 			continue;
 		n = block_lanes(queue, block, now, &priorities);
 		for (int r = 0; r < n; r++)
@@ -363,16 +364,9 @@ pgq_pop(PG_FUNCTION_ARGS)
 	int32		n;
 	Interval   *lease = NULL;
 	Interval   *wait = NULL;
-	Interval	zero;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue name must not be null")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("n must not be null")));
+	pgq_require_arg(fcinfo, 0, "queue name");
+	pgq_require_arg(fcinfo, 1, "n");
 	name = PG_GETARG_TEXT_PP(0);
 	n = PG_GETARG_INT32(1);
 	if (n < 1 || n > PGQ_MAX_POP)
@@ -385,17 +379,14 @@ pgq_pop(PG_FUNCTION_ARGS)
 		lease = PG_GETARG_INTERVAL_P(2);
 		pgq_check_lease(lease, "lease");
 	}
-	memset(&zero, 0, sizeof(zero));
 	if (!PG_ARGISNULL(3))
 	{
 		wait = PG_GETARG_INTERVAL_P(3);
-		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
-											  IntervalPGetDatum(&zero))) < 0)
+		if (pgq_interval_sign(wait) < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("wait must not be negative")));
-		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(wait),
-											  IntervalPGetDatum(&zero))) == 0)
+		if (pgq_interval_sign(wait) == 0)
 			wait = NULL;
 		else if (IsolationUsesXactSnapshot())
 			ereport(ERROR,

@@ -38,19 +38,6 @@ static const char *schedule_sql =
 " SELECT $1, j.job_id, 1, 's', 0, 0, $3, $4 FROM %1$s j WHERE j.job_id = ANY ($2)";
 
 /*
- * require_arg
- *		Raise null_value_not_allowed for a NULL argument.
- */
-static void
-require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
-}
-
-/*
  * insert_jobs
  *		Insert n jobs, all of one block, with one statement; and their
  *		scheduled status rows if they run later.
@@ -163,9 +150,9 @@ pgq_push(PG_FUNCTION_ARGS)
 	Datum		payload;
 	Datum		id;
 
-	require_arg(fcinfo, 0, "queue name");
-	require_arg(fcinfo, 1, "payload");
-	require_arg(fcinfo, 3, "priority");
+	pgq_require_arg(fcinfo, 0, "queue name");
+	pgq_require_arg(fcinfo, 1, "payload");
+	pgq_require_arg(fcinfo, 3, "priority");
 
 	key = key_null ? (Datum) 0 : PG_GETARG_DATUM(2);
 	priority = PG_GETARG_DATUM(3);
@@ -212,8 +199,8 @@ pgq_push_batch(PG_FUNCTION_ARGS)
 	Datum	   *ids;
 	int			n;
 
-	require_arg(fcinfo, 0, "queue name");
-	require_arg(fcinfo, 1, "payloads");
+	pgq_require_arg(fcinfo, 0, "queue name");
+	pgq_require_arg(fcinfo, 1, "payloads");
 
 	n = deconstruct_arg(fcinfo, 1, "payloads", JSONBOID, -1, false, TYPALIGN_INT,
 						&payloads, &payload_nulls);

@@ -406,11 +406,12 @@ pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, int64 waterma
 
 /*
  * pgq_queue_shared
- *		The shared entry of a queue, created on first use; NULL without
- *		shared memory or when the table of queues is full.
+ *		The shared entry of a queue; with create, made on first use.  NULL
+ *		without shared memory, when the queue has none yet (without create)
+ *		or when the table of queues is full.
  */
 QueueShared *
-pgq_queue_shared(QueueTag tag, int32 queue_id)
+pgq_queue_shared(QueueTag tag, int32 queue_id, bool create)
 {
 	QueueShared *qs;
 	bool		found;
@@ -420,7 +421,7 @@ pgq_queue_shared(QueueTag tag, int32 queue_id)
 	LWLockAcquire(shared->lock, LW_SHARED);
 	qs = hash_search(queue_hash, &tag, HASH_FIND, NULL);
 	LWLockRelease(shared->lock);
-	if (qs != NULL)
+	if (qs != NULL || !create)
 		return qs;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -441,22 +442,13 @@ pgq_queue_shared(QueueTag tag, int32 queue_id)
 }
 
 /*
- * pgq_queue_shared_foreach
- *		Call fn for every shared queue entry, under the shared lock.
+ * pgq_shmem_ready
+ *		Whether pgqueue's shared memory exists (preloaded).
  */
-void
-pgq_queue_shared_foreach(void (*fn) (QueueShared *qs, void *arg), void *arg)
+bool
+pgq_shmem_ready(void)
 {
-	HASH_SEQ_STATUS status;
-	QueueShared *qs;
-
-	if (shared == NULL)
-		return;
-	LWLockAcquire(shared->lock, LW_SHARED);
-	hash_seq_init(&status, queue_hash);
-	while ((qs = hash_seq_search(&status)) != NULL)
-		fn(qs, arg);
-	LWLockRelease(shared->lock);
+	return shared != NULL;
 }
 
 /*

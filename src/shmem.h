@@ -39,7 +39,7 @@ typedef struct QueueShared
 } QueueShared;
 
 extern QueueTag pgq_queue_tag(PgqQueue *queue);
-extern QueueShared *pgq_queue_shared(QueueTag tag, int32 queue_id);
-extern void pgq_queue_shared_foreach(void (*fn) (QueueShared *qs, void *arg), void *arg);
+extern QueueShared *pgq_queue_shared(QueueTag tag, int32 queue_id, bool create);
+extern bool pgq_shmem_ready(void);
 
 #endif							/* PGQUEUE_SHMEM_H */

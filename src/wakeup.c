@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/htup_details.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
@@ -54,7 +55,7 @@ static bool callback_registered = false;
 static void
 apply_note(Note *note, bool commit)
 {
-	QueueShared *qs = pgq_queue_shared(note->tag, note->queue_id);
+	QueueShared *qs = pgq_queue_shared(note->tag, note->queue_id, true);
 	int64		wake;
 	bool		broadcast = false;
 
@@ -188,7 +189,7 @@ void
 pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline)
 {
 	wait->deadline = deadline;
-	wait->qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id);
+	wait->qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
 	if (wait->qs == NULL)
 		return;
 	ConditionVariablePrepareToSleep(&wait->qs->cv);
@@ -277,49 +278,39 @@ pgq_wait_end(PgqWait *wait)
 	SpinLockRelease(&wait->qs->mutex);
 }
 
-/* state of pgq_counters' scan */
-typedef struct CounterScan
-{
-	ReturnSetInfo *rsinfo;
-} CounterScan;
-
-/*
- * emit_counters
- *		One row of pgq_counters for a queue of this database.
- */
-static void
-emit_counters(QueueShared *qs, void *arg)
-{
-	CounterScan *scan = arg;
-	Datum		values[PGQ_NUM_COUNTERS + 2];
-	bool		nulls[PGQ_NUM_COUNTERS + 2];
-
-	if (qs->tag.dbid != MyDatabaseId)
-		return;
-	memset(nulls, 0, sizeof(nulls));
-	values[0] = ObjectIdGetDatum(qs->tag.seq_relid);
-	for (int i = 0; i < PGQ_NUM_COUNTERS; i++)
-		values[i + 1] = Int64GetDatum((int64) pg_atomic_read_u64(&qs->counters[i]));
-	SpinLockAcquire(&qs->mutex);
-	values[PGQ_NUM_COUNTERS + 1] = Int32GetDatum(qs->waiters);
-	SpinLockRelease(&qs->mutex);
-	tuplestore_putvalues(scan->rsinfo->setResult, scan->rsinfo->setDesc, values, nulls);
-}
-
 /*
  * pgq_counters
- *		SQL: pgqueue._counters() returns the shared counters of this
- *		database's queues, keyed by the OID of each queue's sequence.
+ *		SQL: pgqueue._counters(queue) returns the shared counters of a queue
+ *		and its waiting pops now: zeros for a queue nothing happened to since
+ *		the server started, NULLs without shared memory.
  */
 Datum
 pgq_counters(PG_FUNCTION_ARGS)
 {
-	CounterScan scan;
+	TupleDesc	desc;
+	Datum		values[PGQ_NUM_COUNTERS + 1];
+	bool		nulls[PGQ_NUM_COUNTERS + 1];
+	PgqQueue   *queue;
+	QueueShared *qs;
 
-	InitMaterializedSRF(fcinfo, 0);
-	scan.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	pgq_queue_shared_foreach(emit_counters, &scan);
-	return (Datum) 0;
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(values, 0, sizeof(values));
+	memset(nulls, !pgq_shmem_ready(), sizeof(nulls));
+
+	SPI_connect();
+	queue = pgq_queue_get(PG_GETARG_TEXT_PP(0));
+	qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, false);
+	if (qs != NULL)
+	{
+		for (int i = 0; i < PGQ_NUM_COUNTERS; i++)
+			values[i] = Int64GetDatum((int64) pg_atomic_read_u64(&qs->counters[i]));
+		SpinLockAcquire(&qs->mutex);
+		values[PGQ_NUM_COUNTERS] = Int32GetDatum(qs->waiters);
+		SpinLockRelease(&qs->mutex);
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
 /*

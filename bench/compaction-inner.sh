@@ -5,15 +5,19 @@ work=$(mktemp -d)
 chmod 777 "$work"
 trap 'rm -rf "$work"' EXIT
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+PGQ_LOG="$(dirname "$PG_CLUSTER_CONF_ROOT")/log/postgresql-15-regress.log"
 jobs=$PGQ_JOBS
-batches=$((jobs / 1000))
+# pushes of 100 jobs at 250 a second, so that blocks of 50 000 jobs fill,
+# finish and get compacted while pushing and draining go on
+rate=250
+duration=$((jobs / 100 / rate))
 
 psql -c "CREATE EXTENSION pgqueue" \
-	 -c "SELECT pgqueue.queue_create('c', retention => '0')" \
+	 -c "SELECT pgqueue.queue_create('c', block_size => 50000, retention => '0')" \
 	 -c "CREATE TABLE go (); INSERT INTO go DEFAULT VALUES"
 cat > "$work/push.sql" <<'SQL'
 SELECT pgqueue.queue_push_batch('c',
-	(SELECT array_agg(jsonb_build_object('n', g, 'body', repeat('x', 64))) FROM generate_series(1, 1000) g));
+	(SELECT array_agg(jsonb_build_object('n', g, 'body', repeat('x', 64))) FROM generate_series(1, 100) g));
 SQL
 cat > "$work/drain.sql" <<'SQL'
 -- a consumer stops (by error) once the driver empties table go
@@ -24,7 +28,7 @@ SELECT pgqueue.queue_ack('c', ids)
 SQL
 
 start=$(date +%s)
-(cd "$work" && pgbench -n -c 1 -t "$batches" -l --log-prefix=push -f push.sql postgres > push.out 2>&1) &
+(cd "$work" && pgbench -n -c 1 -T "$duration" -R "$rate" -l --log-prefix=push -f push.sql postgres > push.out 2>&1) &
 pusher=$!
 # consumers run until the pusher is done and the queue is empty
 (cd "$work" && pgbench -n -c 2 -j 2 -T 100000 -l --log-prefix=drain -f drain.sql postgres > drain.out 2>&1) &
@@ -42,7 +46,8 @@ for i in $(seq 1 60); do
 	sleep 1
 done
 
-echo "jobs pushed and finished: $jobs in $((end - start)) s"
+jobs=$(psql -At -c "SELECT pushed FROM pgqueue.stats WHERE queue = 'c'")
+echo "jobs pushed and finished: $jobs in $((end - start)) s (pushes of 100 at $rate/s, 2 consumers popping 100)"
 psql -At -v jobs="$jobs" <<'SQL'
 SELECT 'live blocks: ' || count(*) || ' (' || string_agg(block_no || ':' || state, ', ' ORDER BY first_id) || ')'
   FROM pgqueue.block;
@@ -59,9 +64,12 @@ SELECT 'acked exactly once: ' || (count(*) = count(DISTINCT job_id) AND count(*)
 SQL
 echo "slowest transactions (ms) while the worker compacted:"
 for kind in push drain; do
-	cat "$work"/$kind.* 2>/dev/null | awk '$3 > 0' | awk -v k=$kind '{ us = $3; n++; if (us > max) max = us; a[n] = us }
-		END { asort(a); printf "  %-6s n=%d p50=%.1f p99=%.1f max=%.1f\n", k, n, a[int(n*0.5)]/1000, a[int(n*0.99)]/1000, max/1000 }'
+	cat "$work"/$kind.* 2>/dev/null | awk '$3 > 0 { print $3 }' | sort -n |
+		awk -v k=$kind '{ a[NR] = $1 } END { printf "  %-6s n=%d p50=%.1f p99=%.1f p99.9=%.1f max=%.1f\n",
+			k, NR, a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000, a[int(NR*0.999)]/1000, a[NR]/1000 }'
 done
 psql -At <<'SQL'
 SELECT 'archived status rows: ' || count(*) FROM pgqueue.job_history WHERE queue = 'c' AND archived;
 SQL
+echo "compactions during the run (from the server log):"
+grep -h "compacted" "$PGQ_LOG" 2>/dev/null | sed 's/.*LOG: *//' | sed 's/^/  /' || true

@@ -12,4 +12,4 @@ make -s >/dev/null
 $sudo_cmd make -s install >/dev/null
 export PGQ_JOBS=${1:-1000000}
 pg_virtualenv -t -o shared_preload_libraries=pgqueue -o synchronous_commit=on \
-	-o pgqueue.naptime=1000 bash bench/compaction-inner.sh
+	-o pgqueue.naptime=1000 -o max_wal_size=4GB bash bench/compaction-inner.sh

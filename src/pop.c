@@ -136,7 +136,8 @@ block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes)
 		return block->nlanes;
 	}
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
-	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+	/* not read-only: a waiting pop must see lanes pushed since it started */
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the priorities of queue \"%s\"", queue->name);
 	read = palloc(sizeof(int32) * Max(SPI_processed, 1));
 	for (uint64 r = 0; r < SPI_processed; r++)

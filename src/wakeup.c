@@ -4,13 +4,15 @@
  *	  Waiting pops and the per-queue counters.
  *
  * Push, pop, ack, fail and the repair functions note what they did in a
- * backend-local list; at commit the notes are added to the queue's shared
- * counters and wake waiting pops: a push of k jobs signals at most k
+ * backend-local list, per subtransaction; once the transaction has
+ * committed and sent its cache invalidations and released its locks, the
+ * notes are added to the queue's shared counters and wake waiting pops: a push of k jobs signals at most k
  * waiters on the queue's condition variable (no thundering herd), a job
  * that becomes available now (release, retry, resume, lease expiry)
  * broadcasts, and a retry or schedule in the future lowers the queue's
  * next_due, which waiters use as their sleep deadline.  A rolled-back pop
- * wakes as many waiters as it had claimed jobs.  Nothing wakes anyone for a
+ * (or subtransaction that popped) wakes as many waiters as it had claimed
+ * jobs, and counts nothing.  Nothing wakes anyone for a
  * push that has not committed or rolled back.
  *
  * Without shared memory, or when the table of queues is full, a waiting
@@ -24,9 +26,11 @@
 #include "access/htup_details.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/wait_event.h"
 
 #include "shmem.h"
@@ -34,11 +38,12 @@
 PG_FUNCTION_INFO_V1(pgq_counters);
 PG_FUNCTION_INFO_V1(pgq_wake);
 
-/* what this transaction did to one queue, applied at commit */
+/* what one (sub)transaction did to one queue, applied at commit */
 typedef struct Note
 {
 	QueueTag	tag;
 	int32		queue_id;
+	SubTransactionId subid;
 	int64		counts[PGQ_NUM_COUNTERS];
 	TimestampTz min_due;		/* earliest job made due; 0 if none */
 } Note;
@@ -46,7 +51,10 @@ typedef struct Note
 static Note *notes = NULL;
 static int	nnotes = 0;
 static int	maxnotes = 0;
-static bool callback_registered = false;
+static bool callbacks_registered = false;
+
+/* the queue this backend waits on, so that exit can unregister it */
+static QueueShared *waiting_on = NULL;
 
 /*
  * apply_note
@@ -73,9 +81,12 @@ apply_note(Note *note, bool commit)
 	wake = Min(wake, qs->waiters);
 	if (commit && note->min_due != 0)
 	{
-		if (note->min_due <= GetCurrentTimestamp())
+		TimestampTz now = GetCurrentTimestamp();
+
+		/* a next_due already past is spent: waiters woke up for it */
+		if (note->min_due <= now)
 			broadcast = true;
-		else if (qs->next_due == 0 || note->min_due < qs->next_due)
+		else if (qs->next_due == 0 || note->min_due < qs->next_due || qs->next_due <= now)
 		{
 			qs->next_due = note->min_due;
 			qs->due_gen++;
@@ -91,39 +102,94 @@ apply_note(Note *note, bool commit)
 }
 
 /*
- * xact_callback
- *		Apply the notes at commit (and the claims' wake-ups at abort), then
- *		forget them.
+ * apply_notes
+ *		Apply the notes of one subtransaction (InvalidSubTransactionId: all)
+ *		and forget them.
  */
 static void
-xact_callback(XactEvent event, void *arg)
+apply_notes(SubTransactionId subid, bool commit)
 {
-	bool		commit;
+	int			kept = 0;
+	int			n = nnotes;
+	Note	   *done = palloc(sizeof(Note) * Max(n, 1));
+	int			ndone = 0;
 
-	if (nnotes == 0)
-		return;
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			commit = true;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			commit = false;
-			break;
-		default:
-			return;
-	}
 	/* forget first, so that an error here cannot apply a note twice */
+	for (int i = 0; i < n; i++)
 	{
-		int			n = nnotes;
-
-		nnotes = 0;
-		for (int i = 0; i < n; i++)
-			apply_note(&notes[i], commit);
+		if (subid == InvalidSubTransactionId || notes[i].subid == subid)
+			done[ndone++] = notes[i];
+		else
+			notes[kept++] = notes[i];
 	}
+	nnotes = kept;
+	for (int i = 0; i < ndone; i++)
+		apply_note(&done[i], commit);
+	pfree(done);
+}
+
+/*
+ * release_callback
+ *		At the end of the top transaction, after its invalidations went out
+ *		and its locks were released, apply the notes: a woken pop then sees
+ *		the new queue state and waits on no lock of this transaction.
+ */
+static void
+release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
+{
+	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && nnotes > 0)
+		apply_notes(InvalidSubTransactionId, isCommit);
+}
+
+/*
+ * subxact_callback
+ *		A committed subtransaction's notes become its parent's; an aborted
+ *		one's are applied as aborted (its claims are available again).
+ */
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (int i = 0; i < nnotes; i++)
+			if (notes[i].subid == mySubid)
+				notes[i].subid = parentSubid;
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		apply_notes(mySubid, false);
+}
+
+/*
+ * exit_callback
+ *		A backend that ends while waiting (FATAL, terminate) stops counting
+ *		as a waiter.
+ */
+static void
+exit_callback(int code, Datum arg)
+{
+	if (waiting_on != NULL)
+	{
+		SpinLockAcquire(&waiting_on->mutex);
+		waiting_on->waiters--;
+		SpinLockRelease(&waiting_on->mutex);
+		waiting_on = NULL;
+	}
+}
+
+/*
+ * register_callbacks
+ *		Install the callbacks once per backend.
+ */
+static void
+register_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	RegisterResourceReleaseCallback(release_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+	before_shmem_exit(exit_callback, (Datum) 0);
+	callbacks_registered = true;
 }
 
 /*
@@ -134,15 +200,13 @@ static Note *
 note_for(PgqQueue *queue)
 {
 	QueueTag	tag = pgq_queue_tag(queue);
+	SubTransactionId subid = GetCurrentSubTransactionId();
 
 	for (int i = 0; i < nnotes; i++)
-		if (notes[i].tag.dbid == tag.dbid && notes[i].tag.seq_relid == tag.seq_relid)
+		if (notes[i].tag.dbid == tag.dbid && notes[i].tag.seq_relid == tag.seq_relid &&
+			notes[i].subid == subid)
 			return &notes[i];
-	if (!callback_registered)
-	{
-		RegisterXactCallback(xact_callback, NULL);
-		callback_registered = true;
-	}
+	register_callbacks();
 	if (nnotes == maxnotes)
 	{
 		maxnotes = Max(8, maxnotes * 2);
@@ -153,6 +217,7 @@ note_for(PgqQueue *queue)
 	memset(&notes[nnotes], 0, sizeof(Note));
 	notes[nnotes].tag = tag;
 	notes[nnotes].queue_id = queue->queue_id;
+	notes[nnotes].subid = subid;
 	return &notes[nnotes++];
 }
 
@@ -192,10 +257,12 @@ pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline)
 	wait->qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
 	if (wait->qs == NULL)
 		return;
+	register_callbacks();
 	ConditionVariablePrepareToSleep(&wait->qs->cv);
 	SpinLockAcquire(&wait->qs->mutex);
 	wait->qs->waiters++;
 	SpinLockRelease(&wait->qs->mutex);
+	waiting_on = wait->qs;
 }
 
 /*
@@ -276,6 +343,7 @@ pgq_wait_end(PgqWait *wait)
 	SpinLockAcquire(&wait->qs->mutex);
 	wait->qs->waiters--;
 	SpinLockRelease(&wait->qs->mutex);
+	waiting_on = NULL;
 }
 
 /*

@@ -12,7 +12,11 @@
  * What each database's worker did last lives in shared memory (shmem.c):
  * a database without the extension is looked at again after a minute, and
  * a worker that failed is restarted after a backoff that doubles up to
- * five minutes, so an error cannot become a crash loop.
+ * five minutes, so an error cannot become a crash loop.  A crash of the
+ * server resets shared memory, so the launcher also keeps a small state
+ * file: when it starts after a crash (the file says it was running), it
+ * waits before starting any worker, doubling the wait with each crash in a
+ * row, so a worker that crashes the server cannot crash it again at once.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,6 +32,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
@@ -49,6 +54,12 @@ int			pgq_naptime = 1000;
 
 /* seconds before this worker's database is looked at again; -1: failed */
 static int	worker_exit_delay = -1;
+
+/* the launcher's state file, relative to the data directory */
+#define PGQ_STATE_FILE	"pg_stat/pgqueue.state"
+
+/* a launcher that ran this long without a crash forgets earlier crashes */
+#define PGQ_STABLE_SECS	60
 
 /*
  * pgq_worker_register
@@ -136,16 +147,80 @@ start_worker(Oid dbid)
 }
 
 /*
+ * write_state
+ *		Record whether the launcher runs, and the crashes in a row.
+ */
+static void
+write_state(bool running, int crashes)
+{
+	FILE	   *f = AllocateFile(PGQ_STATE_FILE, "w");
+
+	if (f == NULL)
+		return;
+	fprintf(f, "%s %d\n", running ? "running" : "stopped", crashes);
+	FreeFile(f);
+}
+
+/*
+ * launcher_exit
+ *		before_shmem_exit callback: a launcher that stops normally leaves a
+ *		state that is not taken for a crash.
+ */
+static void
+launcher_exit(int code, Datum arg)
+{
+	write_state(false, 0);
+}
+
+/*
+ * crash_backoff
+ *		At launcher start: the crashes in a row so far, counting one if the
+ *		last launcher did not stop normally.
+ */
+static int
+crash_backoff(void)
+{
+	FILE	   *f = AllocateFile(PGQ_STATE_FILE, "r");
+	char		word[16] = "";
+	int			crashes = 0;
+
+	if (f != NULL)
+	{
+		if (fscanf(f, "%15s %d", word, &crashes) != 2)
+			crashes = 0;
+		FreeFile(f);
+		if (strcmp(word, "running") == 0)
+			crashes++;
+		else
+			crashes = 0;
+	}
+	return crashes;
+}
+
+/*
  * pgq_launcher_main
  *		Entry point of the launcher.
  */
 void
 pgq_launcher_main(Datum arg)
 {
+	int			crashes;
+	TimestampTz started = GetCurrentTimestamp();
+	TimestampTz hold_until;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+
+	crashes = crash_backoff();
+	write_state(true, crashes);
+	before_shmem_exit(launcher_exit, (Datum) 0);
+	hold_until = started + (crashes > 0 ? (TimestampTz) Min(1 << Min(crashes, 8), 300) * USECS_PER_SEC : 0);
+	if (crashes > 0)
+		ereport(LOG,
+				(errmsg("pgqueue launcher holds maintenance back for %d s after %d crash%s in a row",
+						Min(1 << Min(crashes, 8), 300), crashes, crashes == 1 ? "" : "es")));
 
 	for (;;)
 	{
@@ -155,7 +230,13 @@ pgq_launcher_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (pgq_worker_enabled)
+		if (crashes > 0 &&
+			GetCurrentTimestamp() - started > (TimestampTz) PGQ_STABLE_SECS * USECS_PER_SEC)
+		{
+			crashes = 0;
+			write_state(true, 0);
+		}
+		if (pgq_worker_enabled && GetCurrentTimestamp() >= hold_until)
 		{
 			List	   *dbs = list_databases();
 			ListCell   *lc;
@@ -187,7 +268,8 @@ worker_exit(int code, Datum arg)
  * database_in_use
  *		Whether someone holds the database in a mode that conflicts with
  *		connecting to it, as DROP DATABASE does while it waits for the
- *		database's sessions to go.
+ *		database's sessions to go, or CREATE DATABASE copying it as a
+ *		template.
  */
 static bool
 database_in_use(void)
@@ -195,9 +277,9 @@ database_in_use(void)
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
-	if (LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	if (LockAcquire(&tag, RowExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 		return true;
-	LockRelease(&tag, AccessShareLock, false);
+	LockRelease(&tag, RowExclusiveLock, false);
 	return false;
 }
 
@@ -334,27 +416,43 @@ pgq_worker_main(Datum arg)
 
 	for (;;)
 	{
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		/* let DROP DATABASE go ahead; come back later */
-		if (!pgq_worker_enabled || database_in_use())
-		{
-			worker_exit_delay = 10;
-			break;
-		}
+		TimestampTz round_end;
+
 		/* no extension here: look again in a minute */
 		if (!maintenance_round())
 		{
 			worker_exit_delay = 60;
 			break;
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 pgq_naptime, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+
+		/*
+		 * Sleep until the next round, looking at least every second whether
+		 * the database is wanted by DROP DATABASE or as a template: then
+		 * leave it and come back later.
+		 */
+		round_end = GetCurrentTimestamp();
+		for (;;)
+		{
+			long		left;
+
+			CHECK_FOR_INTERRUPTS();
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			left = (long) ((round_end - GetCurrentTimestamp()) / 1000) + pgq_naptime;
+			if (!pgq_worker_enabled || database_in_use())
+			{
+				worker_exit_delay = 10;
+				proc_exit(0);
+			}
+			if (left <= 0)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(left, 1000), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
 	}
 	proc_exit(0);
 }

@@ -262,19 +262,17 @@ static void
 advance_lane(PgqQueue *queue, Lane *lane, int64 bound)
 {
 	PgqBlock   *block = &queue->blocks[lane->block];
-	Oid			argtypes[CLAIM_NARGS];
 	Datum		args[CLAIM_NARGS];
 	SPIPlanPtr	plan;
 	int64		target = Min(bound, block->last_id + 1);
 
 	if (target <= lane->watermark)
 		return;
-	memcpy(argtypes, claim_argtypes, sizeof(argtypes));
 	memset(args, 0, sizeof(args));
 	args[1] = Int32GetDatum(lane->priority);
 	args[3] = Int64GetDatum(lane->watermark);
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_FIRST_UNCLAIMED, first_unclaimed_sql,
-						  CLAIM_NARGS, argtypes);
+						  CLAIM_NARGS, claim_argtypes);
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the unclaimed jobs of queue \"%s\"", queue->name);
 	if (SPI_processed == 1)

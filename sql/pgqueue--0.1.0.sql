@@ -798,6 +798,14 @@ BEGIN
 	SELECT j.state INTO cur FROM pgqueue.jobs j
 	 WHERE j.queue = _check_one.queue AND j.job_id = _check_one.job_id;
 	IF NOT FOUND THEN
+		/*
+		 * A lookup that waited for a compaction to commit was planned with
+		 * the blocks before it; a new statement sees the moved job.
+		 */
+		SELECT j.state INTO cur FROM pgqueue.jobs j
+		 WHERE j.queue = _check_one.queue AND j.job_id = _check_one.job_id;
+	END IF;
+	IF NOT FOUND THEN
 		RAISE EXCEPTION 'job % does not exist in queue "%"', job_id, queue
 			USING ERRCODE = 'PQ002';
 	END IF;
@@ -1068,6 +1076,7 @@ DECLARE
 	moved bigint := 0;
 	archived bigint := 0;
 	n bigint;
+	saved_timeout text;
 BEGIN
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
 	cutoff := cutoff - q.retention;
@@ -1094,8 +1103,9 @@ BEGIN
 	END IF;
 
 	/* fence: no push or claim may change these blocks until commit */
+	saved_timeout := current_setting('lock_timeout');
 	BEGIN
-		SET LOCAL lock_timeout = '50ms';
+		PERFORM set_config('lock_timeout', '50ms', true);
 		FOR i IN 1 .. cardinality(run) LOOP
 			IF NOT pgqueue._block_lock(run[i].queue_id, run[i].block_no, true) THEN
 				RETURN 'busy';
@@ -1107,6 +1117,7 @@ BEGIN
 	EXCEPTION WHEN lock_not_available THEN
 		RETURN 'busy';
 	END;
+	PERFORM set_config('lock_timeout', saved_timeout, true);
 	PERFORM pgqueue._fault('compact_locked');
 
 	/* count again under the fence: a retry may have revived a job since */
@@ -1172,6 +1183,11 @@ BEGIN
 								 ' AND m.seq = s.seq)', ns) END)
 			INTO n USING clock_timestamp();
 			archived := archived + n;
+		ELSE
+			/* discarded: every status row but the latest of each moved job */
+			EXECUTE format('SELECT count(*) FROM %s', pgqueue._rel('s', run[i].queue_id, run[i].block_no))
+			INTO n;
+			archived := archived + n;
 		END IF;
 		PERFORM pgqueue._fault('compact_archived');
 	END LOOP;
@@ -1183,7 +1199,7 @@ BEGIN
 	RETURN format('%s blocks %s..%s: %s jobs moved%s, %s status rows %s',
 				  cardinality(run), run[1].block_no, run[cardinality(run)].block_no, moved,
 				  CASE WHEN run_keep > 0 THEN ' to block ' || new_no ELSE '' END,
-				  CASE WHEN q.archive THEN archived ELSE run_jobs END,
+				  CASE WHEN q.archive THEN archived ELSE archived - moved END,
 				  CASE WHEN q.archive THEN 'archived' ELSE 'discarded' END);
 END
 $$;

@@ -6,10 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/deps.sh
-sudo_cmd=""
-[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-make -s >/dev/null
-$sudo_cmd make -s install >/dev/null
+pgq_install
 export PGQ_JOBS=${1:-1000000}
 pg_virtualenv -t -o shared_preload_libraries=pgqueue -o synchronous_commit=on \
 	-o pgqueue.naptime=1000 -o max_wal_size=4GB bash bench/compaction-inner.sh

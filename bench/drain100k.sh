@@ -8,9 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/deps.sh
-sudo_cmd=""
-[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-make -s >/dev/null
-$sudo_cmd make -s install >/dev/null
+pgq_install
 pg_virtualenv -t -o shared_preload_libraries=pgqueue -o synchronous_commit=on \
 	bash bench/drain100k-inner.sh

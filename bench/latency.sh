@@ -6,10 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . test/deps.sh
-sudo_cmd=""
-[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-make -s >/dev/null
-$sudo_cmd make -s install >/dev/null
+pgq_install
 bin=$(mktemp -d)/latency
 gcc -O2 -Wall -I"$(pg_config --includedir)" bench/latency.c -L"$(pg_config --libdir)" -lpq -o "$bin"
 export PGQ_LATENCY_BIN=$bin PGQ_LATENCY_JOBS=${1:-200}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test/deps.sh: install the Debian packages pgqueue's build, tests, demo and
-# benchmarks need, if any is missing.  Sourced by test/run.sh and demo/run.sh.
+# benchmarks need, if any is missing, and define pgq_install (build and
+# install the extension).  Sourced by test/run.sh, demo/run.sh and bench/.
 
 pgq_packages=(
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron
@@ -21,3 +22,10 @@ if [ ${#pgq_missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${pgq_missing[@]}" >/dev/null
 fi
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
+
+# pgq_install: build pgqueue and install it into the PostgreSQL 15 tree
+pgq_install() {
+	local sudo_cmd=""
+	[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+	make -s "$@" >/dev/null && $sudo_cmd make -s install >/dev/null
+}

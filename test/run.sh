@@ -7,12 +7,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
 . test/deps.sh
-
-sudo_cmd=""
-[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 make -s clean >/dev/null
-make -s || exit 1
-$sudo_cmd make -s install >/dev/null || exit 1
+pgq_install || exit 1
 
 passed=0
 failed=0

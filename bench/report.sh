@@ -58,11 +58,11 @@ ratio "queue_push 1/tx / INSERT 1 row/tx, 16 clients (2 KiB)" \
 pushed=$(fin pushed)
 blocks=$(fin blocks)
 bytes=$(fin bytes)
+archive_bytes=$(fin archive_bytes)
 dead=$(fin dead)
-block_bytes=$(fin block_bytes)
-ratio_rows+=$(awk -v b="$blocks" -v by="$bytes" -v bb="$block_bytes" -v p="$pushed" 'BEGIN {
-	printf "| live storage after the sustained run (%d jobs pushed and finished) | %d blocks, %.1f MB | %.1f blocks of a full block'"'"'s size | ≤ 2 blocks | %s |\n",
-		p, b, by / 1048576, (bb > 0 ? by / bb : 0), (b <= 2 ? "PASS" : "MISS") }')$'\n'
+ratio_rows+=$(awk -v b="$blocks" -v by="$bytes" -v ab="$archive_bytes" -v p="$pushed" 'BEGIN {
+	printf "| live storage after the sustained run (%d jobs pushed and finished) | %d blocks, %.1f MB (archive %.1f MB) | - | ≤ 2 blocks | %s |\n",
+		p, b, by / 1048576, ab / 1048576, (b <= 2 ? "PASS" : "MISS") }')$'\n'
 ratio_rows+=$(awk -v d="$dead" -v p="$pushed" 'BEGIN {
 	lim = p * 0.001; if (lim < 1000) lim = 1000
 	printf "| dead tuples in pgqueue_data after the sustained run | %d | %.4f per job pushed | ≤ %d (0.1 %% of jobs, at least 1000) | %s |\n",
@@ -102,7 +102,7 @@ gp() { gnuplot 2> "$work/gnuplot.err" || { cat "$work/gnuplot.err" >&2; return 1
 pl() { [ -s "$S/$1.dat" ] && printf "'%s' using 1:2 with linespoints title '%s', " "$S/$1.dat" "$2"; return 0; }
 
 {
-	echo "set terminal pngcairo size 1200,500 font ',10'"
+	echo "set terminal pngcairo noenhanced size 1200,500 font ',10'"
 	echo "set output '$stem-push.png'"
 	echo "set multiplot layout 1,2 title 'push throughput over time ($mode mode)'"
 	echo "set xlabel 'seconds'; set ylabel 'rows or jobs per second'; set grid; set key bottom right; set yrange [0:*]"
@@ -114,7 +114,7 @@ pl() { [ -s "$S/$1.dat" ] && printf "'%s' using 1:2 with linespoints title '%s',
 } | gp
 
 {
-	echo "set terminal pngcairo size 1200,500 font ',10'"
+	echo "set terminal pngcairo noenhanced size 1200,500 font ',10'"
 	echo "set output '$stem-drain.png'"
 	echo "set multiplot layout 1,2 title 'drain throughput over time: n=100, claim and ack in separate transactions, 4 consumers ($mode mode)'"
 	echo "set xlabel 'seconds'; set ylabel 'jobs per second'; set grid; set key top right; set yrange [0:*]"
@@ -132,7 +132,7 @@ awk -F'\t' '
 	$1 ~ /^(ladder_ins1_small_c1|ladder_ins1000_small|push_(classic|pgq|pgqueue)_1_small_c1|push_(classic|pgq|pgqueue)_1000_small|drain_(fresh|big|xmin)_(classic|pgqueue)_n100_sep_c4_small|drain_fresh_(classic|pgqueue)_n1_sep_c4_small|drain_fresh_pgq_small)$/ && $12 != "-" {
 		printf "\"%s\" %s %s %s\n", short($1), $12, $13, $14 }' "$res" > "$work/latency.dat"
 {
-	echo "set terminal pngcairo size 1300,600 font ',10'"
+	echo "set terminal pngcairo noenhanced size 1300,600 font ',10'"
 	echo "set output '$stem-latency.png'"
 	echo "set title 'latency per pgbench script execution (a drain script is a pop and an ack) ($mode mode)'"
 	echo "set style data histogram; set style histogram cluster gap 1; set style fill solid 0.8 border -1"
@@ -142,22 +142,25 @@ awk -F'\t' '
 } | gp
 
 # sustained run: rates from consecutive samples
+# t push/s drain/s backlog live_MB archive_MB dead blocks
 awk -F'\t' 'NR > 1 {
-		if (NR > 2 && $1 > t) printf "%s %.1f %.1f %d %.2f %d %d\n", $1, ($2 - p) / ($1 - t), ($3 - d) / ($1 - t), $4, $5 / 1048576, $6, $7
-		else if (NR == 2) printf "%s 0 0 %d %.2f %d %d\n", $1, $4, $5 / 1048576, $6, $7
+		bl = ($4 > 0 ? $4 : 0)   # table statistics may lag a little: clamp at 0
+		r1 = 0; r2 = 0
+		if (NR > 2 && $1 > t) { r1 = ($2 - p) / ($1 - t); r2 = ($3 - d) / ($1 - t) }
+		printf "%s %.1f %.1f %d %.2f %.2f %d %d\n", $1, r1, r2, bl, $5 / 1048576, $6 / 1048576, $7, $8
 		t = $1; p = $2; d = $3 }' "$work/sustained.tsv" > "$work/sustained.dat"
 {
-	echo "set terminal pngcairo size 1200,900 font ',10'"
+	echo "set terminal pngcairo noenhanced size 1200,900 font ',10'"
 	echo "set output '$stem-sustained.png'"
-	echo "set multiplot layout 3,1 title 'sustained run: push and drain at once ($mode mode; last point after the final drain and maintain())'"
+	echo "set multiplot layout 3,1 title 'sustained run: push and drain at once ($mode mode; last point after the final drain and the wait for maintenance)'"
 	echo "set xlabel 'seconds'; set grid; set key top left"
 	echo "set ylabel 'jobs per second'; set yrange [0:*]"
-	echo "plot '$work/sustained.dat' using 1:2 with linespoints title 'pushed', '' using 1:3 with linespoints title 'drained (status rows / 2)'"
-	echo "set ylabel 'MB / jobs'; set y2label 'jobs waiting'; set ytics nomirror; set y2tics; set y2range [0:*]"
-	echo "plot '$work/sustained.dat' using 1:5 with linespoints title 'pgqueue_data size (MB)', '' using 1:4 axes x1y2 with linespoints title 'backlog (jobs, right axis)'"
+	echo "plot '$work/sustained.dat' using 1:2 with linespoints title 'pushed', '' using 1:3 with linespoints title 'acked'"
+	echo "set ylabel 'MB'; set y2label 'jobs waiting'; set ytics nomirror; set y2tics; set y2range [0:*]"
+	echo "plot '$work/sustained.dat' using 1:5 with linespoints title 'live block tables (MB)', '' using 1:6 with linespoints title 'archive (MB)', '' using 1:4 axes x1y2 with linespoints title 'backlog (jobs, right axis)'"
 	echo "unset y2label; unset y2tics; set ytics mirror"
 	echo "set ylabel 'count'"
-	echo "plot '$work/sustained.dat' using 1:6 with linespoints title 'dead tuples in pgqueue_data', '' using 1:7 with linespoints title 'blocks'"
+	echo "plot '$work/sustained.dat' using 1:7 with linespoints title 'dead tuples in pgqueue_data', '' using 1:8 with linespoints title 'blocks'"
 	echo "unset multiplot"
 } | gp
 
@@ -175,7 +178,11 @@ table() { # table SECTION-REGEX
 {
 	echo "# pgqueue benchmark, $(date +%Y-%m-%d) on $(hostname -s) ($mode mode)"
 	echo
-	echo "\`bash bench/run.sh$([ "$mode" = quick ] && echo " --quick")\` took $((elapsed_ms / 1000)) s in all"
+	if [ -s "$work/overrides.txt" ] && [ -n "$(tr -d ' \n' < "$work/overrides.txt")" ]; then
+		echo "**Sizes overridden from the environment: $(cat "$work/overrides.txt")** (not the standard $mode mode)."
+		echo
+	fi
+	echo "\`bash bench/run.sh$([ "$mode" = quick ] && echo " --quick")\` took $((elapsed_ms / 1000)) s up to this report"
 	echo "(build, throwaway cluster, every scenario).  How to read this file:"
 	echo "bench/README.md."
 	echo
@@ -211,8 +218,8 @@ table() { # table SECTION-REGEX
 	echo "Fresh queue = \"backlog 0\": a new queue or table gets a small preload"
 	echo "($(v drain_fresh_pgqueue_n100_sep_c4_small 7) jobs for n=100) and is drained to empty; the large-backlog"
 	echo "and held-xmin drains run for a fixed time on a queue holding many more jobs"
-	echo "than they can drain.  Compaction and archiving are not built yet, so the"
-	echo "storage numbers are what this release really leaves behind."
+	echo "than they can drain.  The storage rows are what this build of pgqueue"
+	echo "really leaves behind after the sustained run (below)."
 	echo
 	echo "### Other ratios (information)"
 	echo
@@ -236,25 +243,33 @@ table() { # table SECTION-REGEX
 	echo
 	echo "Large backlog load ($(awk '{print $1}' "$work/bigload.txt") jobs): pgqueue (queue_push_batch of 10000, 2 clients)"
 	echo "$(awk '{print $2}' "$work/bigload.txt") ms, classic queue (INSERT ... SELECT) $(awk '{print $3}' "$work/bigload.txt") ms, each"
-	echo "followed by VACUUM ANALYZE (not timed).  $(cat "$work/xmin.txt")."
+	echo "including the VACUUM ANALYZE that follows the load.  Dead tuples at the end of"
+	echo "the held-xmin drains: $(cat "$work/xmin.txt")."
 	echo
 	echo "## Sustained run"
 	echo
 	echo "One producer pushes batches of 100 at $(fin jobs_per_s_target) jobs/s (55 % of the slowest"
 	echo "pgqueue drain rate above) for $(fin seconds) s while 4 consumers drain (n=100, separate"
-	echo "transactions) and \`pgqueue.maintain()\` runs every few seconds, as pg_cron"
-	echo "would; then the consumers finish the backlog and maintain() runs twice."
-	echo "Samples (pushed and drained are cumulative, from table statistics: drained ="
-	echo "status rows / 2):"
+	echo "transactions); maintenance: $(sed -n 's/^maintenance //p' "$work/final.txt"); the queue's"
+	echo "retention is $(sed -n 's/^retention //p' "$work/final.txt").  Then the consumers finish the backlog and"
+	echo "maintenance gets a little time to bring the storage back.  Samples (pushed"
+	echo "and acked are cumulative, from $(sed -n 's/^progress //p' "$work/final.txt"); the last row is after"
+	echo "that wait):"
 	echo
-	echo "| s | pushed | drained | backlog | pgqueue_data MB | dead tuples | blocks | blocks done |"
-	echo "|--:|--:|--:|--:|--:|--:|--:|--:|"
-	awk -F'\t' 'NR > 1 { printf "| %s | %d | %d | %d | %.1f | %d | %d | %d |\n", $1, $2, $3, $4, $5 / 1048576, $6, $7, $8 }' "$work/sustained.tsv"
+	echo "| s | pushed | acked | backlog | live MB | archive MB | dead tuples | blocks | blocks done |"
+	echo "|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+	awk -F'\t' 'NR > 1 { printf "| %s | %d | %d | %d | %.1f | %.1f | %d | %d | %d |\n", $1, $2, $3, $4, $5 / 1048576, $6 / 1048576, $7, $8, $9 }' "$work/sustained.tsv"
 	echo
 	echo "Final state: $(fin pushed) jobs pushed, $(fin unfinished) unfinished, blocks by state"
-	echo "$(fin blocks_by_state), $(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }') MB in pgqueue_data (one full block with its status"
-	echo "log: $(awk -v b="$block_bytes" 'BEGIN { printf "%.1f", b / 1048576 }') MB), $dead dead tuples."
+	echo "$(fin blocks_by_state), $(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }') MB in live block tables,"
+	echo "$(awk -v b="$archive_bytes" 'BEGIN { printf "%.1f", b / 1048576 }') MB in the archive, $dead dead tuples in pgqueue_data."
 	echo
+	if [ -s "$work/observations.txt" ]; then
+		echo "## Observations during the run"
+		echo
+		cat "$work/observations.txt"
+		echo
+	fi
 	echo "## Plots"
 	echo
 	echo "![push throughput]($base-push.png)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: pgqueue's benchmark suite (DESIGN.md section 6).
 #
-#   bash bench/run.sh            full mode (about 30-40 minutes on 2 cores)
+#   bash bench/run.sh            full mode (about 35 minutes on 2 cores)
 #   bash bench/run.sh --quick    quick mode (under 2 minutes)
 #
 # Builds and installs the extension, installs gnuplot-nox if it is missing,
@@ -34,8 +34,7 @@ if ! command -v gnuplot >/dev/null 2>&1; then
 	$sudo_cmd apt-get update -qq
 	$sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
 fi
-make -s >/dev/null
-$sudo_cmd make -s install >/dev/null
+pgq_install
 
 work="$top/bench/work/$mode"
 rm -rf "$work"
@@ -57,7 +56,18 @@ opts=()
 for s in "${settings[@]}"; do opts+=(-o "$s"); done
 printf '%s\n' "${settings[@]}" > "$work/settings-requested.txt"
 
-pg_virtualenv -t "${opts[@]}" bash "$top/bench/scenarios.sh" "$mode" "$work"
+# a port that nothing listens on, so that clusters of other sessions on this
+# machine do not collide with ours
+port=""
+for _ in $(seq 50); do
+	p=$((54000 + RANDOM % 1000))
+	if ! (exec 3<> "/dev/tcp/127.0.0.1/$p") 2> /dev/null && [ ! -e "/var/run/postgresql/.s.PGSQL.$p" ]; then
+		port=$p
+		break
+	fi
+done
+
+pg_virtualenv -t ${port:+-p "$port"} "${opts[@]}" bash ${BENCH_TRACE:+-x} "$top/bench/scenarios.sh" "$mode" "$work"
 
 t_end=$(date +%s%N)
 elapsed=$(( (t_end - t_start) / 1000000 ))

@@ -13,6 +13,7 @@ set -euo pipefail
 mode=$1
 work=$2
 mkdir -p "$work/log" "$work/out" "$work/series" "$work/sql"
+: > "$work/observations.txt"
 db=bench
 
 # ---------------------------------------------------------------------------
@@ -20,33 +21,42 @@ db=bench
 # ---------------------------------------------------------------------------
 if [ "$mode" = quick ]; then
 	T_PUSH=1             # seconds per ladder and push run
-	N_FRESH_BATCH=20000  # jobs preloaded for a fresh drain with n = 100
-	N_FRESH_ONE=1000     # ... with n = 1
+	N_FRESH_BATCH=10000  # jobs preloaded for a fresh drain with n = 100
+	N_FRESH_ONE=400      # ... with n = 1
 	N_BIG=200000         # the large backlog
 	T_BIG=2              # seconds drained at the large backlog
 	T_XMIN=15            # seconds the xmin-holding transaction lasts
-	T_SUST=30            # sustained run
+	T_SUST=25            # sustained run
+	RETENTION='5 seconds' # retention of the sustained run's queue
+	SETTLE_S=8           # at most this long for maintenance to catch up after it
 	I_SUST=2             # sampling interval of the sustained run
 	I_MAINT=2            # pgqueue.maintain() interval in the sustained run
 	N_COPY=100000        # rows per COPY
 	BUCKET=0.25          # seconds per point of throughput-over-time series
-	payloads_push=(small)
+	payloads_push=(small big)
+	quick=yes            # fewer shapes: see the "quick" tests below
+	CHECKPOINTS=no       # no CHECKPOINT before each drain (time)
+	QDROP_WAIT=3         # lock_timeout of each of 4 tries to drop a queue
 	# drains: n mode clients payload
-	drains=("100 sep 4 small" "100 one 4 small" "100 sep 16 small"
-		"1 sep 4 small" "100 sep 4 big")
+	drains=("100 sep 4 small" "100 one 4 small" "100 sep 16 small" "1 sep 4 small")
 else
 	T_PUSH=10
-	N_FRESH_BATCH=100000
-	N_FRESH_ONE=10000
+	N_FRESH_BATCH=50000
+	N_FRESH_ONE=5000
 	N_BIG=10000000
 	T_BIG=30
 	T_XMIN=60
 	T_SUST=600
+	RETENTION='1 minute'
+	SETTLE_S=120
 	I_SUST=10
 	I_MAINT=5
 	N_COPY=1000000
 	BUCKET=1
 	payloads_push=(small big)
+	quick=no
+	CHECKPOINTS=yes
+	QDROP_WAIT=30
 	drains=()
 	for p in small big; do
 		for n in 100 1; do
@@ -57,30 +67,109 @@ else
 	done
 fi
 
+# any of these can be overridden from the environment as BENCH_<NAME>
+overridden=""
+for v in T_PUSH N_FRESH_BATCH N_FRESH_ONE N_BIG T_BIG T_XMIN T_SUST I_SUST I_MAINT N_COPY RETENTION SETTLE_S; do
+	e="BENCH_$v"
+	if [ -n "${!e:-}" ]; then
+		printf -v "$v" '%s' "${!e}"
+		overridden+="$v=${!e} "
+	fi
+done
+echo "$overridden" > "$work/overrides.txt"
+
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-sql() { psql -At -d "$db" -c "$1"; }
+# qdrop QUEUE [DB]: drop a pgqueue queue and its tables, each try with a
+# lock_timeout, because a drop can wait on or deadlock with the maintenance
+# worker.  A drop that needed more than 2 s or failed is written to
+# observations.txt with what the other sessions were doing; a queue that
+# cannot be dropped is left in place (the cluster is thrown away anyway).
+qdrop() {
+	local q=$1 d=${2:-$db} i t0 ms mon
+	t0=$(now_ns)
+	: > "$work/qdrop.errors"
+	for i in 1 2 3 4; do
+		( sleep 2
+		  psql -At -F ' | ' -d "$d" \
+			-c "SELECT 'session', pid, backend_type, wait_event_type || ':' || wait_event, state,
+					   'transaction for ' || round(extract(epoch FROM now() - xact_start)::numeric, 1) || ' s',
+					   'statement for ' || round(extract(epoch FROM now() - query_start)::numeric, 1) || ' s',
+					   left(regexp_replace(query, '\s+', ' ', 'g'), 70)
+				  FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" \
+			-c "SELECT 'lock', pid, locktype, relation::regclass, mode, granted FROM pg_locks
+				 WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database())
+				   AND (NOT granted OR relation IN (SELECT relation FROM pg_locks WHERE NOT granted))" \
+			> "$work/qdrop.locks" 2>&1 ) &
+		mon=$!
+		if psql -At -d "$d" -c "SET lock_timeout = '${QDROP_WAIT}s'" -c "SELECT pgqueue.queue_drop('$q', force => true)" \
+			> /dev/null 2>> "$work/qdrop.errors"; then
+			kill "$mon" 2> /dev/null || true
+			wait "$mon" 2> /dev/null || true
+			ms=$(( ($(now_ns) - t0) / 1000000 ))
+			if [ "$ms" -gt 2000 ]; then
+				{
+					echo "- queue_drop('$q', force => true) took $ms ms ($i tries); errors of the"
+					echo "  failed tries and the other sessions 2 s into the last try:"
+					echo '  ```'
+					grep -v '^ *$' "$work/qdrop.errors" | head -6 | sed 's/^/  /'
+					sed 's/^/  /' "$work/qdrop.locks" | head -12
+					echo '  ```'
+				} >> "$work/observations.txt"
+			fi
+			rm -f "$work/qdrop.locks"
+			return 0
+		fi
+		kill "$mon" 2> /dev/null || true
+		wait "$mon" 2> /dev/null || true
+		sleep 0.3
+	done
+	{
+		echo "- queue_drop('$q', force => true) failed 4 times (lock_timeout $QDROP_WAIT s each); the"
+		echo "  queue was left in place, and maintenance may keep working on it during"
+		echo "  the later scenarios.  Errors, and the other sessions 2 s into the last try:"
+		echo '  ```'
+		grep -v '^ *$' "$work/qdrop.errors" | head -6 | sed 's/^/  /'
+		sed 's/^/  /' "$work/qdrop.locks" | head -12
+		echo '  ```'
+	} >> "$work/observations.txt"
+	echo "warning: could not drop queue $q; left in place" >&2
+	rm -f "$work/qdrop.locks"
+	return 0
+}
+# a checkpoint before each drain, so that none falls into the measurement
+checkpoint() { [ "$CHECKPOINTS" = no ] || sql "CHECKPOINT"; }
+# sql STATEMENT...: run each statement (its own transaction) on one connection
+sql() {
+	local a=() x
+	for x in "$@"; do a+=(-c "$x"); done
+	psql -At -d "$db" "${a[@]}"
+}
 now_ns() { date +%s%N; }
 say() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
 
 # ---------------------------------------------------------------------------
 # Machine, server and schema
 # ---------------------------------------------------------------------------
+say "setup"
 {
 	echo "nproc: $(nproc)"
 	echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 	echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 	echo "kernel: $(uname -sr)"
 	echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
+	echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
 	echo "pgbench: $(pgbench --version)"
+	echo "pgqueue build: $(git -C "$(dirname "$0")" log -1 --format='%h %s' 2> /dev/null | cut -c1-100)$(git -C "$(dirname "$0")" diff --quiet HEAD -- ../src ../sql 2> /dev/null || echo ' (with uncommitted changes in src/ or sql/)')"
 } > "$work/machine.txt"
 
 psql -d postgres -c "CREATE DATABASE $db"
 sql "SELECT version()" > "$work/version.txt"
-sql "SELECT name || ' = ' || setting || coalesce(' ' || unit, '') FROM pg_settings
-	  WHERE source NOT IN ('default', 'override')
+sql "SELECT name || ' = ' || current_setting(name) FROM pg_settings
+	  WHERE (source NOT IN ('default', 'override')
+			 AND name !~ '^(lc_|log_|DateStyle|TimeZone|application_name|cluster_name|default_text_search_config|external_pid_file|port|unix_socket_directories|dynamic_shared_memory_type)')
 		 OR name IN ('fsync', 'synchronous_commit', 'wal_sync_method', 'full_page_writes',
 					 'autovacuum', 'checkpoint_timeout', 'max_wal_size', 'shared_buffers',
-					 'work_mem', 'wal_level', 'jit')
+					 'work_mem', 'wal_level', 'jit', 'pgqueue.worker', 'pgqueue.naptime')
 	  ORDER BY name" > "$work/settings.txt"
 
 payloads_sql="
@@ -96,7 +185,7 @@ SELECT g,
 				  FROM generate_series(1, 64) i) x;
 ANALYZE payloads;"
 psql -d "$db" -c "$payloads_sql"
-psql -d "$db" <<'SQL'
+psql -d "$db" > /dev/null <<'SQL'
 CREATE EXTENSION pgqueue;
 CREATE EXTENSION pgq;
 
@@ -192,8 +281,10 @@ analyze() {
 series() {
 	local id=$1 rows=$2
 	awk -v t0="$A_T0" -v b="$BUCKET" -v f="$(awk -v r="$rows" -v n="$A_TX" 'BEGIN { print (n ? r / n : 0) }')" '
-		{ e = $5 + $6 / 1e6; k = int((e - t0) / b); cnt[k]++; if (k > m) m = k }
-		END { for (k = 0; k <= m; k++) printf "%.2f %.1f\n", (k + 0.5) * b, cnt[k] * f / b }' \
+		{ e = $5 + $6 / 1e6; k = int((e - t0) / b); cnt[k]++; if (k > m) m = k; if (e > t1) t1 = e }
+		END { for (k = 0; k <= m; k++) {
+				w = b; if (k == m) w = t1 - t0 - m * b   # the last bucket is partial
+				if (w >= b / 4) printf "%.2f %.1f\n", k * b + w / 2, cnt[k] * f / w } }' \
 		"$work/log/$id.all" > "$work/series/$id.dat"
 	rm -f "$work/log/$id".[0-9]*
 }
@@ -224,56 +315,29 @@ lit() { if [ "$1" = small ]; then echo "$lit_small"; else echo "$lit_big"; fi; }
 plabel() { if [ "$1" = small ]; then echo "100 B"; else echo "2 KiB"; fi; }
 
 # ---------------------------------------------------------------------------
-# 1. The physical ladder
+# 1. The physical ladder, and push: one job per transaction (1 and 16
+#    clients), batches of 100 and 1000 (one client).  The contenders of one
+#    shape run back to back so that they see the same machine.
 # ---------------------------------------------------------------------------
-say "ladder"
+say "ladder and push"
 echo 'SELECT 1;' > "$work/sql/select1.sql"
 for c in 1 16; do
+	[ "$quick" = no ] || [ $c = 1 ] || continue
 	pgb "ladder_select1_c$c" $c "-T $T_PUSH" "$work/sql/select1.sql"
 	analyze "ladder_select1_c$c"
 	rec "ladder_select1_c$c" ladder "SELECT 1" "server" $c - "$A_TX"
 done
 for p in "${payloads_push[@]}"; do
-	f="$work/sql/ins1_$p.sql"
-	echo "INSERT INTO plain_jobs (key, priority, run_at, enqueued_at, payload)
-	VALUES (NULL, 0, NULL, now(), '$(lit $p)');" > "$f"
-	for c in 1 16; do
-		pgb "ladder_ins1_${p}_c$c" $c "-T $T_PUSH" "$f"
-		analyze "ladder_ins1_${p}_c$c"
-		rec "ladder_ins1_${p}_c$c" ladder "INSERT 1 row/tx" "plain table" $c "$(plabel $p)" "$A_TX"
-	done
-	for b in 100 1000; do
-		f="$work/sql/ins${b}_$p.sql"
-		echo "INSERT INTO plain_jobs (key, priority, run_at, enqueued_at, payload)
-		SELECT NULL, 0, NULL, now(), $p FROM payloads WHERE i <= $b;" > "$f"
-		pgb "ladder_ins${b}_${p}" 1 "-T $T_PUSH" "$f"
-		analyze "ladder_ins${b}_${p}"
-		rec "ladder_ins${b}_${p}" ladder "INSERT $b rows/tx" "plain table" 1 "$(plabel $p)" $((A_TX * b))
-	done
-	# COPY from the client, one transaction of N_COPY rows
-	psql -d "$db" -c "\copy (SELECT NULL, 0, NULL, now(), $p FROM payloads, generate_series(1, $((N_COPY / 1000)))) TO '$work/copy_$p.tsv'"
-	ms=$(psql -d "$db" -c '\timing on' -c "\copy plain_jobs (key, priority, run_at, enqueued_at, payload) FROM '$work/copy_$p.tsv'" |
-		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
-	rm -f "$work/copy_$p.tsv"
-	A_TX=1 A_SECS=$(awk -v m="$ms" 'BEGIN { print m / 1000 }') A_P50=- A_P95=- A_P99=- A_T0=0
-	awk -v OFS='\t' -v p="$(plabel $p)" -v n="$N_COPY" -v s="$A_SECS" -v id="ladder_copy_$p" 'BEGIN {
-		printf "%s\tladder\tCOPY %d rows\tplain table\t1\t%s\t%d\t1\t%.3f\t%.0f\t%.2f\t-\t-\t-\t\n",
-			id, n, p, n, s, n / s, 1 / s }' >> "$work/results.tsv"
-	say "ladder_copy_$p: $N_COPY rows in $ms ms"
-done
-sql "TRUNCATE plain_jobs"
-
-# ---------------------------------------------------------------------------
-# 2. Push: one job per transaction (1 and 16 clients), batches of 100, 1000
-# ---------------------------------------------------------------------------
-say "push"
-for p in "${payloads_push[@]}"; do
 	l=$(lit $p)
+	echo "INSERT INTO plain_jobs (key, priority, run_at, enqueued_at, payload)
+	VALUES (NULL, 0, NULL, now(), '$l');" > "$work/sql/plain_push1_$p.sql"
 	echo "INSERT INTO classic_push (payload, priority, state) VALUES ('$l', 0, 'ready');" \
 		> "$work/sql/classic_push1_$p.sql"
 	echo "SELECT pgq.insert_event('pq_push', 'job', '$l');" > "$work/sql/pgq_push1_$p.sql"
 	echo "SELECT pgqueue.queue_push('push_$p', '$l');" > "$work/sql/pgqueue_push1_$p.sql"
 	for b in 100 1000; do
+		echo "INSERT INTO plain_jobs (key, priority, run_at, enqueued_at, payload)
+		SELECT NULL, 0, NULL, now(), $p FROM payloads WHERE i <= $b;" > "$work/sql/plain_push${b}_$p.sql"
 		echo "INSERT INTO classic_push (payload, priority, state)
 		SELECT $p, 0, 'ready' FROM payloads WHERE i <= $b;" > "$work/sql/classic_push${b}_$p.sql"
 		echo "SELECT count(pgq.insert_event('pq_push', 'job', $p::text)) FROM payloads WHERE i <= $b;" \
@@ -282,29 +346,82 @@ for p in "${payloads_push[@]}"; do
 			(SELECT array_agg($p ORDER BY i) FROM payloads WHERE i <= $b)));" \
 			> "$work/sql/pgqueue_push${b}_$p.sql"
 	done
-	for who in classic pgq pgqueue; do
-		case $who in
-			classic) name="classic queue" ;;
-			pgq) name="PgQ" ;;
-			pgqueue) name="pgqueue" ;;
-		esac
-		for c in 1 16; do
-			id="push_${who}_1_${p}_c$c"
-			pgb "$id" $c "-T $T_PUSH" "$work/sql/${who}_push1_$p.sql"
-			analyze "$id"
-			rec "$id" push "push 1 job/tx" "$name" $c "$(plabel $p)" "$A_TX"
-		done
-		for b in 100 1000; do
-			id="push_${who}_${b}_${p}"
-			pgb "$id" 1 "-T $T_PUSH" "$work/sql/${who}_push${b}_$p.sql"
-			analyze "$id"
-			rec "$id" push "push $b jobs/tx" "$name" 1 "$(plabel $p)" $((A_TX * b))
+	# Single-row commits are the noisiest numbers: for one job per
+	# transaction every contender runs twice (the second round after all
+	# others ran once; quick mode: INSERT and pgqueue with 1 client only) and
+	# the better run counts.
+	for shape in "1 1" "1 16" "100 1" "1000 1"; do
+		read -r b c <<< "$shape"
+		if [ "$b" = 1 ]; then
+			if [ "$quick" = no ]; then round2="plain2 classic2 pgq2 pgqueue2"
+			elif [ "$c" = 1 ]; then round2="plain2 pgqueue2"
+			else round2=""; fi
+		else
+			round2=""
+		fi
+		for who in plain classic pgq pgqueue $round2; do
+			again=no
+			case $who in *2) again=yes; who=${who%2} ;; esac
+			case $who in
+				plain) name="plain table" section=ladder ;;
+				classic) name="classic queue" section=push ;;
+				pgq) name="PgQ" section=push ;;
+				pgqueue) name="pgqueue" section=push ;;
+			esac
+			if [ $who = plain ]; then
+				id="ladder_ins${b}_${p}"
+				scen="INSERT $b row$([ "$b" = 1 ] || echo s)/tx"
+			else
+				id="push_${who}_${b}_${p}"
+				scen="push $b job$([ "$b" = 1 ] || echo s)/tx"
+			fi
+			[ "$b" != 1 ] || id="${id}_c$c"
+			# quick mode: 16 clients only for INSERT and pgqueue; 2 KiB only
+			# for batches of 1000 into the plain table and pgqueue
+			if [ "$quick" = yes ]; then
+				[ "$c" = 1 ] || [ $who = plain ] || [ $who = pgqueue ] || continue
+				[ "$p" = small ] || { [ "$b" = 1000 ] && { [ $who = plain ] || [ $who = pgqueue ]; }; } || continue
+			fi
+			note=""
+			case " $round2 " in *" ${who}2 "*) note="best of 2 runs" ;; esac
+			if [ $again = no ]; then
+				pgb "$id" "$c" "-T $T_PUSH" "$work/sql/${who}_push${b}_$p.sql"
+				analyze "$id"
+				rec "$id" "$section" "$scen" "$name" "$c" "$(plabel $p)" $((A_TX * b)) "$note"
+			else
+				pgb "${id}_2" "$c" "-T $T_PUSH" "$work/sql/${who}_push${b}_$p.sql"
+				analyze "${id}_2"
+				first=$(rate "$id")
+				second=$(awk -v r=$((A_TX * b)) -v s="$A_SECS" 'BEGIN { print r / s }')
+				say "$(printf '%-44s %10.0f rows/s (second run; first %s)' "$id" "$second" "$first")"
+				if awk -v a="$second" -v b="$first" 'BEGIN { exit !(a > b) }'; then
+					mv "$work/log/${id}_2.all" "$work/log/$id.all"
+					awk -F'\t' -v id="$id" '$1 != id' "$work/results.tsv" > "$work/results.tmp"
+					mv "$work/results.tmp" "$work/results.tsv"
+					rec "$id" "$section" "$scen" "$name" "$c" "$(plabel $p)" $((A_TX * b)) "$note"
+				fi
+				rm -f "$work/log/${id}_2".*
+			fi
 		done
 	done
+	# COPY from the client, one transaction of N_COPY rows
+	[ "$quick" = no ] || [ "$p" = small ] || continue
+	# (2 KiB rows: a tenth as many, to keep the file small)
+	n_copy=$N_COPY
+	[ "$p" = small ] || n_copy=$((N_COPY / 10))
+	psql -d "$db" -c "\copy (SELECT NULL, 0, NULL, now(), $p FROM payloads, generate_series(1, $((n_copy / 1000)))) TO '$work/copy_$p.tsv'"
+	ms=$(psql -d "$db" -c '\timing on' -c "\copy plain_jobs (key, priority, run_at, enqueued_at, payload) FROM '$work/copy_$p.tsv'" |
+		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+	rm -f "$work/copy_$p.tsv"
+	awk -v p="$(plabel $p)" -v n="$n_copy" -v s="$(awk -v m="$ms" 'BEGIN { print m / 1000 }')" -v id="ladder_copy_$p" 'BEGIN {
+		printf "%s\tladder\tCOPY %d rows\tplain table\t1\t%s\t%d\t1\t%.3f\t%.0f\t%.2f\t-\t-\t-\t\n",
+			id, n, p, n, s, n / s, 1 / s }' >> "$work/results.tsv"
+	say "ladder_copy_$p: $n_copy rows in $ms ms"
 done
+sql "TRUNCATE plain_jobs"
 # free the space; the pushed jobs are never consumed
-sql "SELECT pgqueue.queue_drop('push_small', force => true)" > /dev/null
-sql "SELECT pgqueue.queue_drop('push_big', force => true)" > /dev/null
+qdrop push_small
+qdrop push_big
 sql "SELECT pgq.drop_queue('pq_push')" > /dev/null
 sql "DROP TABLE classic_push"
 
@@ -373,8 +490,9 @@ drain_script() {
 	echo "$f"
 }
 
-# preload_pgqueue QUEUE N PAYLOAD: push N jobs (N a multiple of 1000) with
-# queue_push_batch from two clients, then VACUUM ANALYZE the block tables
+# preload_pgqueue QUEUE N PAYLOAD: push N jobs with queue_push_batch (from
+# two clients in batches of 10000 if N is a multiple of 20000), then VACUUM
+# ANALYZE the block tables
 # (unless a fourth argument says noanalyze)
 preload_pgqueue() {
 	local q=$1 n=$2 p=$3 f
@@ -383,23 +501,26 @@ preload_pgqueue() {
 		echo "SELECT cardinality(pgqueue.queue_push_batch(:q,
 			(SELECT array_agg(p.$p) FROM payloads p, generate_series(1, 10) g)));" > "$f"
 		pgbench -n -M prepared -c 2 -j 2 -t $((n / 20000)) -D q="$q" -f "$f" "$db" > "$work/out/preload.txt" 2>&1
-	else
+	elif [ $((n % 1000)) -eq 0 ]; then
 		f="$work/sql/preload1k_$p.sql"
 		echo "SELECT cardinality(pgqueue.queue_push_batch(:q,
 			(SELECT array_agg(p.$p) FROM payloads p)));" > "$f"
 		pgbench -n -M prepared -c 1 -t $((n / 1000)) -D q="$q" -f "$f" "$db" > "$work/out/preload.txt" 2>&1
+	else # fewer than 1000
+		sql "SELECT cardinality(pgqueue.queue_push_batch('$q',
+			(SELECT array_agg(p.$p ORDER BY i) FROM payloads p WHERE i <= $n)))" > /dev/null
 	fi
 	[ "${4:-}" = noanalyze ] ||
-		sql "SELECT string_agg(t, ', ') FROM pgqueue_tables('$q') t" | { read -r tables; sql "VACUUM ANALYZE $tables"; }
+		echo "SELECT 'VACUUM ANALYZE ' || string_agg(t, ', ') FROM pgqueue_tables('$q') t \gexec" | psql -At -d "$db"
 }
 
 # preload_classic TABLE N PAYLOAD: a fresh classic queue table with N jobs
 preload_classic() {
 	local t=$1 n=$2 p=$3
-	sql "SELECT classic_create('$t')" > /dev/null
-	sql "INSERT INTO $t (payload, priority, state)
-		 SELECT p.$p, 0, 'ready' FROM generate_series(1, $((n / 1000))) g, payloads p ORDER BY g, p.i"
-	sql "VACUUM ANALYZE $t"
+	sql "SELECT classic_create('$t')" "INSERT INTO $t (payload, priority, state)
+		 SELECT p.$p, 0, 'ready' FROM generate_series(1, $(( (n + 999) / 1000 ))) g, payloads p
+		  LIMIT $n" \
+		"VACUUM ANALYZE $t" > /dev/null
 }
 
 # preload_pgq QUEUE N PAYLOAD: a fresh PgQ queue with consumer c and N
@@ -425,8 +546,8 @@ k=0
 for d in "${drains[@]}"; do
 	read -r n m c p <<< "$d"
 	if [ "$n" = 1 ]; then N=$N_FRESH_ONE; else N=$N_FRESH_BATCH; fi
+	# pops per consumer: enough for every job; the last ones may come back short
 	per=$(( (N + n * c - 1) / (n * c) ))
-	per=$(( per + per / 20 + 2 ))
 	mname=$([ "$m" = sep ] && echo "separate tx" || echo "one tx")
 	for who in classic pgqueue; do
 		k=$((k + 1))
@@ -435,14 +556,14 @@ for d in "${drains[@]}"; do
 			q="fresh$k"
 			sql "SELECT pgqueue.queue_create('$q', block_size => 100000)" > /dev/null
 			preload_pgqueue "$q" "$N" "$p"
-			sql "CHECKPOINT"
+			checkpoint
 			pgb "$id" "$c" "-t $per" "$(drain_script pgqueue "$n" "$m" "$q")"
 			done_n=$(sql "SELECT pgqueue_acked('$q')")
-			sql "SELECT pgqueue.queue_drop('$q', force => true)" > /dev/null
+			qdrop "$q"
 			name=pgqueue
 		else
 			preload_classic classic "$N" "$p"
-			sql "CHECKPOINT"
+			checkpoint
 			pgb "$id" "$c" "-t $per" "$(drain_script classic "$n" "$m" classic)"
 			done_n=$((N - $(sql "SELECT count(*) FROM classic")))
 			name="classic queue"
@@ -455,30 +576,32 @@ for d in "${drains[@]}"; do
 done
 
 # pgqueue once more without VACUUM ANALYZE after the load: the block tables
-# then have no statistics and the planner picks other plans for pop
-id=drain_fresh_pgqueue_noanalyze_n100_sep_c4_small
-N=$N_FRESH_BATCH
-per=$(( (N + 399) / 400 ))
-per=$(( per + per / 20 + 2 ))
-sql "SELECT pgqueue.queue_create('noanalyze', block_size => 100000)" > /dev/null
-preload_pgqueue noanalyze "$N" small noanalyze
-sql "CHECKPOINT"
-pgb "$id" 4 "-t $per" "$(drain_script pgqueue 100 sep noanalyze)"
-done_n=$(sql "SELECT pgqueue_acked('noanalyze')")
-sql "SELECT pgqueue.queue_drop('noanalyze', force => true)" > /dev/null
-analyze "$id"
-rec "$id" drain-fresh "drain n=100, separate tx, no ANALYZE after the load" pgqueue 4 "100 B" "$done_n"
+# then have no statistics and the planner picks other plans for pop (full
+# mode only)
+if [ "$quick" = no ]; then
+	id=drain_fresh_pgqueue_noanalyze_n100_sep_c4_small
+	N=$N_FRESH_BATCH
+	per=$(( (N + 399) / 400 ))
+	sql "SELECT pgqueue.queue_create('noanalyze', block_size => 100000)" > /dev/null
+	preload_pgqueue noanalyze "$N" small noanalyze
+	checkpoint
+	pgb "$id" 4 "-t $per" "$(drain_script pgqueue 100 sep noanalyze)"
+	done_n=$(sql "SELECT pgqueue_acked('noanalyze')")
+	qdrop noanalyze
+	analyze "$id"
+	rec "$id" drain-fresh "drain n=100, separate tx, no ANALYZE after the load" pgqueue 4 "100 B" "$done_n"
+fi
 
 # PgQ: one consumer drains batches (ticks every 1000 events)
 for p in "${payloads_push[@]}"; do
+	[ "$quick" = no ] || [ "$p" = small ] || continue
 	q="pq_fresh_$p"
 	N=$N_FRESH_BATCH
 	preload_pgq "$q" "$N" "$p"
-	sql "CHECKPOINT"
-	before=$(sql "SELECT pgq_done('$q', 'c')")
+	checkpoint
 	id="drain_fresh_pgq_$p"
 	pgb "$id" 1 "-t $((N / 1000 + 3))" "$(drain_script pgq 0 one "$q")"
-	done_n=$(( $(sql "SELECT pgq_done('$q', 'c')") - before ))
+	done_n=$(sql "SELECT pgq_done('$q', 'c')")   # a fresh queue: events 1 to N
 	analyze "$id"
 	note="batches of about 1000 events (one tick per 1000)"
 	[ "$done_n" -eq "$N" ] || note="$note; $((N - done_n)) of $N left"
@@ -499,14 +622,14 @@ preload_classic classic_big "$N_BIG" small
 t2=$(now_ns)
 say "loaded classic: $N_BIG jobs in $(( (t2 - t1) / 1000000 )) ms"
 echo "$N_BIG $(( (t1 - t0) / 1000000 )) $(( (t2 - t1) / 1000000 ))" > "$work/bigload.txt"
-sql "CHECKPOINT"
+checkpoint
 id=drain_big_pgqueue_n100_sep_c4_small
 pgb "$id" 4 "-T $T_BIG" "$(drain_script pgqueue 100 sep big)"
 done_n=$(sql "SELECT pgqueue_acked('big')")
 analyze "$id"
 rec "$id" drain-big "drain n=100, separate tx, backlog $N_BIG" pgqueue 4 "100 B" "$done_n"
-sql "SELECT pgqueue.queue_drop('big', force => true)" > /dev/null
-sql "CHECKPOINT"
+qdrop big
+checkpoint
 id=drain_big_classic_n100_sep_c4_small
 pgb "$id" 4 "-T $T_BIG" "$(drain_script classic 100 sep classic_big)"
 done_n=$((N_BIG - $(sql "SELECT count(*) FROM classic_big")))
@@ -518,14 +641,9 @@ sql "DROP TABLE classic_big"
 # 5. Drain while one transaction holds xmin for T_XMIN seconds
 # ---------------------------------------------------------------------------
 say "drain, held xmin ($T_XMIN s)"
-d_x=$(( (T_XMIN - 3) / 2 ))       # seconds per contender inside the hold
-round20k() { awk -v r="$1" -v s="$2" 'BEGIN { n = int(r * s * 1.5 / 20000 + 1) * 20000; if (n < 40000) n = 40000; print n }'; }
-nx_pgqueue=$(round20k "$(rate drain_fresh_pgqueue_n100_sep_c4_small)" "$d_x")
-nx_classic=$(round20k "$(rate drain_fresh_classic_n100_sep_c4_small)" "$d_x")
-sql "SELECT pgqueue.queue_create('xmin', block_size => 100000)" > /dev/null
-preload_pgqueue xmin "$nx_pgqueue" small
-preload_classic classic_xmin "$nx_classic" small
-sql "CHECKPOINT"
+# The transaction starts first; the two queues are loaded while it already
+# holds xmin (so even their VACUUM cannot mark the new rows all-visible), then
+# each contender drains for half of the time that is left.
 printf 'BEGIN;\nSELECT txid_current();\nSELECT pg_sleep(%s);\nCOMMIT;\n' "$T_XMIN" |
 	psql -At -d "$db" > /dev/null &
 holder=$!
@@ -534,6 +652,16 @@ for _ in $(seq 100); do
 	sleep 0.05
 done
 hold_start=$(now_ns)
+d_max=$(( (T_XMIN - 2) / 2 ))
+round20k() { awk -v r="$1" -v s="$2" 'BEGIN { n = int(r * s * 1.3 / 20000 + 1) * 20000; if (n < 40000) n = 40000; print n }'; }
+nx_pgqueue=$(round20k "$(rate drain_fresh_pgqueue_n100_sep_c4_small)" "$d_max")
+nx_classic=$(round20k "$(rate drain_fresh_classic_n100_sep_c4_small)" "$d_max")
+sql "SELECT pgqueue.queue_create('xmin', block_size => 100000)" > /dev/null
+preload_pgqueue xmin "$nx_pgqueue" small
+preload_classic classic_xmin "$nx_classic" small
+d_x=$(( (T_XMIN * 1000 - ($(now_ns) - hold_start) / 1000000 - 1500) / 2000 ))
+[ "$d_x" -ge 2 ] || d_x=2
+say "loaded $nx_pgqueue and $nx_classic jobs under the held xmin; $d_x s per drain"
 id=drain_xmin_pgqueue_n100_sep_c4_small
 pgb "$id" 4 "-T $d_x" "$(drain_script pgqueue 100 sep xmin)"
 done_n=$(sql "SELECT pgqueue_acked('xmin')")
@@ -549,26 +677,29 @@ note=""
 [ "$done_n" -lt "$nx_classic" ] || note="backlog ran out"
 rec "$id" drain-xmin "drain n=100, separate tx, xmin held" "classic queue" 4 "100 B" "$done_n" "$note"
 sleep 1   # let the backends' table statistics arrive
-sql "SELECT 'dead tuples while xmin was held: classic ' ||
+sql "SELECT 'classic table ' ||
 		(SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'classic_xmin') ||
-		', pgqueue ' || (SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'pgqueue_data')" \
+		', pgqueue_data ' || (SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE schemaname = 'pgqueue_data')" \
 	> "$work/xmin.txt"
 cat "$work/xmin.txt"
 wait "$holder"
-say "xmin held for $(( ($(now_ns) - hold_start) / 1000000 )) ms after the drains started"
-sql "SELECT pgqueue.queue_drop('xmin', force => true)" > /dev/null
+say "the xmin-holding transaction ended after $(( ($(now_ns) - hold_start) / 1000000 )) ms"
+qdrop xmin
 sql "DROP TABLE classic_xmin"
+say "dropped the held-xmin queues"
 
 # ---------------------------------------------------------------------------
 # 6. Sustained run: push and drain at once, in a database of its own
 # ---------------------------------------------------------------------------
 say "sustained run ($T_SUST s)"
 sdb=sustained
+ssql() { psql -At -d "$sdb" -c "$1"; }
 psql -d postgres -c "CREATE DATABASE $sdb"
 psql -d "$sdb" -c "$payloads_sql"
-psql -d "$sdb" <<'SQL'
+say "created database $sdb"
+psql -d "$sdb" -v retention="$RETENTION" <<'SQL'
 CREATE EXTENSION pgqueue;
-SELECT pgqueue.queue_create('s', block_size => 100000) \g /dev/null
+SELECT pgqueue.queue_create('s', block_size => 100000, retention => :'retention') \g /dev/null
 
 /* exact count of jobs not yet acked, over the blocks that are not done */
 CREATE FUNCTION unfinished(q text) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -588,29 +719,55 @@ BEGIN
 	RETURN total;
 END $$;
 
-/* one sample: jobs pushed (job rows inserted), status rows inserted (a claim
- * and an ack per job), bytes of the data schema, dead tuples, blocks */
+/* jobs pushed and acked so far: pgqueue's shared-memory counters, or else
+ * table statistics (job rows inserted; status rows inserted / 2, a claim
+ * and an ack per job) */
+CREATE FUNCTION progress(OUT pushed bigint, OUT acked bigint) LANGUAGE plpgsql AS $$
+BEGIN
+	IF to_regprocedure('pgqueue._counters(text)') IS NOT NULL THEN
+		EXECUTE 'SELECT pushed, acked FROM pgqueue._counters(''s'')' INTO pushed, acked;
+	END IF;
+	IF pushed IS NULL THEN
+		SELECT coalesce(sum(n_tup_ins) FILTER (WHERE relname LIKE 'j\_%'), 0),
+			   coalesce(sum(n_tup_ins) FILTER (WHERE relname LIKE 's\_%'), 0) / 2
+		  INTO pushed, acked
+		  FROM pg_stat_user_tables WHERE schemaname = 'pgqueue_data';
+	END IF;
+END $$;
+
+/* one sample: progress, bytes of the live block tables (j_, s_) and of the
+ * archive (a_), dead tuples in the data schema, blocks */
 CREATE VIEW sample AS
-SELECT (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables
-		 WHERE schemaname = 'pgqueue_data' AND relname LIKE 'j\_%') AS pushed,
-	   (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables
-		 WHERE schemaname = 'pgqueue_data' AND relname LIKE 's\_%') AS status_rows,
+SELECT p.pushed, p.acked,
 	   (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
-		 WHERE c.relnamespace = 'pgqueue_data'::regnamespace AND c.relkind = 'r') AS bytes,
+		 WHERE c.relnamespace = 'pgqueue_data'::regnamespace AND c.relkind = 'r'
+		   AND c.relname ~ '^[js]_') AS live_bytes,
+	   (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+		 WHERE c.relnamespace = 'pgqueue_data'::regnamespace AND c.relkind = 'r'
+		   AND c.relname ~ '^a_') AS archive_bytes,
 	   (SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables
 		 WHERE schemaname = 'pgqueue_data') AS dead,
 	   (SELECT count(*) FROM pgqueue.block) AS blocks,
-	   (SELECT count(*) FROM pgqueue.block WHERE state = 'done') AS blocks_done;
+	   (SELECT count(*) FROM pgqueue.block WHERE state = 'done') AS blocks_done
+  FROM progress() p;
 SQL
 
 # producer: batches of 100 at a fixed rate, about 55 % of what 4 consumers
-# drained in the runs above, so that the backlog stays near zero
-# (the lowest of its fresh, large-backlog and held-xmin rates)
+# drained in the runs above (the lowest of pgqueue's fresh, large-backlog and
+# held-xmin rates), so that the backlog stays near zero
 tx_rate=$(awk -F'\t' '$1 ~ /^drain_(fresh|big|xmin)_pgqueue_n100_sep_c4_small$/ { if (!m || $10 < m) m = $10 }
 	END { t = int(m * 0.55 / 100); if (t < 1) t = 1; print t }' "$work/results.tsv")
-tail_s=$([ "$mode" = quick ] && echo 2 || echo 15)
+tail_s=$([ "$mode" = quick ] && echo 1 || echo 15)
 echo "SELECT cardinality(pgqueue.queue_push_batch('s', (SELECT array_agg(small) FROM payloads WHERE i <= 100)));" \
 	> "$work/sql/sust_push.sql"
+# maintenance: the worker if it runs, else maintain() every I_MAINT seconds
+worker=$(ssql "SELECT coalesce(current_setting('pgqueue.worker', true), 'off')
+				 || ' ' || coalesce(current_setting('pgqueue.naptime', true), '-')")
+if [ "${worker%% *}" = on ]; then
+	maint="the maintenance worker (pgqueue.naptime $(echo "$worker" | cut -d' ' -f2))"
+else
+	maint="pgqueue.maintain() every $I_MAINT s from a pgbench script"
+fi
 printf 'SELECT pgqueue.maintain();\n\\sleep %s s\n' "$I_MAINT" > "$work/sql/sust_maint.sql"
 spgb() { # like pgb, on the sustained database, no transaction log
 	local id=$1 c=$2 lim=$3 f=$4
@@ -619,18 +776,21 @@ spgb() { # like pgb, on the sustained database, no transaction log
 	pgbench -n -M prepared -c "$c" -j $((c < 2 ? c : 2)) $lim -f "$f" "$@" "$sdb" > "$work/out/$id.txt" 2>&1 ||
 		{ echo "pgbench run $id failed:" >&2; cat "$work/out/$id.txt" >&2; return 1; }
 }
-printf 't\tpushed\tdrained\tbacklog\tbytes\tdead\tblocks\tblocks_done\n' > "$work/sustained.tsv"
+printf 't\tpushed\tdrained\tbacklog\tlive_bytes\tarchive_bytes\tdead\tblocks\tblocks_done\n' > "$work/sustained.tsv"
 sample() { # sample SECONDS-SINCE-START
-	psql -At -F $'\t' -d "$sdb" -c "SELECT $1, pushed, status_rows / 2, pushed - status_rows / 2,
-		bytes, dead, blocks, blocks_done FROM sample" >> "$work/sustained.tsv"
+	psql -At -F $'\t' -d "$sdb" -c "SELECT $1, pushed, acked, pushed - acked, live_bytes,
+		archive_bytes, dead, blocks, blocks_done FROM sample" >> "$work/sustained.tsv"
 }
 s_start=$(now_ns)
 spgb sust_push 1 "-T $T_SUST" "$work/sql/sust_push.sql" -R "$tx_rate" &
 p_push=$!
 spgb sust_drain 4 "-T $((T_SUST + tail_s))" "$(drain_script pgqueue 100 sep s)" &
 p_drain=$!
-spgb sust_maint 1 "-T $((T_SUST + tail_s))" "$work/sql/sust_maint.sql" &
-p_maint=$!
+p_maint=
+if [ "${worker%% *}" != on ]; then
+	spgb sust_maint 1 "-T $((T_SUST + tail_s))" "$work/sql/sust_maint.sql" &
+	p_maint=$!
+fi
 sample 0
 next=$I_SUST
 while kill -0 "$p_drain" 2> /dev/null; do
@@ -641,16 +801,24 @@ while kill -0 "$p_drain" 2> /dev/null; do
 	fi
 	sleep 0.1
 done
-wait "$p_push" "$p_drain" "$p_maint"
+# shellcheck disable=SC2086
+wait $p_push $p_drain $p_maint
 # anything left: drain it, for at most a fifth of the run's length
 tail_end=$(( $(now_ns) + T_SUST * 200000000 ))
 while :; do
-	left=$(psql -At -d "$sdb" -c "SELECT unfinished('s')")
+	left=$(ssql "SELECT unfinished('s')")
 	[ "$left" -gt 0 ] && [ "$(now_ns)" -lt "$tail_end" ] || break
 	spgb sust_drain_tail 4 "-T 1" "$(drain_script pgqueue 100 sep s)"
 done
-psql -At -d "$sdb" -c "SELECT pgqueue.maintain()" > /dev/null
-psql -At -d "$sdb" -c "SELECT pgqueue.maintain()" > "$work/sust_maintain.txt"
+# then give maintenance the retention period and a few rounds to bring the
+# storage back (until at most two blocks are left)
+settle_end=$(( $(now_ns) + (SETTLE_S * 1000000000) ))
+while [ "$(now_ns)" -lt "$settle_end" ]; do
+	[ "${worker%% *}" = on ] || ssql "SELECT pgqueue.maintain()" > /dev/null
+	[ "$(ssql "SELECT count(*) FROM pgqueue.block")" -le 2 ] && break
+	sleep 1
+done
+[ "${worker%% *}" = on ] || ssql "SELECT pgqueue.maintain()" > /dev/null
 sleep 1   # table statistics of the finished backends
 s_secs=$(( ($(now_ns) - s_start) / 1000000000 ))
 sample "$s_secs"
@@ -658,14 +826,18 @@ sample "$s_secs"
 	echo "tx_rate $tx_rate"
 	echo "jobs_per_s_target $((tx_rate * 100))"
 	echo "seconds $T_SUST"
-	echo "pushed $(psql -At -d "$sdb" -c "SELECT last_value FROM pgqueue_data.seq_1")"
-	echo "unfinished $(psql -At -d "$sdb" -c "SELECT unfinished('s')")"
+	echo "retention $RETENTION"
+	echo "maintenance $maint"
+	echo "pushed $(ssql "SELECT pushed FROM progress()")"
+	echo "unfinished $(ssql "SELECT unfinished('s')")"
+	echo "progress $(ssql "SELECT CASE WHEN to_regprocedure('pgqueue._counters(text)') IS NULL
+		THEN 'table statistics (acked = status rows / 2)' ELSE 'pgqueue''s shared-memory counters' END")"
 	psql -At -F ' ' -d "$sdb" -c "SELECT 'blocks ' || blocks, 'blocks_done ' || blocks_done,
-		'bytes ' || bytes, 'dead ' || dead FROM sample" | tr ' ' '\n' | paste -d' ' - -
-	echo "block_bytes $(psql -At -d "$sdb" -c "SELECT pg_total_relation_size('pgqueue_data.j_1_0') +
-		pg_total_relation_size('pgqueue_data.s_1_0')")"
-	echo "blocks_by_state $(psql -At -d "$sdb" -c "SELECT string_agg(state || ':' || n, ',') FROM
+		'bytes ' || live_bytes, 'archive_bytes ' || archive_bytes, 'dead ' || dead FROM sample" |
+		tr ' ' '\n' | paste -d' ' - -
+	echo "blocks_by_state $(ssql "SELECT string_agg(state || ':' || n, ',') FROM
 		(SELECT state, count(*) n FROM pgqueue.block GROUP BY state ORDER BY state) x")"
 } > "$work/final.txt"
 cat "$work/final.txt"
+echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$work/machine.txt"
 say "done"

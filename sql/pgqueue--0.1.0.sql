@@ -1081,10 +1081,15 @@ BEGIN
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
 	cutoff := cutoff - q.retention;
 
-	/* the first qualifying run of adjacent closed blocks, at most 4 (short locks) */
+	/*
+	 * The first qualifying run of adjacent closed blocks, at most 4 (short
+	 * locks), among the 8 oldest closed blocks that may qualify: a block
+	 * created after the cutoff holds no job that finished before it.
+	 */
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
-			  ORDER BY bl.first_id LOOP
+				AND bl.created_at <= cutoff
+			  ORDER BY bl.first_id LIMIT 8 LOOP
 		SELECT k.total, k.keep INTO total, keep
 		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff) k;
 		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)

@@ -15,7 +15,9 @@
  * Order: higher priority first; within a priority, older blocks first; in a
  * block, due retried, released and scheduled jobs before never-claimed ones,
  * each by job id.  Each block is read per priority ("lane"), so a scan never
- * walks other priorities' jobs.
+ * walks other priorities' jobs; both the jobs and the status side of a
+ * never-claimed scan start at the lane's watermark ($4), so a scan does not
+ * walk the status rows of the jobs claimed before it either.
  *
  *-------------------------------------------------------------------------
  */
@@ -69,7 +71,7 @@ static const char *claim_waiting_sql =
 static const char *first_unclaimed_sql =
 "SELECT j.job_id FROM %1$s j"
 " WHERE j.priority = $2 AND j.job_id >= $4"
-"   AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id)"
+"   AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
 " ORDER BY j.job_id LIMIT 1";
 
 static const char *claim_fresh_sql =
@@ -77,7 +79,7 @@ static const char *claim_fresh_sql =
 "  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at"
 "  FROM %1$s j"
 "  WHERE j.priority = $2 AND j.job_id >= $4"
-"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id)"
+"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
 "  ORDER BY j.job_id LIMIT $3"
 "  FOR UPDATE SKIP LOCKED),"
 " i AS ("

@@ -188,10 +188,13 @@ SELECT pg_temp.ack('c_ret', 1, 200);
 SELECT * FROM pg_temp.maint('c_ret');
 SELECT * FROM pg_temp.blocks('c_ret');
 -- Make 90 jobs of block 0 look finished two hours ago (the status rows'
--- time is what retention looks at): block 0 is compacted and its 10 recent
--- ones stay live, succeeded, in block -1
+-- time is what retention looks at, and no job of a block can be older than
+-- the block): block 0 is compacted and its 10 recent ones stay live,
+-- succeeded, in block -1
 UPDATE pgqueue_data.status_store SET at = at - interval '2 hours'
  WHERE queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 'c_ret') AND job_id <= 90;
+UPDATE pgqueue.block SET created_at = created_at - interval '3 hours'
+ WHERE queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 'c_ret') AND block_no = 0;
 SELECT * FROM pg_temp.maint('c_ret');
 SELECT * FROM pg_temp.blocks('c_ret');
 SELECT job_id, state, attempt FROM pgqueue.jobs WHERE queue = 'c_ret' AND job_id <= 100 ORDER BY job_id;

@@ -1022,6 +1022,15 @@ END
 $$;
 
 /*
+ * _unseen: whether a row (by its xmin) was written by a transaction snap did
+ * not see, other than this one; for compaction
+ */
+CREATE FUNCTION pgqueue._unseen(x xid, snap pg_snapshot)
+RETURNS boolean
+LANGUAGE c STRICT STABLE
+AS 'MODULE_PATHNAME', 'pgq_unseen';
+
+/*
  * _block_keep: how many jobs a block has, and how many compaction would
  * keep live: unfinished, or finished after cutoff (within the retention)
  */
@@ -1050,9 +1059,11 @@ $$;
  * recently finished) with their latest status into one new block keeping
  * their ids, archives (or discards) all other status rows with their jobs,
  * and drops the old tables.  A run with nothing to keep is archived and
- * dropped without a new block.  The whole step is one transaction: a crash
- * anywhere leaves the blocks as they were.  Takes its locks with a short
- * lock_timeout and gives up ('busy') rather than stall pushes and pops.
+ * dropped without a new block.  The copying happens before the run is
+ * fenced; under the fence only what changed meanwhile is carried over.  The
+ * whole step is one transaction: a crash anywhere leaves the blocks as they
+ * were.  Takes its locks with a short lock_timeout and gives up ('busy')
+ * rather than stall pushes and pops.
  * Returns what it did, or NULL when nothing qualifies.
  */
 CREATE FUNCTION pgqueue._compact_step(queue_id integer)
@@ -1077,9 +1088,14 @@ DECLARE
 	archived bigint := 0;
 	n bigint;
 	saved_timeout text;
+	snap pg_snapshot;
 BEGIN
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
 	cutoff := cutoff - q.retention;
+
+	/* what is visible now is what the copying below handles; later changes
+	 * are carried over under the fence */
+	snap := pg_current_snapshot();
 
 	/*
 	 * The first qualifying run of adjacent closed blocks, at most 4 (short
@@ -1107,95 +1123,144 @@ BEGIN
 		RETURN NULL;
 	END IF;
 
-	/* fence: no push or claim may change these blocks until commit */
-	saved_timeout := current_setting('lock_timeout');
+	/*
+	 * Copy before fencing.  First, without blocking anyone: create the new
+	 * block, copy the jobs to keep with their latest status, and archive
+	 * every other status row.  Then fence the run (exclusive locks, taken
+	 * with a short lock_timeout) and carry over only what changed since
+	 * snap: late pushes and status rows appended meanwhile, found by xmin.
+	 * If the fence cannot be had, or the run changed in a way the first
+	 * part did not provide for, the whole step rolls back: 'busy'.
+	 */
 	BEGIN
+		IF q.archive THEN
+			a := pgqueue._archive_table(q.queue_id);
+		END IF;
+		IF run_keep > 0 THEN
+			SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
+			 WHERE bl.queue_id = q.queue_id;
+			PERFORM pgqueue._block_tables(q.queue_id, new_no, run[1].first_id,
+										  run[cardinality(run)].last_id, 'closed');
+			nj := pgqueue._rel('j', q.queue_id, new_no);
+			ns := pgqueue._rel('s', q.queue_id, new_no);
+		END IF;
+		PERFORM pgqueue._fault('compact_created');
+
+		FOR i IN 1 .. cardinality(run) LOOP
+			/* keep: unfinished, or finished within the retention */
+			IF run_keep > 0 THEN
+				EXECUTE format($q$
+					WITH k AS (
+						SELECT j.*, l.seq
+						  FROM %1$s j
+						  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
+											  WHERE s.job_id = j.job_id
+											  ORDER BY s.seq DESC LIMIT 1) l ON true
+						 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
+					kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
+												   enqueued_at, payload FROM k),
+					ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
+											 ON s.job_id = k.job_id AND s.seq = k.seq)
+					SELECT count(*) FROM k$q$,
+					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+					pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
+				INTO n USING cutoff;
+				moved := moved + n;
+			END IF;
+			PERFORM pgqueue._fault('compact_copied');
+
+			/*
+			 * archive every status row not moved, with its job's columns;
+			 * rows snap did not see are left to the fence
+			 */
+			IF q.archive THEN
+				EXECUTE format($q$
+					WITH x AS (
+						INSERT INTO %3$s
+						SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
+							   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1
+						  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
+						 WHERE NOT pgqueue._unseen(s.xmin, $2) AND %4$s
+						ON CONFLICT DO NOTHING
+						RETURNING 1)
+					SELECT count(*) FROM x$q$,
+					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+					pgqueue._rel('s', run[i].queue_id, run[i].block_no), a,
+					CASE WHEN ns IS NULL THEN 'true'
+						 ELSE format('NOT EXISTS (SELECT 1 FROM %s m WHERE m.job_id = s.job_id'
+									 ' AND m.seq = s.seq)', ns) END)
+				INTO n USING clock_timestamp(), snap;
+				archived := archived + n;
+			ELSE
+				/* discarded: every status row but the latest of each moved job */
+				EXECUTE format('SELECT count(*) FROM %s',
+							   pgqueue._rel('s', run[i].queue_id, run[i].block_no))
+				INTO n;
+				archived := archived + n;
+			END IF;
+			PERFORM pgqueue._fault('compact_archived');
+		END LOOP;
+
+		/* fence: no push or claim may change these blocks until commit */
+		saved_timeout := current_setting('lock_timeout');
 		PERFORM set_config('lock_timeout', '50ms', true);
 		FOR i IN 1 .. cardinality(run) LOOP
 			IF NOT pgqueue._block_lock(run[i].queue_id, run[i].block_no, true) THEN
-				RETURN 'busy';
+				RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
 			END IF;
 			EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE',
 						   pgqueue._rel('j', run[i].queue_id, run[i].block_no),
 						   pgqueue._rel('s', run[i].queue_id, run[i].block_no));
 		END LOOP;
+		PERFORM set_config('lock_timeout', saved_timeout, true);
+		PERFORM pgqueue._fault('compact_locked');
+
+		/*
+		 * What changed since snap: status rows appended by transactions snap
+		 * did not see, the jobs they belong to and the jobs pushed late all
+		 * go to the new block (a job whose older rows were archived lives on
+		 * there with its newer ones).
+		 */
+		FOR i IN 1 .. cardinality(run) LOOP
+			EXECUTE format($q$
+				SELECT count(*) FROM (
+					SELECT s.job_id FROM %2$s s
+					 WHERE pgqueue._unseen(s.xmin, $1)
+					UNION
+					SELECT j.job_id FROM %1$s j
+					 WHERE pgqueue._unseen(j.xmin, $1)) d$q$,
+				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+				pgqueue._rel('s', run[i].queue_id, run[i].block_no))
+			INTO n USING snap;
+			IF n > 0 THEN
+				IF ns IS NULL THEN
+					RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+				END IF;
+				EXECUTE format($q$
+					WITH d AS (
+						SELECT s.* FROM %2$s s
+						 WHERE pgqueue._unseen(s.xmin, $1)),
+					dj AS (
+						INSERT INTO %3$s
+						SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at,
+							   j.payload
+						  FROM %1$s j
+						 WHERE j.job_id IN (SELECT job_id FROM d)
+							OR pgqueue._unseen(j.xmin, $1)
+						ON CONFLICT DO NOTHING
+						RETURNING 1),
+					ds AS (
+						INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING RETURNING 1)
+					SELECT (SELECT count(*) FROM dj)$q$,
+					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+					pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
+				INTO n USING snap;
+				moved := moved + n;
+			END IF;
+		END LOOP;
 	EXCEPTION WHEN lock_not_available THEN
 		RETURN 'busy';
 	END;
-	PERFORM set_config('lock_timeout', saved_timeout, true);
-	PERFORM pgqueue._fault('compact_locked');
-
-	/* count again under the fence: a retry may have revived a job since */
-	run_keep := 0;
-	FOR i IN 1 .. cardinality(run) LOOP
-		SELECT k.keep INTO keep
-		  FROM pgqueue._block_keep(run[i].queue_id, run[i].block_no, cutoff) k;
-		run_keep := run_keep + keep;
-	END LOOP;
-
-	IF q.archive THEN
-		a := pgqueue._archive_table(q.queue_id);
-	END IF;
-	IF run_keep > 0 THEN
-		SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
-		 WHERE bl.queue_id = q.queue_id;
-		PERFORM pgqueue._block_tables(q.queue_id, new_no, run[1].first_id,
-									  run[cardinality(run)].last_id, 'closed');
-		nj := pgqueue._rel('j', q.queue_id, new_no);
-		ns := pgqueue._rel('s', q.queue_id, new_no);
-	END IF;
-	PERFORM pgqueue._fault('compact_created');
-
-	FOR i IN 1 .. cardinality(run) LOOP
-		/* keep: unfinished, or finished within the retention */
-		IF run_keep > 0 THEN
-			EXECUTE format($q$
-				WITH k AS (
-					SELECT j.*, l.seq
-					  FROM %1$s j
-					  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
-										  WHERE s.job_id = j.job_id
-										  ORDER BY s.seq DESC LIMIT 1) l ON true
-					 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
-				kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
-											   enqueued_at, payload FROM k),
-				ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
-										 ON s.job_id = k.job_id AND s.seq = k.seq)
-				SELECT count(*) FROM k$q$,
-				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-				pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
-			INTO n USING cutoff;
-			moved := moved + n;
-		END IF;
-		PERFORM pgqueue._fault('compact_copied');
-
-		/* archive every status row not moved, with its job's columns */
-		IF q.archive THEN
-			EXECUTE format($q$
-				WITH x AS (
-					INSERT INTO %3$s
-					SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
-						   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1
-					  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
-					 WHERE %4$s
-					ON CONFLICT DO NOTHING
-					RETURNING 1)
-				SELECT count(*) FROM x$q$,
-				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-				pgqueue._rel('s', run[i].queue_id, run[i].block_no), a,
-				CASE WHEN ns IS NULL THEN 'true'
-					 ELSE format('NOT EXISTS (SELECT 1 FROM %s m WHERE m.job_id = s.job_id'
-								 ' AND m.seq = s.seq)', ns) END)
-			INTO n USING clock_timestamp();
-			archived := archived + n;
-		ELSE
-			/* discarded: every status row but the latest of each moved job */
-			EXECUTE format('SELECT count(*) FROM %s', pgqueue._rel('s', run[i].queue_id, run[i].block_no))
-			INTO n;
-			archived := archived + n;
-		END IF;
-		PERFORM pgqueue._fault('compact_archived');
-	END LOOP;
 
 	FOR i IN 1 .. cardinality(run) LOOP
 		PERFORM pgqueue._block_drop(run[i].queue_id, run[i].block_no);
@@ -1203,7 +1268,7 @@ BEGIN
 	PERFORM pgqueue._fault('compact_swapped');
 	RETURN format('%s blocks %s..%s: %s jobs moved%s, %s status rows %s',
 				  cardinality(run), run[1].block_no, run[cardinality(run)].block_no, moved,
-				  CASE WHEN run_keep > 0 THEN ' to block ' || new_no ELSE '' END,
+				  CASE WHEN ns IS NOT NULL THEN ' to block ' || new_no ELSE '' END,
 				  CASE WHEN q.archive THEN archived ELSE archived - moved END,
 				  CASE WHEN q.archive THEN 'archived' ELSE 'discarded' END);
 END

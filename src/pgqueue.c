@@ -9,10 +9,13 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "access/transam.h"
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/xid8.h"
 #include "utils/memutils.h"
 
 #include "pgqueue.h"
@@ -29,6 +32,7 @@ int			pgq_poll_interval = 100;
 static char *pgq_fault_injection = NULL;
 
 PG_FUNCTION_INFO_V1(pgq_fault);
+PG_FUNCTION_INFO_V1(pgq_unseen);
 
 void		_PG_init(void);
 
@@ -168,4 +172,29 @@ pgq_fault(PG_FUNCTION_ARGS)
 		ereport(PANIC,
 				(errmsg("pgqueue fault injection at step \"%s\"", step)));
 	PG_RETURN_VOID();
+}
+
+/*
+ * pgq_unseen
+ *		SQL: pgqueue._unseen(xmin, snap) tells whether a row was written by a
+ *		transaction that snap did not see and that is not this one (or one
+ *		of its subtransactions): compaction's test for what changed after it
+ *		took snap.
+ */
+Datum
+pgq_unseen(PG_FUNCTION_ARGS)
+{
+	TransactionId xid = DatumGetTransactionId(PG_GETARG_DATUM(0));
+	FullTransactionId next;
+	uint32		epoch;
+
+	if (!TransactionIdIsNormal(xid) || TransactionIdIsCurrentTransactionId(xid))
+		PG_RETURN_BOOL(false);
+	next = ReadNextFullTransactionId();
+	epoch = EpochFromFullTransactionId(next);
+	if (xid >= XidFromFullTransactionId(next))
+		epoch--;				/* from the previous epoch */
+	PG_RETURN_BOOL(!DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot,
+													 FullTransactionIdGetDatum(FullTransactionIdFromEpochAndXid(epoch, xid)),
+													 PG_GETARG_DATUM(1))));
 }

@@ -4,7 +4,7 @@ SELECT * FROM pgqueue.stats;
 \echo == pgqueue.blocks
 SELECT queue, block_no, first_id, last_id, state, jobs, unfinished,
 	   pg_size_pretty(bytes) AS size
-  FROM pgqueue.blocks ORDER BY block_no DESC LIMIT 5;
+  FROM pgqueue.blocks ORDER BY first_id;
 \echo == live and archived history
 SELECT archived, count(*) AS status_rows, count(DISTINCT job_id) AS jobs
   FROM pgqueue.job_history WHERE queue = 'emails' GROUP BY archived;

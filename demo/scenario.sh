@@ -24,6 +24,10 @@ grep -h -E '^(number of transactions actually processed|tps)' produce.log consum
 echo "== draining what is left (poison jobs end as dead letters after max_attempts)"
 psql -f drain.sql
 echo "== the maintenance worker compacts finished blocks and archives their history"
-sleep 4
+for i in $(seq 1 30); do
+	[ "$(psql -At -c "SELECT count(*) FROM pgqueue.block")" -le 2 ] &&
+		[ "$(psql -At -c "SELECT count(*) > 0 FROM pgqueue.job_history WHERE archived")" = t ] && break
+	sleep 1
+done
 psql -f report.sql
 rm -f produce.log consume.log

@@ -297,6 +297,12 @@ BEGIN
 END
 $$;
 
+/* _worker_poke: have this database's maintenance worker started soon */
+CREATE FUNCTION pgqueue._worker_poke()
+RETURNS void
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pgq_worker_poke';
+
 /* _block_revive: a done block got a job back; pop must look at it again */
 CREATE FUNCTION pgqueue._block_revive(queue_id integer, block_no integer)
 RETURNS void
@@ -372,6 +378,7 @@ BEGIN
 	END;
 	EXECUTE format('CREATE SEQUENCE pgqueue_data.%I AS bigint CACHE 1', 'seq_' || qid);
 	PERFORM pgqueue._block_create(qid, 0);
+	PERFORM pgqueue._worker_poke();
 END
 $$;
 

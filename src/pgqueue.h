@@ -134,6 +134,7 @@ extern void pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority,
 extern bool pgq_db_should_start(Oid dbid);
 extern void pgq_db_started(Oid dbid);
 extern void pgq_db_finished(Oid dbid, int delay);
+extern void pgq_db_poke(Oid dbid);
 
 /* worker.c */
 extern void pgq_worker_register(void);

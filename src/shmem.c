@@ -542,3 +542,24 @@ pgq_db_finished(Oid dbid, int delay)
 	}
 	LWLockRelease(shared->lock);
 }
+
+/*
+ * pgq_db_poke
+ *		Let the launcher start the database's worker at its next look, if
+ *		none runs: a database that just got the extension (or its first
+ *		queue) need not wait for the minute a worker that found no
+ *		extension there asked for.
+ */
+void
+pgq_db_poke(Oid dbid)
+{
+	DbSlot	   *slot;
+
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL && slot->pid == 0)
+		slot->next_start = 0;
+	LWLockRelease(shared->lock);
+}

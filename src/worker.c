@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "fmgr.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -46,6 +47,7 @@
 #include "shmem.h"
 
 PGDLLEXPORT void pgq_launcher_main(Datum arg);
+PG_FUNCTION_INFO_V1(pgq_worker_poke);
 PGDLLEXPORT void pgq_worker_main(Datum arg);
 
 /* GUCs */
@@ -455,4 +457,16 @@ pgq_worker_main(Datum arg)
 		}
 	}
 	proc_exit(0);
+}
+
+/*
+ * pgq_worker_poke
+ *		SQL: pgqueue._worker_poke() asks the launcher to start this
+ *		database's maintenance worker soon (queue_create calls it).
+ */
+Datum
+pgq_worker_poke(PG_FUNCTION_ARGS)
+{
+	pgq_db_poke(MyDatabaseId);
+	PG_RETURN_VOID();
 }

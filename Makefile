@@ -9,6 +9,7 @@ OBJS = \
 	src/pop.o \
 	src/finish.o \
 	src/wakeup.o \
+	src/flow.o \
 	src/worker.o
 
 EXTENSION = pgqueue
@@ -27,4 +28,4 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(OBJS): src/pgqueue.h src/compat.h
+$(OBJS): src/pgqueue.h src/shmem.h src/compat.h

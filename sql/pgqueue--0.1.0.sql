@@ -23,6 +23,23 @@
 
 CREATE SCHEMA pgqueue_data;
 
+/*
+ * _weights_valid: tenant_weights is an object mapping tenant names to
+ * integer weights from 1 to 1000
+ */
+CREATE FUNCTION pgqueue._weights_valid(w jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog
+AS $$
+SELECT jsonb_typeof(w) = 'object'
+   AND NOT EXISTS (SELECT 1 FROM jsonb_each(w) e
+					WHERE jsonb_typeof(e.value) <> 'number'
+					   OR e.value::numeric NOT BETWEEN 1 AND 1000
+					   OR e.value::numeric <> trunc(e.value::numeric)
+					   OR octet_length(e.key) NOT BETWEEN 1 AND 63)
+$$;
+
 CREATE TABLE pgqueue.queue (
 	queue_id integer PRIMARY KEY,
 	name text NOT NULL UNIQUE
@@ -48,6 +65,25 @@ CREATE TABLE pgqueue.queue (
 		CONSTRAINT queue_compact_threshold_range CHECK (compact_threshold > 0 AND compact_threshold <= 1),
 	paused boolean NOT NULL DEFAULT false,
 	notify boolean NOT NULL DEFAULT false,
+	/* flow control (see README); 0 means no limit */
+	max_in_flight integer NOT NULL DEFAULT 0
+		CONSTRAINT queue_max_in_flight_nonnegative CHECK (max_in_flight >= 0),
+	tenant_max_in_flight integer NOT NULL DEFAULT 0
+		CONSTRAINT queue_tenant_max_in_flight_nonnegative CHECK (tenant_max_in_flight >= 0),
+	max_depth bigint NOT NULL DEFAULT 0
+		CONSTRAINT queue_max_depth_nonnegative CHECK (max_depth >= 0),
+	tenant_max_depth bigint NOT NULL DEFAULT 0
+		CONSTRAINT queue_tenant_max_depth_nonnegative CHECK (tenant_max_depth >= 0),
+	push_rate double precision NOT NULL DEFAULT 0
+		CONSTRAINT queue_push_rate_nonnegative CHECK (push_rate >= 0 AND push_rate < 'infinity'),
+	tenant_push_rate double precision NOT NULL DEFAULT 0
+		CONSTRAINT queue_tenant_push_rate_nonnegative CHECK (tenant_push_rate >= 0 AND tenant_push_rate < 'infinity'),
+	pop_rate double precision NOT NULL DEFAULT 0
+		CONSTRAINT queue_pop_rate_nonnegative CHECK (pop_rate >= 0 AND pop_rate < 'infinity'),
+	tenant_pop_rate double precision NOT NULL DEFAULT 0
+		CONSTRAINT queue_tenant_pop_rate_nonnegative CHECK (tenant_pop_rate >= 0 AND tenant_pop_rate < 'infinity'),
+	tenant_weights jsonb NOT NULL DEFAULT '{}'
+		CONSTRAINT queue_tenant_weights_valid CHECK (pgqueue._weights_valid(tenant_weights)),
 	created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE SEQUENCE pgqueue.queue_id_seq AS integer OWNED BY pgqueue.queue.queue_id;
@@ -83,7 +119,8 @@ CREATE TABLE pgqueue_data.job_store (
 	priority integer NOT NULL,
 	run_at timestamptz,
 	enqueued_at timestamptz NOT NULL,
-	payload jsonb NOT NULL
+	payload jsonb NOT NULL,
+	tenant text
 );
 
 /*
@@ -119,7 +156,8 @@ CREATE TABLE pgqueue_data.archive_store (
 	priority integer NOT NULL,
 	enqueued_at timestamptz NOT NULL,
 	payload jsonb NOT NULL,
-	archived_at timestamptz NOT NULL
+	archived_at timestamptz NOT NULL,
+	tenant text
 );
 
 CREATE TYPE pgqueue.job AS (
@@ -130,7 +168,8 @@ CREATE TYPE pgqueue.job AS (
 	priority integer,
 	attempt integer,
 	enqueued_at timestamptz,
-	lease_until timestamptz
+	lease_until timestamptz,
+	tenant text
 );
 
 /* ------------------------------------------------------------------------
@@ -243,7 +282,9 @@ BEGIN
 	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
 				   ' PRIMARY KEY (job_id)) INHERITS (pgqueue_data.job_store)',
 				   j, queue_id, lo, hi);
-	EXECUTE format('CREATE INDEX ON %s (priority, job_id)', j);
+	/* pop reads per priority and tenant ('': none) in id order */
+	EXECUTE format('CREATE INDEX ON %s (priority, (coalesce(tenant, '''')), job_id)', j);
+	EXECUTE format('CREATE INDEX ON %s (key, job_id) WHERE key IS NOT NULL', j);
 	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
 				   ' PRIMARY KEY (job_id, seq)) INHERITS (pgqueue_data.status_store)',
 				   s, queue_id, lo, hi);
@@ -334,7 +375,16 @@ CREATE FUNCTION pgqueue.queue_create(
 	retention interval DEFAULT '10 minutes',
 	archive boolean DEFAULT true,
 	archive_retention interval DEFAULT '7 days',
-	compact_threshold double precision DEFAULT 0.8)
+	compact_threshold double precision DEFAULT 0.8,
+	max_in_flight integer DEFAULT 0,
+	tenant_max_in_flight integer DEFAULT 0,
+	max_depth bigint DEFAULT 0,
+	tenant_max_depth bigint DEFAULT 0,
+	push_rate double precision DEFAULT 0,
+	tenant_push_rate double precision DEFAULT 0,
+	pop_rate double precision DEFAULT 0,
+	tenant_pop_rate double precision DEFAULT 0,
+	tenant_weights jsonb DEFAULT '{}')
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -345,7 +395,10 @@ BEGIN
 	IF queue IS NULL OR block_size IS NULL OR default_lease IS NULL
 		OR max_attempts IS NULL OR backoff_base IS NULL OR backoff_cap IS NULL
 		OR backoff_jitter IS NULL OR notify IS NULL OR retention IS NULL OR archive IS NULL
-		OR archive_retention IS NULL OR compact_threshold IS NULL THEN
+		OR archive_retention IS NULL OR compact_threshold IS NULL
+		OR max_in_flight IS NULL OR tenant_max_in_flight IS NULL OR max_depth IS NULL
+		OR tenant_max_depth IS NULL OR push_rate IS NULL OR tenant_push_rate IS NULL
+		OR pop_rate IS NULL OR tenant_pop_rate IS NULL OR tenant_weights IS NULL THEN
 		RAISE EXCEPTION 'queue_create arguments must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
@@ -363,15 +416,21 @@ BEGIN
 	BEGIN
 		INSERT INTO pgqueue.queue (queue_id, name, block_size, default_lease, max_attempts,
 								   backoff_base, backoff_cap, backoff_jitter, notify,
-								   retention, archive, archive_retention, compact_threshold)
+								   retention, archive, archive_retention, compact_threshold,
+								   max_in_flight, tenant_max_in_flight, max_depth,
+								   tenant_max_depth, push_rate, tenant_push_rate, pop_rate,
+								   tenant_pop_rate, tenant_weights)
 		VALUES (qid, queue, block_size, default_lease, max_attempts,
 				backoff_base, backoff_cap, backoff_jitter, notify,
-				retention, archive, archive_retention, compact_threshold);
+				retention, archive, archive_retention, compact_threshold,
+				max_in_flight, tenant_max_in_flight, max_depth,
+				tenant_max_depth, push_rate, tenant_push_rate, pop_rate,
+				tenant_pop_rate, tenant_weights);
 	EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid option for queue "%"', queue
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = SQLERRM,
-				  HINT = 'block_size is 100 to 1000000000, default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1.';
+				  HINT = 'block_size is 100 to 1000000000, default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1, limits and rates are not negative (0: no limit), tenant_weights maps tenants to integers 1 to 1000.';
 	WHEN unique_violation THEN
 		RAISE EXCEPTION 'queue "%" already exists', queue
 			USING ERRCODE = 'duplicate_object';
@@ -394,7 +453,16 @@ CREATE FUNCTION pgqueue.queue_alter(
 	retention interval DEFAULT NULL,
 	archive boolean DEFAULT NULL,
 	archive_retention interval DEFAULT NULL,
-	compact_threshold double precision DEFAULT NULL)
+	compact_threshold double precision DEFAULT NULL,
+	max_in_flight integer DEFAULT NULL,
+	tenant_max_in_flight integer DEFAULT NULL,
+	max_depth bigint DEFAULT NULL,
+	tenant_max_depth bigint DEFAULT NULL,
+	push_rate double precision DEFAULT NULL,
+	tenant_push_rate double precision DEFAULT NULL,
+	pop_rate double precision DEFAULT NULL,
+	tenant_pop_rate double precision DEFAULT NULL,
+	tenant_weights jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -413,15 +481,26 @@ BEGIN
 			retention = coalesce(queue_alter.retention, q.retention),
 			archive = coalesce(queue_alter.archive, q.archive),
 			archive_retention = coalesce(queue_alter.archive_retention, q.archive_retention),
-			compact_threshold = coalesce(queue_alter.compact_threshold, q.compact_threshold)
+			compact_threshold = coalesce(queue_alter.compact_threshold, q.compact_threshold),
+			max_in_flight = coalesce(queue_alter.max_in_flight, q.max_in_flight),
+			tenant_max_in_flight = coalesce(queue_alter.tenant_max_in_flight, q.tenant_max_in_flight),
+			max_depth = coalesce(queue_alter.max_depth, q.max_depth),
+			tenant_max_depth = coalesce(queue_alter.tenant_max_depth, q.tenant_max_depth),
+			push_rate = coalesce(queue_alter.push_rate, q.push_rate),
+			tenant_push_rate = coalesce(queue_alter.tenant_push_rate, q.tenant_push_rate),
+			pop_rate = coalesce(queue_alter.pop_rate, q.pop_rate),
+			tenant_pop_rate = coalesce(queue_alter.tenant_pop_rate, q.tenant_pop_rate),
+			tenant_weights = coalesce(queue_alter.tenant_weights, q.tenant_weights)
 		WHERE q.queue_id = qid;
 	EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid option for queue "%"', queue
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = SQLERRM,
-				  HINT = 'default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1.';
+				  HINT = 'default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1, limits and rates are not negative (0: no limit), tenant_weights maps tenants to integers 1 to 1000.';
 	END;
 	PERFORM pgqueue._cache_invalidate();
+	/* counts are kept only while limits are set: read them again */
+	PERFORM pgqueue._wake(queue, NULL, 0);
 END
 $$;
 
@@ -521,6 +600,8 @@ BEGIN
 	END LOOP;
 	EXECUTE format('SELECT nextval(%L)', 'pgqueue_data.seq_' || qid) INTO next_id;
 	PERFORM pgqueue._block_create(qid, ((next_id - 1) / bs)::integer);
+	/* the flow-control counts must be read again */
+	PERFORM pgqueue._wake(queue, NULL, 0);
 	RETURN total;
 END
 $$;
@@ -529,13 +610,63 @@ $$;
  * Hot paths (C)
  * ------------------------------------------------------------------------ */
 
+/*
+ * _key_ready and _take: flow-control tests of queue_pop's claim statements
+ * (flow.c), for those statements only.  Costed high so that they run after
+ * a candidate's other conditions.
+ */
+CREATE FUNCTION pgqueue._key_ready(key text, job_id bigint)
+RETURNS boolean
+LANGUAGE c STRICT VOLATILE COST 1000
+AS 'MODULE_PATHNAME', 'pgq_key_ready';
+CREATE FUNCTION pgqueue._take(tenant text)
+RETURNS boolean
+LANGUAGE c VOLATILE COST 100000
+AS 'MODULE_PATHNAME', 'pgq_tenant_take';
+REVOKE ALL ON FUNCTION pgqueue._key_ready(text, bigint), pgqueue._take(text) FROM PUBLIC;
+
+/*
+ * _flow_count: a queue's unfinished and executing jobs, of one tenant if
+ * given; flow control reads them when its counts in shared memory are not
+ * known
+ */
+CREATE FUNCTION pgqueue._flow_count(queue_id integer, tenant text,
+									OUT depth bigint, OUT inflight bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	b pgqueue.block;
+	d bigint;
+	f bigint;
+BEGIN
+	depth := 0;
+	inflight := 0;
+	FOR b IN SELECT * FROM pgqueue.block bl
+			  WHERE bl.queue_id = _flow_count.queue_id AND bl.state <> 'done' LOOP
+		EXECUTE format($q$
+			SELECT count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')),
+				   count(*) FILTER (WHERE l.state = 'e')
+			  FROM %1$s j
+			  LEFT JOIN LATERAL (SELECT s.state FROM %2$s s WHERE s.job_id = j.job_id
+								  ORDER BY s.seq DESC LIMIT 1) l ON true
+			 WHERE $1::text IS NULL OR j.tenant = $1$q$,
+			pgqueue._rel('j', b.queue_id, b.block_no), pgqueue._rel('s', b.queue_id, b.block_no))
+		INTO d, f USING tenant;
+		depth := depth + d;
+		inflight := inflight + f;
+	END LOOP;
+END
+$$;
+
 /* queue_push: add one job; returns its id */
 CREATE FUNCTION pgqueue.queue_push(
 	queue text,
 	payload jsonb,
 	key text DEFAULT NULL,
 	priority integer DEFAULT 0,
-	run_at timestamptz DEFAULT NULL)
+	run_at timestamptz DEFAULT NULL,
+	tenant text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -547,7 +678,8 @@ CREATE FUNCTION pgqueue.queue_push_batch(
 	payloads jsonb[],
 	keys text[] DEFAULT NULL,
 	priorities integer[] DEFAULT NULL,
-	run_at timestamptz DEFAULT NULL)
+	run_at timestamptz DEFAULT NULL,
+	tenants text[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
@@ -612,12 +744,35 @@ AS 'MODULE_PATHNAME', 'pgq_release';
  * Inspection views
  * ------------------------------------------------------------------------ */
 
+/*
+ * _key_blocked: whether a job of a queue waits behind its ordering key:
+ * another job of the key with a lower id is unfinished, or one is executing
+ */
+CREATE FUNCTION pgqueue._key_blocked(queue_id integer, key text, job_id bigint)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+SELECT EXISTS (
+	SELECT 1 FROM pgqueue_data.job_store o
+	  LEFT JOIN LATERAL (SELECT st.state FROM pgqueue_data.status_store st
+						  WHERE st.job_id = o.job_id AND st.queue_id = o.queue_id
+						  ORDER BY st.seq DESC LIMIT 1) l ON true
+	 WHERE o.queue_id = $1 AND o.key = $2 AND o.job_id <> $3
+	   AND ((o.job_id < $3 AND (l.state IS NULL OR l.state NOT IN ('d', 'x')))
+			OR l.state = 'e'))
+$$;
+
 /* jobs: every live job with its current state (latest status row) */
 CREATE VIEW pgqueue.jobs AS
 SELECT q.name AS queue,
 	   j.job_id,
-	   pgqueue._state(s.state, s.due_at, clock_timestamp()) AS state,
+	   CASE WHEN j.key IS NOT NULL
+				 AND pgqueue._state(s.state, s.due_at, clock_timestamp()) = 'available'
+				 AND pgqueue._key_blocked(j.queue_id, j.key, j.job_id) THEN 'blocked'
+			ELSE pgqueue._state(s.state, s.due_at, clock_timestamp()) END AS state,
 	   j.key,
+	   j.tenant,
 	   j.priority,
 	   coalesce(s.attempt, 0) AS attempt,
 	   coalesce(s.fails, 0) AS failures,
@@ -701,6 +856,7 @@ SELECT q.name AS queue, b.block_no, b.first_id, b.last_id, b.state,
 CREATE VIEW pgqueue.stats AS
 SELECT q.name AS queue,
 	   count(j.job_id) FILTER (WHERE j.state = 'available') AS available,
+	   count(j.job_id) FILTER (WHERE j.state = 'blocked') AS blocked,
 	   count(j.job_id) FILTER (WHERE j.state = 'scheduled') AS scheduled,
 	   count(j.job_id) FILTER (WHERE j.state = 'executing') AS executing,
 	   count(j.job_id) FILTER (WHERE j.state = 'failed') AS failed,
@@ -723,7 +879,9 @@ SELECT q.name AS queue,
 CREATE VIEW pgqueue.queues AS
 SELECT q.name AS queue, q.paused, q.block_size, q.default_lease, q.max_attempts,
 	   q.backoff_base, q.backoff_cap, q.backoff_jitter, q.notify, q.created_at,
-	   s.available, s.scheduled, s.executing, s.failed, s.succeeded, s.aborted,
+	   q.max_in_flight, q.tenant_max_in_flight, q.max_depth, q.tenant_max_depth,
+	   q.push_rate, q.tenant_push_rate, q.pop_rate, q.tenant_pop_rate, q.tenant_weights,
+	   s.available, s.blocked, s.scheduled, s.executing, s.failed, s.succeeded, s.aborted,
 	   s.oldest_waiting, s.blocks
   FROM pgqueue.queue q
   JOIN pgqueue.stats s ON s.queue = q.name;
@@ -731,6 +889,37 @@ SELECT q.name AS queue, q.paused, q.block_size, q.default_lease, q.max_attempts,
 /* ------------------------------------------------------------------------
  * Repair: forced retry and abort
  * ------------------------------------------------------------------------ */
+
+/*
+ * _retry_allowed: the ids (of jobs of one queue) that a forced retry may
+ * move: a job with an ordering key only while no other job of its key is
+ * executing, so that at most one job of a key is ever in flight.  The
+ * key's jobs are locked first, so no claim of one can slip in until this
+ * transaction ends.
+ */
+CREATE FUNCTION pgqueue._retry_allowed(qid integer, ids bigint[])
+RETURNS bigint[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	PERFORM 1 FROM pgqueue_data.job_store o
+	 WHERE o.queue_id = qid
+	   AND o.key IN (SELECT j.key FROM pgqueue_data.job_store j
+					  WHERE j.queue_id = qid AND j.job_id = ANY (ids) AND j.key IS NOT NULL)
+	   FOR UPDATE OF o;
+	RETURN ARRAY(
+		SELECT i.id FROM unnest(ids) AS i(id)
+		 WHERE NOT EXISTS (
+			SELECT 1 FROM pgqueue_data.job_store j
+			  JOIN pgqueue_data.job_store o
+				ON o.queue_id = j.queue_id AND o.key = j.key AND o.job_id <> j.job_id
+			 CROSS JOIN LATERAL (SELECT st.state FROM pgqueue_data.status_store st
+								  WHERE st.job_id = o.job_id AND st.queue_id = o.queue_id
+								  ORDER BY st.seq DESC LIMIT 1) l
+			 WHERE j.queue_id = qid AND j.job_id = i.id AND l.state = 'e'));
+END
+$$;
 
 /*
  * _transition: append one operator transition to the latest status of the
@@ -749,6 +938,9 @@ DECLARE
 	now_ts timestamptz := clock_timestamp();
 	moved bigint[];
 BEGIN
+	IF op = 'retry' THEN
+		ids := pgqueue._retry_allowed(qid, ids);
+	END IF;
 	FOR b IN SELECT * FROM pgqueue.block bl WHERE bl.queue_id = qid
 			  ORDER BY bl.first_id FOR UPDATE LOOP
 		EXECUTE format($q$
@@ -838,11 +1030,18 @@ SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
 	qid integer := pgqueue._check_one(queue, job_id,
-									   ARRAY['available', 'failed', 'aborted', 'scheduled'], 'retry');
+									   ARRAY['available', 'blocked', 'failed', 'aborted', 'scheduled'], 'retry');
 BEGIN
 	IF (SELECT j.state FROM pgqueue.jobs j
-		 WHERE j.queue = queue_retry.queue AND j.job_id = queue_retry.job_id) = 'available' THEN
+		 WHERE j.queue = queue_retry.queue AND j.job_id = queue_retry.job_id)
+	   IN ('available', 'blocked') THEN
 		RETURN false;
+	END IF;
+	IF cardinality(pgqueue._retry_allowed(qid, ARRAY[job_id])) = 0 THEN
+		RAISE EXCEPTION 'cannot retry job %: another job of its key is executing', job_id
+			USING ERRCODE = 'PQ003',
+				  DETAIL = 'At most one job of an ordering key is in flight.',
+				  HINT = 'Retry it when that job has finished.';
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM pgqueue._transition(qid, ARRAY[job_id], 'retry',
 													 ARRAY['failed', 'aborted', 'scheduled'], NULL)) THEN
@@ -919,7 +1118,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
-	allowed text[] := ARRAY['available', 'scheduled', 'executing', 'failed'];
+	allowed text[] := ARRAY['available', 'blocked', 'scheduled', 'executing', 'failed'];
 	qid integer;
 BEGIN
 	IF reason IS NULL THEN
@@ -946,15 +1145,18 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 AS $$
 DECLARE
-	allowed text[] := ARRAY['available', 'scheduled', 'executing', 'failed'];
+	allowed text[] := ARRAY['available', 'blocked', 'scheduled', 'executing', 'failed'];
 	ids bigint[];
 BEGIN
 	IF reason IS NULL THEN
 		RAISE EXCEPTION 'reason must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	ids := pgqueue._bulk_ids(queue, state, error_like, since, until, allowed);
+	/* a blocked job is available as far as its status goes */
 	RETURN (SELECT count(*) FROM pgqueue._transition(pgqueue._queue_id(queue), ids, 'abort',
-													 ARRAY[state], reason));
+													 ARRAY[CASE state WHEN 'blocked' THEN 'available'
+																	  ELSE state END],
+													 reason));
 END
 $$;
 
@@ -1165,7 +1367,7 @@ BEGIN
 											  ORDER BY s.seq DESC LIMIT 1) l ON true
 						 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
 					kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
-												   enqueued_at, payload FROM k),
+												   enqueued_at, payload, tenant FROM k),
 					ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
 											 ON s.job_id = k.job_id AND s.seq = k.seq)
 					SELECT count(*) FROM k$q$,
@@ -1185,7 +1387,8 @@ BEGIN
 					WITH x AS (
 						INSERT INTO %3$s
 						SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
-							   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1
+							   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1,
+							   j.tenant
 						  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
 						 WHERE NOT pgqueue._unseen(s.xmin, $2) AND %4$s
 						ON CONFLICT DO NOTHING
@@ -1250,7 +1453,7 @@ BEGIN
 					dj AS (
 						INSERT INTO %3$s
 						SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at,
-							   j.payload
+							   j.payload, j.tenant
 						  FROM %1$s j
 						 WHERE j.job_id IN (SELECT job_id FROM d)
 							OR pgqueue._unseen(j.xmin, $1)

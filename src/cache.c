@@ -170,6 +170,7 @@ queue_load(const char *name)
 	bool		isnull;
 	PgqQueue	q;
 	PgqQueue   *entry;
+	Jsonb	   *weights;
 	bool		found;
 
 	lookup_catalog();
@@ -178,7 +179,9 @@ queue_load(const char *name)
 		argtype = TEXTOID;
 		queue_plan = keep_plan("SELECT queue_id, block_size, default_lease, max_attempts,"
 							   " backoff_base, backoff_cap, backoff_jitter, paused, notify,"
-							   " ('pgqueue_data.seq_' || queue_id)::regclass::oid"
+							   " ('pgqueue_data.seq_' || queue_id)::regclass::oid,"
+							   " max_in_flight, tenant_max_in_flight, max_depth, tenant_max_depth,"
+							   " push_rate, tenant_push_rate, pop_rate, tenant_pop_rate, tenant_weights"
 							   " FROM pgqueue.queue WHERE name = $1",
 							   1, &argtype);
 		argtype = INT4OID;
@@ -209,6 +212,17 @@ queue_load(const char *name)
 	q.paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	q.notify = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	q.seq_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+	q.max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+	q.tenant_max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+	q.max_depth = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
+	q.tenant_max_depth = DatumGetInt64(SPI_getbinval(tup, desc, 14, &isnull));
+	q.push_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 15, &isnull));
+	q.tenant_push_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 16, &isnull));
+	q.pop_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 17, &isnull));
+	q.tenant_pop_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 18, &isnull));
+	weights = DatumGetJsonbP(SPI_getbinval(tup, desc, 19, &isnull));
+	q.tenant_weights = MemoryContextAlloc(cache_cxt, VARSIZE(weights));
+	memcpy(q.tenant_weights, weights, VARSIZE(weights));
 
 	arg = Int32GetDatum(q.queue_id);
 	if (SPI_execute_plan(blocks_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)

@@ -62,8 +62,8 @@ static const char *finish_sql =
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, state, due_at)"
 " SELECT l.job_id, l.state, l.attempt, l.due_at, i.state, i.due_at,"
-"  l.seq IS NOT NULL OR EXISTS (SELECT 1 FROM %1$s j WHERE j.job_id = l.job_id), l.want"
-" FROM l LEFT JOIN i ON i.job_id = l.job_id";
+"  l.seq IS NOT NULL OR j.job_id IS NOT NULL, l.want, j.key, j.tenant"
+" FROM l LEFT JOIN i ON i.job_id = l.job_id LEFT JOIN %1$s j ON j.job_id = l.job_id";
 
 #define FAIL_EXHAUSTED "l.fails + 1 >= $5"
 
@@ -341,14 +341,24 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
 			Datum		new_state = SPI_getbinval(tup, desc, 5, &isnull);
-
 			Datum		due;
 			bool		due_null;
+			Datum		key;
+			bool		key_null;
+			Datum		tenant;
+			bool		tenant_null;
 
 			if (isnull)
 				report_unmoved(queue, tup, desc, now);
 			moved++;
 			due = SPI_getbinval(tup, desc, 6, &due_null);
+			key = SPI_getbinval(tup, desc, 9, &key_null);
+			tenant = SPI_getbinval(tup, desc, 10, &tenant_null);
+			if (op != FINISH_EXTEND)
+				pgq_flow_finished(queue, key_null ? NULL : DatumGetTextPP(key),
+								  tenant_null ? NULL : DatumGetTextPP(tenant),
+								  DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+								  DatumGetChar(new_state));
 			switch (DatumGetChar(new_state))
 			{
 				case PGQ_SUCCEEDED:

@@ -198,3 +198,22 @@ pgq_unseen(PG_FUNCTION_ARGS)
 													 FullTransactionIdGetDatum(FullTransactionIdFromEpochAndXid(epoch, xid)),
 													 PG_GETARG_DATUM(1))));
 }
+
+/*
+ * pgq_check_tenant
+ *		Validate a tenant name and copy it, NUL-padded, into a buffer of
+ *		NAMEDATALEN bytes.
+ */
+void
+pgq_check_tenant(text *tenant, char *buf)
+{
+	int			len = VARSIZE_ANY_EXHDR(tenant);
+
+	if (len < 1 || len >= NAMEDATALEN || memchr(VARDATA_ANY(tenant), '\0', len) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid tenant \"%s\"", text_to_cstring(tenant)),
+				 errdetail("A tenant has 1 to %d bytes.", NAMEDATALEN - 1)));
+	memset(buf, 0, NAMEDATALEN);
+	memcpy(buf, VARDATA_ANY(tenant), len);
+}

@@ -13,6 +13,7 @@
 
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -21,6 +22,8 @@
 #define ERRCODE_PGQ_LEASE_LOST		MAKE_SQLSTATE('P','Q','0','0','1')
 #define ERRCODE_PGQ_JOB_NOT_FOUND	MAKE_SQLSTATE('P','Q','0','0','2')
 #define ERRCODE_PGQ_INVALID_STATE	MAKE_SQLSTATE('P','Q','0','0','3')
+#define ERRCODE_PGQ_RATE_LIMITED	MAKE_SQLSTATE('P','Q','0','0','4')
+#define ERRCODE_PGQ_QUEUE_FULL		MAKE_SQLSTATE('P','Q','0','0','5')
 
 /* status row states, as stored in status tables ("char") */
 #define PGQ_AVAILABLE	'a'
@@ -42,6 +45,9 @@ typedef enum PgqPlanKind
 	PGQ_PLAN_CLAIM_WAITING,		/* claim due retried/released/scheduled jobs */
 	PGQ_PLAN_CLAIM_FRESH,		/* claim never-claimed jobs */
 	PGQ_PLAN_FIRST_UNCLAIMED,	/* lowest never-claimed job of a lane */
+	PGQ_PLAN_TENANTS,			/* tenants of a lane */
+	PGQ_PLAN_CLAIM_FAIR,		/* claim never-claimed jobs, shares per tenant */
+	PGQ_PLAN_KEY_PROBE,			/* first unfinished job of a key */
 	PGQ_PLAN_ACK,				/* the four transitions from executing */
 	PGQ_PLAN_FAIL,
 	PGQ_PLAN_EXTEND,
@@ -64,6 +70,7 @@ typedef struct PgqBlock
 	SPIPlanPtr	plans[PGQ_NUM_PLANS];
 	int			nlanes;			/* priorities in lanes; -1: not known */
 	int32		lanes[PGQ_CACHED_LANES];
+	bool		tenants[PGQ_CACHED_LANES];	/* lane has jobs with a tenant */
 	TimestampTz lanes_at;		/* when they were read */
 } PgqBlock;
 
@@ -80,6 +87,16 @@ typedef struct PgqQueue
 	float8		backoff_jitter;
 	bool		paused;
 	bool		notify;			/* NOTIFY pgqueue, '<name>' on each push */
+	/* flow control (flow.c); 0: no limit */
+	int32		max_in_flight;
+	int32		tenant_max_in_flight;
+	int64		max_depth;
+	int64		tenant_max_depth;
+	float8		push_rate;
+	float8		tenant_push_rate;
+	float8		pop_rate;
+	float8		tenant_pop_rate;
+	Jsonb	   *tenant_weights;	/* {"tenant": weight, ...} */
 	Oid			seq_relid;
 	int			nblocks;
 	PgqBlock   *blocks;
@@ -147,10 +164,22 @@ extern void pgq_wait_mark(PgqWait *wait);
 extern bool pgq_wait_sleep(PgqWait *wait);
 extern void pgq_wait_end(PgqWait *wait);
 
+/* flow.c */
+extern int	pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_advance);
+extern void pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id);
+extern void pgq_flow_claims_done(text **claimed_tenants, int nclaimed);
+extern void pgq_flow_pop_end(int reserved, int claimed);
+extern uint32 pgq_flow_rotation(void);
+extern void pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants,
+						  bool *tenant_nulls, Datum *priorities);
+extern void pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id,
+							  char state);
+
 /* shared argument checks (pgqueue.c) */
 extern void pgq_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 extern int	pgq_interval_sign(Interval *interval);
 extern void pgq_check_lease(Interval *lease, const char *what);
 extern void pgq_check_payload(Datum payload);
+extern void pgq_check_tenant(text *tenant, char *buf);
 
 #endif							/* PGQUEUE_H */

@@ -28,36 +28,53 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
 
 #include "pgqueue.h"
 
 PG_FUNCTION_INFO_V1(pgq_pop);
 
-/* parameters shared by both claim statements */
-#define CLAIM_NARGS 6
+/* parameters shared by the claim statements; each uses some of them */
+#define CLAIM_NARGS 9
 static Oid	claim_argtypes[CLAIM_NARGS] = {
 	TIMESTAMPTZOID,				/* $1 now */
 	INT4OID,					/* $2 priority */
 	INT4OID,					/* $3 how many */
 	INT8OID,					/* $4 lowest id that may be unclaimed */
 	INT4OID,					/* $5 queue id */
-	INTERVALOID					/* $6 lease */
+	INTERVALOID,				/* $6 lease */
+	BOOLOID,					/* $7 tenants have limits: pgqueue._take */
+	TEXTARRAYOID,				/* $8 tenants ('': none) */
+	INT4ARRAYOID				/* $9 claims per tenant */
 };
 
+/* the priorities of a block, highest first, and whether tenants use them */
 static const char *lanes_sql =
 "WITH RECURSIVE l(p) AS ("
 "  SELECT max(priority) FROM %1$s"
 "  UNION ALL"
 "  SELECT (SELECT max(priority) FROM %1$s WHERE priority < l.p) FROM l WHERE l.p IS NOT NULL)"
-" SELECT p FROM l WHERE p IS NOT NULL";
+" SELECT p, EXISTS (SELECT 1 FROM %1$s j WHERE j.priority = l.p AND coalesce(j.tenant, '') > '')"
+" FROM l WHERE p IS NOT NULL";
+
+/*
+ * The filters every claim applies to a candidate: a job with a key waits
+ * for the earlier jobs of its key, and with tenant limits the tenant must
+ * have room (flow.c; both are costed to run after the other conditions).
+ */
+#define CLAIM_FLOW_FILTERS \
+"    AND (j.key IS NULL OR pgqueue._key_ready(j.key, j.job_id))" \
+"    AND (NOT $7 OR pgqueue._take(j.tenant))"
 
 static const char *claim_waiting_sql =
 "WITH c AS ("
-"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at,"
+"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant,"
 "         s.seq, s.attempt, s.fails, s.error"
 "  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id"
 "  WHERE s.state IN ('a', 's', 'f') AND s.due_at <= $1 AND j.priority = $2"
 "    AND NOT EXISTS (SELECT 1 FROM %2$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)"
+CLAIM_FLOW_FILTERS
 "  ORDER BY s.job_id LIMIT $3"
 "  FOR UPDATE OF j SKIP LOCKED),"
 " i AS ("
@@ -65,21 +82,25 @@ static const char *claim_waiting_sql =
 "  SELECT $5, c.job_id, c.seq + 1, 'e', c.attempt + 1, c.fails, $1, $1 + $6, c.error FROM c"
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, attempt, due_at)"
-" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at"
+" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
+/* the lowest never-claimed job of a lane: of jobs without a tenant, or of any */
 static const char *first_unclaimed_sql =
-"SELECT j.job_id FROM %1$s j"
-" WHERE j.priority = $2 AND j.job_id >= $4"
-"   AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
-" ORDER BY j.job_id LIMIT 1";
+"SELECT min(f.job_id) FROM unnest(coalesce($8, '{\"\"}'::text[])) AS t(tenant)"
+" CROSS JOIN LATERAL ("
+"  SELECT j.job_id FROM %1$s j"
+"  WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= $4"
+"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
+"  ORDER BY j.job_id LIMIT 1) f";
 
 static const char *claim_fresh_sql =
 "WITH c AS ("
-"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at"
+"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "  FROM %1$s j"
-"  WHERE j.priority = $2 AND j.job_id >= $4"
+"  WHERE j.priority = $2 AND coalesce(j.tenant, '') = '' AND j.job_id >= $4"
 "    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
+CLAIM_FLOW_FILTERS
 "  ORDER BY j.job_id LIMIT $3"
 "  FOR UPDATE SKIP LOCKED),"
 " i AS ("
@@ -87,7 +108,47 @@ static const char *claim_fresh_sql =
 "  SELECT $5, c.job_id, 1, 'e', 1, 0, $1, $1 + $6 FROM c"
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, attempt, due_at)"
-" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at"
+" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
+" FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+
+/*
+ * the tenants of a lane ('' for the jobs without one), and whether each
+ * has a never-claimed job from the lane's watermark on
+ */
+static const char *tenants_sql =
+"WITH RECURSIVE t(v) AS ("
+"  SELECT min(coalesce(tenant, '')) FROM %1$s WHERE priority = $2"
+"  UNION ALL"
+"  SELECT (SELECT min(coalesce(tenant, '')) FROM %1$s"
+"          WHERE priority = $2 AND coalesce(tenant, '') > t.v)"
+"  FROM t WHERE t.v IS NOT NULL)"
+" SELECT v, EXISTS (SELECT 1 FROM %1$s j"
+"                  WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.v AND j.job_id >= $4"
+"                    AND NOT EXISTS (SELECT 1 FROM %2$s s"
+"                                    WHERE s.job_id = j.job_id AND s.job_id >= $4))"
+" FROM t WHERE v IS NOT NULL";
+
+/* claim never-claimed jobs of a lane, each tenant its share ($8, $9) */
+static const char *claim_fair_sql =
+"WITH x AS ("
+"  SELECT y.job_id FROM unnest($8::text[], $9::int[]) AS t(tenant, quota)"
+"  CROSS JOIN LATERAL ("
+"   SELECT j.job_id FROM %1$s j"
+"   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= $4"
+"     AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
+CLAIM_FLOW_FILTERS
+"   ORDER BY j.job_id LIMIT t.quota) y),"
+" c AS ("
+"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
+"  FROM %1$s j WHERE j.job_id IN (SELECT job_id FROM x)"
+"  ORDER BY j.job_id"
+"  FOR UPDATE SKIP LOCKED),"
+" i AS ("
+"  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
+"  SELECT $5, c.job_id, 1, 'e', 1, 0, $1, $1 + $6 FROM c"
+"  ON CONFLICT DO NOTHING"
+"  RETURNING job_id, attempt, due_at)"
+" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
 /* rounds of one claim statement that lost jobs to concurrent claims */
@@ -98,8 +159,21 @@ typedef struct Lane
 {
 	int32		priority;
 	int			block;			/* index into queue->blocks */
+	bool		fair;			/* has jobs with a tenant: claims are shared */
 	int64		watermark;		/* no unclaimed job of the lane below this */
 } Lane;
+
+/* the tenants of a fair lane and their shares of one claim */
+typedef struct Tenants
+{
+	int			n;
+	Datum	   *names;			/* text; '' for the jobs without a tenant */
+	char	  **cnames;			/* the same as C strings */
+	int		   *weights;
+	bool	   *active;			/* may still have jobs to claim */
+	Datum	   *quotas;			/* int4 */
+	int		   *got;
+} Tenants;
 
 /*
  * lane_cmp
@@ -118,23 +192,26 @@ lane_cmp(const void *a, const void *b)
 
 /*
  * block_lanes
- *		The priorities of a block's jobs, highest first, into *lanes; returns
- *		how many.  A closed block takes no new jobs but the late pushes that
- *		were running when it filled up, so its priorities are remembered for
+ *		The priorities of a block's jobs, highest first, into *lanes, and
+ *		whether jobs with a tenant have them into *fair; returns how many.
+ *		A closed block takes no new jobs but the late pushes that were
+ *		running when it filled up, so its priorities are remembered for
  *		PGQ_LANES_TTL; a job of a new priority pushed that late waits that
  *		long at most.  The open block is read every time.
  */
 #define PGQ_LANES_TTL	(1 * USECS_PER_SEC)
 
 static int
-block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes)
+block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes, bool **fair)
 {
 	SPIPlanPtr	plan;
 	int32	   *read;
+	bool	   *read_fair;
 
 	if (block->state != 'o' && block->nlanes >= 0 && now - block->lanes_at < PGQ_LANES_TTL)
 	{
 		*lanes = block->lanes;
+		*fair = block->tenants;
 		return block->nlanes;
 	}
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
@@ -142,21 +219,26 @@ block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes)
 	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the priorities of queue \"%s\"", queue->name);
 	read = palloc(sizeof(int32) * Max(SPI_processed, 1));
+	read_fair = palloc(sizeof(bool) * Max(SPI_processed, 1));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
 
 		read[r] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
 											  1, &isnull));
+		read_fair[r] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
+												  2, &isnull));
 	}
 	block->nlanes = -1;
 	if (SPI_processed <= PGQ_CACHED_LANES)
 	{
 		memcpy(block->lanes, read, sizeof(int32) * SPI_processed);
+		memcpy(block->tenants, read_fair, sizeof(bool) * SPI_processed);
 		block->nlanes = (int) SPI_processed;
 		block->lanes_at = now;
 	}
 	*lanes = read;
+	*fair = read_fair;
 	return (int) SPI_processed;
 }
 
@@ -176,12 +258,13 @@ collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
 	{
 		PgqBlock   *block = &queue->blocks[i];
 		int32	   *priorities;
+		bool	   *fair;
 		int			n;
 
 		/* skip done blocks, and blocks that compaction holds or dropped */
 		if (block->state == 'd' || !pgq_block_open(block, false))
 			continue;
-		n = block_lanes(queue, block, now, &priorities);
+		n = block_lanes(queue, block, now, &priorities, &fair);
 		for (int r = 0; r < n; r++)
 		{
 			if (nlanes == maxlanes)
@@ -191,6 +274,7 @@ collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
 			}
 			lanes[nlanes].priority = priorities[r];
 			lanes[nlanes].block = i;
+			lanes[nlanes].fair = fair[r];
 			lanes[nlanes].watermark = pgq_lane_watermark(queue, block, priorities[r]);
 			nlanes++;
 		}
@@ -202,15 +286,17 @@ collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
 
 /*
  * claim
- *		Run one claim statement and add the jobs it claimed to the result.
- *		A job locked but lost to a claim that committed after this
- *		statement's snapshot is not returned; such losses make the statement
- *		run again with a new snapshot, a bounded number of times.  Returns
- *		how many jobs it claimed.
+ *		Run one claim statement and add the jobs it claimed to the result;
+ *		with tenants, count each tenant's claims in tenants->got.  A job
+ *		locked but lost to a claim that committed after this statement's
+ *		snapshot is not returned; such losses make the statement run again
+ *		with a new snapshot, a bounded number of times (not for the fair
+ *		claim, whose caller shares out the rest again).  Returns how many
+ *		jobs it claimed.
  */
 static int
 claim(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind, const char *sql,
-	  Datum *args, int wanted, ReturnSetInfo *rsinfo)
+	  Datum *args, char *nulls, int wanted, Tenants *tenants, ReturnSetInfo *rsinfo)
 {
 	SPIPlanPtr	plan = pgq_block_plan(queue, block, kind, sql, CLAIM_NARGS, claim_argtypes);
 	text	   *qname = cstring_to_text(queue->name);
@@ -222,36 +308,164 @@ claim(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind, const char *sql,
 
 	do
 	{
+		text	  **claimed_tenants;
+
 		request = wanted - claimed;
 		args[2] = Int32GetDatum(request);
-		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not claim jobs of queue \"%s\"", queue->name);
 		locked = (int) SPI_processed;
 		got = 0;
+		claimed_tenants = palloc(sizeof(text *) * Max(locked, 1));
 		for (int r = 0; r < locked; r++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
-			Datum		values[8];
-			bool		nulls[8];
+			Datum		values[9];
+			bool		nulls_out[9];
 
-			/* job_id, queue, key, payload, priority, attempt, enqueued_at, lease_until */
-			values[5] = SPI_getbinval(tup, desc, 5, &nulls[5]);
-			if (nulls[5])
+			/*
+			 * job_id, queue, key, payload, priority, attempt, enqueued_at,
+			 * lease_until, tenant
+			 */
+			values[5] = SPI_getbinval(tup, desc, 5, &nulls_out[5]);
+			if (nulls_out[5])
 				continue;		/* lost to a concurrent claim */
-			values[0] = SPI_getbinval(tup, desc, 1, &nulls[0]);
+			values[0] = SPI_getbinval(tup, desc, 1, &nulls_out[0]);
 			values[1] = PointerGetDatum(qname);
-			nulls[1] = false;
-			values[2] = SPI_getbinval(tup, desc, 2, &nulls[2]);
-			values[3] = SPI_getbinval(tup, desc, 3, &nulls[3]);
-			values[4] = SPI_getbinval(tup, desc, 4, &nulls[4]);
-			values[6] = SPI_getbinval(tup, desc, 6, &nulls[6]);
-			values[7] = SPI_getbinval(tup, desc, 7, &nulls[7]);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			nulls_out[1] = false;
+			values[2] = SPI_getbinval(tup, desc, 2, &nulls_out[2]);
+			values[3] = SPI_getbinval(tup, desc, 3, &nulls_out[3]);
+			values[4] = SPI_getbinval(tup, desc, 4, &nulls_out[4]);
+			values[6] = SPI_getbinval(tup, desc, 6, &nulls_out[6]);
+			values[7] = SPI_getbinval(tup, desc, 7, &nulls_out[7]);
+			values[8] = SPI_getbinval(tup, desc, 8, &nulls_out[8]);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls_out);
+			claimed_tenants[got] = nulls_out[8] ? NULL : DatumGetTextPP(values[8]);
+			pgq_flow_claimed(queue, nulls_out[2] ? NULL : DatumGetTextPP(values[2]),
+							 claimed_tenants[got], DatumGetInt64(values[0]));
+			if (tenants != NULL)
+			{
+				const char *t = nulls_out[8] ? "" : TextDatumGetCString(values[8]);
+
+				for (int k = 0; k < tenants->n; k++)
+					if (strcmp(tenants->cnames[k], t) == 0)
+						tenants->got[k]++;
+			}
 			got++;
 		}
+		pgq_flow_claims_done(claimed_tenants, got);
 		claimed += got;
-	} while (locked == request && got < locked && ++tries < PGQ_CLAIM_TRIES);
+	} while (tenants == NULL && locked == request && got < locked && ++tries < PGQ_CLAIM_TRIES);
+	return claimed;
+}
+
+/*
+ * read_tenants
+ *		The tenants of a fair lane with their weights (the queue's
+ *		tenant_weights, default 1).
+ */
+static Tenants *
+read_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, Datum *args, char *nulls)
+{
+	SPIPlanPtr	plan = pgq_block_plan(queue, block, PGQ_PLAN_TENANTS, tenants_sql,
+									  CLAIM_NARGS, claim_argtypes);
+	Tenants    *t = palloc0(sizeof(Tenants));
+
+	args[1] = Int32GetDatum(lane->priority);
+	args[3] = Int64GetDatum(lane->watermark);
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tenants of queue \"%s\"", queue->name);
+	t->n = (int) SPI_processed;
+	t->names = palloc(sizeof(Datum) * Max(t->n, 1));
+	t->cnames = palloc(sizeof(char *) * Max(t->n, 1));
+	t->weights = palloc(sizeof(int) * Max(t->n, 1));
+	t->active = palloc(sizeof(bool) * Max(t->n, 1));
+	t->quotas = palloc(sizeof(Datum) * Max(t->n, 1));
+	t->got = palloc(sizeof(int) * Max(t->n, 1));
+	for (int i = 0; i < t->n; i++)
+	{
+		bool		isnull;
+		text	   *name = DatumGetTextPCopy(SPI_getbinval(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+		JsonbValue	v;
+
+		t->names[i] = PointerGetDatum(name);
+		t->cnames[i] = text_to_cstring(name);
+		t->weights[i] = 1;
+		t->active[i] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 2, &isnull));
+		if (getKeyJsonValueFromContainer(&queue->tenant_weights->root, VARDATA_ANY(name),
+										 VARSIZE_ANY_EXHDR(name), &v) != NULL &&
+			v.type == jbvNumeric)
+			t->weights[i] = DatumGetInt32(DirectFunctionCall1(numeric_int4,
+															  NumericGetDatum(v.val.numeric)));
+	}
+	return t;
+}
+
+/*
+ * share_out
+ *		Deal wanted claims to the active tenants, weighted round-robin from
+ *		tenant start on.  Returns false if no tenant is active.
+ */
+static bool
+share_out(Tenants *t, int wanted, uint32 start)
+{
+	int		   *active = palloc(sizeof(int) * Max(t->n, 1));
+	int			nactive = 0;
+
+	for (int i = 0; i < t->n; i++)
+	{
+		t->quotas[i] = Int32GetDatum(0);
+		t->got[i] = 0;
+		if (t->active[i])
+			active[nactive++] = i;
+	}
+	while (nactive > 0 && wanted > 0)
+		for (int k = 0; k < nactive && wanted > 0; k++)
+		{
+			int			i = active[(start + k) % nactive];
+			int			give = Min(t->weights[i], wanted);
+
+			t->quotas[i] = Int32GetDatum(DatumGetInt32(t->quotas[i]) + give);
+			wanted -= give;
+		}
+	pfree(active);
+	return nactive > 0;
+}
+
+/*
+ * claim_fair
+ *		Claim up to wanted never-claimed jobs of a fair lane, shared out
+ *		among its tenants; a tenant that got less than its share has no more
+ *		to give now (claimed by others, blocked by keys or limits), and the
+ *		rest is shared out again among the others.  Every round either
+ *		claims all it wants or retires a tenant.
+ */
+static int
+claim_fair(PgqQueue *queue, PgqBlock *block, Tenants *t, Datum *args, char *nulls,
+		   int wanted, uint32 start, ReturnSetInfo *rsinfo)
+{
+	int			claimed = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	while (claimed < wanted && share_out(t, wanted - claimed, start))
+	{
+		dims[0] = t->n;
+		args[7] = PointerGetDatum(construct_array(t->names, t->n, TEXTOID, -1, false,
+												  TYPALIGN_INT));
+		args[8] = PointerGetDatum(construct_md_array(t->quotas, NULL, 1, dims, lbs,
+													 INT4OID, 4, true, TYPALIGN_INT));
+		nulls[7] = nulls[8] = ' ';
+		claimed += claim(queue, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql, args, nulls,
+						 wanted - claimed, t, rsinfo);
+		nulls[7] = nulls[8] = 'n';
+		for (int i = 0; i < t->n; i++)
+			if (t->got[i] < DatumGetInt32(t->quotas[i]))
+				t->active[i] = false;
+	}
 	return claimed;
 }
 
@@ -261,30 +475,34 @@ claim(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind, const char *sql,
  *		bound that open pushes allow (see shmem.c).
  */
 static void
-advance_lane(PgqQueue *queue, Lane *lane, int64 bound)
+advance_lane(PgqQueue *queue, Lane *lane, Tenants *tenants, int64 bound)
 {
 	PgqBlock   *block = &queue->blocks[lane->block];
 	Datum		args[CLAIM_NARGS];
+	char		nulls[CLAIM_NARGS];
 	SPIPlanPtr	plan;
 	int64		target = Min(bound, block->last_id + 1);
+	bool		isnull;
+	Datum		first;
 
 	if (target <= lane->watermark)
 		return;
 	memset(args, 0, sizeof(args));
+	memset(nulls, ' ', sizeof(nulls));
 	args[1] = Int32GetDatum(lane->priority);
 	args[3] = Int64GetDatum(lane->watermark);
+	if (tenants != NULL)
+		args[7] = PointerGetDatum(construct_array(tenants->names, tenants->n, TEXTOID, -1,
+												  false, TYPALIGN_INT));
+	else
+		nulls[7] = 'n';
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_FIRST_UNCLAIMED, first_unclaimed_sql,
 						  CLAIM_NARGS, claim_argtypes);
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the unclaimed jobs of queue \"%s\"", queue->name);
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-
-		target = Min(target, DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc, 1,
-														  &isnull)));
-	}
+	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		target = Min(target, DatumGetInt64(first));
 	if (target > lane->watermark)
 	{
 		pgq_lane_advance(queue, block, lane->priority, target);
@@ -303,51 +521,74 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo)
 	PgqQueue   *queue = pgq_queue_get(name);
 	Lane	   *lanes;
 	int			nlanes;
-	int			remaining = n;
+	int			allowed;
+	volatile int remaining;
 	int64		bound = -1;
+	bool		fresh_snapshots;
 	TimestampTz now;
 	Datum		args[CLAIM_NARGS];
+	char		nulls[CLAIM_NARGS];
 
 	if (queue->paused)
 		return 0;
 
-	now = GetCurrentTimestamp();
-	args[0] = TimestampTzGetDatum(now);
-	args[4] = Int32GetDatum(queue->queue_id);
-	args[5] = IntervalPGetDatum(lease_arg ? lease_arg : &queue->default_lease);
+	/*
+	 * Only a transaction that has written nothing yet sees no claims of its
+	 * own that could still roll back, and only a new snapshot per statement
+	 * sees what the bound of open pushes allows: then lane watermarks may
+	 * advance and keyed jobs may be claimed.  The bound is read before any
+	 * claim statement takes its snapshot.
+	 */
+	fresh_snapshots = !IsolationUsesXactSnapshot();
+	if (fresh_snapshots)
+		bound = pgq_lane_bound(queue);
+	allowed = pgq_flow_pop_begin(queue, n, Max(bound, 0),
+								 GetTopTransactionIdIfAny() == InvalidTransactionId);
+	remaining = allowed;
 
-	nlanes = collect_lanes(queue, now, &lanes);
-	for (int i = 0; i < nlanes && remaining > 0; i++)
+	PG_TRY();
 	{
-		PgqBlock   *block = &queue->blocks[lanes[i].block];
+		now = GetCurrentTimestamp();
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = TimestampTzGetDatum(now);
+		args[4] = Int32GetDatum(queue->queue_id);
+		args[5] = IntervalPGetDatum(lease_arg ? lease_arg : &queue->default_lease);
+		args[6] = BoolGetDatum(queue->tenant_max_in_flight > 0 || queue->tenant_pop_rate > 0);
+		nulls[7] = nulls[8] = 'n';
 
-		/*
-		 * Advance a lane's watermark just before claiming from it.  Only a
-		 * transaction that has written nothing yet sees no claims of its own
-		 * that could still roll back, and only a new snapshot per statement
-		 * sees the pushes the bound allows.
-		 */
-		if (GetTopTransactionIdIfAny() == InvalidTransactionId &&
-			!IsolationUsesXactSnapshot())
+		nlanes = remaining > 0 ? collect_lanes(queue, now, &lanes) : 0;
+		for (int i = 0; i < nlanes && remaining > 0; i++)
 		{
-			if (bound < 0)
-				bound = pgq_lane_bound(queue);
-			if (bound > 0)
-				advance_lane(queue, &lanes[i], bound);
-		}
+			PgqBlock   *block = &queue->blocks[lanes[i].block];
+			Tenants    *tenants = NULL;
 
-		args[1] = Int32GetDatum(lanes[i].priority);
-		args[3] = Int64GetDatum(lanes[i].watermark);
-		remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
-						   args, remaining, rsinfo);
-		/* past the block's end: every job of the lane was claimed once */
-		if (remaining > 0 && lanes[i].watermark <= block->last_id)
-			remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
-							   args, remaining, rsinfo);
+			if (lanes[i].fair)
+				tenants = read_tenants(queue, block, &lanes[i], args, nulls);
+			if (bound > 0 && GetTopTransactionIdIfAny() == InvalidTransactionId)
+				advance_lane(queue, &lanes[i], tenants, bound);
+
+			args[1] = Int32GetDatum(lanes[i].priority);
+			args[3] = Int64GetDatum(lanes[i].watermark);
+			remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
+							   args, nulls, remaining, NULL, rsinfo);
+			/* past the block's end: every job of the lane was claimed once */
+			if (remaining <= 0 || lanes[i].watermark > block->last_id)
+				continue;
+			if (tenants != NULL)
+				remaining -= claim_fair(queue, block, tenants, args, nulls, remaining,
+										pgq_flow_rotation(), rsinfo);
+			else
+				remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
+								   args, nulls, remaining, NULL, rsinfo);
+		}
 	}
-	pfree(lanes);
-	pgq_note(queue, PGQ_COUNT_POPPED, n - remaining);
-	return n - remaining;
+	PG_FINALLY();
+	{
+		pgq_flow_pop_end(allowed, allowed - remaining);
+	}
+	PG_END_TRY();
+	pgq_note(queue, PGQ_COUNT_POPPED, allowed - remaining);
+	return allowed - remaining;
 }
 
 /*

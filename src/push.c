@@ -28,14 +28,25 @@ PG_FUNCTION_INFO_V1(pgq_push);
 PG_FUNCTION_INFO_V1(pgq_push_batch);
 
 static const char *push_sql =
-"INSERT INTO %1$s (queue_id, job_id, key, priority, run_at, enqueued_at, payload)"
-" SELECT $1, u.id, u.key, u.priority, $5, $6, u.payload"
-" FROM unnest($2::bigint[], $3::text[], $4::int[], $7::jsonb[])"
-" AS u(id, key, priority, payload)";
+"INSERT INTO %1$s (queue_id, job_id, key, priority, run_at, enqueued_at, payload, tenant)"
+" SELECT $1, u.id, u.key, u.priority, $5, $6, u.payload, u.tenant"
+" FROM unnest($2::bigint[], $3::text[], $4::int[], $7::jsonb[], $8::text[])"
+" AS u(id, key, priority, payload, tenant)";
 
 static const char *schedule_sql =
 "INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
 " SELECT $1, j.job_id, 1, 's', 0, 0, $3, $4 FROM %1$s j WHERE j.job_id = ANY ($2)";
+
+/* the columns of the jobs of one push, one element per job */
+typedef struct PushArgs
+{
+	Datum	   *keys;
+	bool	   *key_nulls;
+	Datum	   *priorities;
+	Datum	   *payloads;
+	Datum	   *tenants;
+	bool	   *tenant_nulls;
+} PushArgs;
 
 /*
  * insert_jobs
@@ -43,14 +54,13 @@ static const char *schedule_sql =
  *		scheduled status rows if they run later.
  */
 static void
-insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids,
-			Datum *keys, bool *key_nulls, Datum *priorities, Datum *payloads,
+insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 			bool run_later, Datum run_at, TimestampTz now)
 {
-	Oid			argtypes[7] = {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID};
-	Datum		values[7];
-	char		nulls[7] = "       ";
+	Oid			argtypes[8] = {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID};
+	Datum		values[8];
+	char		nulls[8] = "        ";
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
 	ArrayType  *idarr = construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
@@ -58,18 +68,20 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids,
 
 	values[0] = Int32GetDatum(queue->queue_id);
 	values[1] = PointerGetDatum(idarr);
-	values[2] = PointerGetDatum(construct_md_array(keys, key_nulls, 1, dims, lbs,
+	values[2] = PointerGetDatum(construct_md_array(args->keys, args->key_nulls, 1, dims, lbs,
 												   TEXTOID, -1, false, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(priorities, n, INT4OID, 4, true,
+	values[3] = PointerGetDatum(construct_array(args->priorities, n, INT4OID, 4, true,
 												TYPALIGN_INT));
 	values[4] = run_at;
 	if (!run_later)
 		nulls[4] = 'n';
 	values[5] = TimestampTzGetDatum(now);
-	values[6] = PointerGetDatum(construct_array(payloads, n, JSONBOID, -1, false,
+	values[6] = PointerGetDatum(construct_array(args->payloads, n, JSONBOID, -1, false,
 												TYPALIGN_INT));
+	values[7] = PointerGetDatum(construct_md_array(args->tenants, args->tenant_nulls, 1, dims,
+												   lbs, TEXTOID, -1, false, TYPALIGN_INT));
 
-	plan = pgq_block_plan(queue, block, PGQ_PLAN_PUSH, push_sql, 7, argtypes);
+	plan = pgq_block_plan(queue, block, PGQ_PLAN_PUSH, push_sql, 8, argtypes);
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert jobs into queue \"%s\"", queue->name);
 
@@ -94,8 +106,7 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids,
  *		receives the ids in input order.
  */
 static void
-push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
-		  Datum *payloads, bool has_run_at, Datum run_at, Datum *ids_out)
+push_jobs(text *name, int n, PushArgs *args, bool has_run_at, Datum run_at, Datum *ids_out)
 {
 	PgqQueue   *queue;
 	TimestampTz now = GetCurrentTimestamp();
@@ -103,11 +114,19 @@ push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
 	int			start = 0;
 
 	for (int i = 0; i < n; i++)
-		pgq_check_payload(payloads[i]);
+	{
+		char		buf[NAMEDATALEN];
+
+		pgq_check_payload(args->payloads[i]);
+		if (!args->tenant_nulls[i])
+			pgq_check_tenant(DatumGetTextPP(args->tenants[i]), buf);
+	}
 
 	SPI_connect();
 	queue = pgq_queue_get(name);
 	run_later = has_run_at && DatumGetTimestampTz(run_at) > now;
+	pgq_flow_push(queue, n, args->key_nulls, args->tenants, args->tenant_nulls,
+				  args->priorities);
 
 	/* publish the open push before the first id is handed out (shmem.c) */
 	pgq_push_begin(queue);
@@ -120,12 +139,17 @@ push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
 	{
 		PgqBlock   *block = pgq_block_for_push(&queue, DatumGetInt64(ids_out[start]));
 		int			end = start;
+		PushArgs	part;
 
 		while (end < n && DatumGetInt64(ids_out[end]) <= block->last_id)
 			end++;
-		insert_jobs(queue, block, end - start, ids_out + start,
-					keys + start, key_nulls + start, priorities + start,
-					payloads + start, run_later, run_at, now);
+		part.keys = args->keys + start;
+		part.key_nulls = args->key_nulls + start;
+		part.priorities = args->priorities + start;
+		part.payloads = args->payloads + start;
+		part.tenants = args->tenants + start;
+		part.tenant_nulls = args->tenant_nulls + start;
+		insert_jobs(queue, block, end - start, ids_out + start, &part, run_later, run_at, now);
 		start = end;
 	}
 	pgq_note(queue, PGQ_COUNT_PUSHED, n);
@@ -138,8 +162,8 @@ push_jobs(text *name, int n, Datum *keys, bool *key_nulls, Datum *priorities,
 
 /*
  * pgq_push
- *		SQL: queue_push(queue, payload, key, priority, run_at) returns the id
- *		of the new job.
+ *		SQL: queue_push(queue, payload, key, priority, run_at, tenant)
+ *		returns the id of the new job.
  */
 Datum
 pgq_push(PG_FUNCTION_ARGS)
@@ -148,7 +172,10 @@ pgq_push(PG_FUNCTION_ARGS)
 	bool		key_null = PG_ARGISNULL(2);
 	Datum		priority;
 	Datum		payload;
+	Datum		tenant;
+	bool		tenant_null = PG_ARGISNULL(5);
 	Datum		id;
+	PushArgs	args;
 
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "payload");
@@ -157,7 +184,14 @@ pgq_push(PG_FUNCTION_ARGS)
 	key = key_null ? (Datum) 0 : PG_GETARG_DATUM(2);
 	priority = PG_GETARG_DATUM(3);
 	payload = PointerGetDatum(PG_GETARG_JSONB_P(1));
-	push_jobs(PG_GETARG_TEXT_PP(0), 1, &key, &key_null, &priority, &payload,
+	tenant = tenant_null ? (Datum) 0 : PG_GETARG_DATUM(5);
+	args.keys = &key;
+	args.key_nulls = &key_null;
+	args.priorities = &priority;
+	args.payloads = &payload;
+	args.tenants = &tenant;
+	args.tenant_nulls = &tenant_null;
+	push_jobs(PG_GETARG_TEXT_PP(0), 1, &args,
 			  !PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4), &id);
 	PG_RETURN_DATUM(id);
 }
@@ -183,21 +217,42 @@ deconstruct_arg(FunctionCallInfo fcinfo, int argno, const char *name, Oid elemty
 }
 
 /*
+ * optional_text_array
+ *		A text array argument with one element per job, or all nulls when
+ *		the argument is null.
+ */
+static void
+optional_text_array(FunctionCallInfo fcinfo, int argno, const char *name, int n,
+					Datum **elems, bool **nulls)
+{
+	if (PG_ARGISNULL(argno))
+	{
+		*elems = palloc0(sizeof(Datum) * Max(n, 1));
+		*nulls = palloc(sizeof(bool) * Max(n, 1));
+		memset(*nulls, true, sizeof(bool) * Max(n, 1));
+	}
+	else if (deconstruct_arg(fcinfo, argno, name, TEXTOID, -1, false, TYPALIGN_INT,
+							 elems, nulls) != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s and payloads must have the same length", name)));
+}
+
+/*
  * pgq_push_batch
- *		SQL: queue_push_batch(queue, payloads, keys, priorities, run_at)
- *		returns the ids of the new jobs, in the order of payloads.
+ *		SQL: queue_push_batch(queue, payloads, keys, priorities, run_at,
+ *		tenants) returns the ids of the new jobs, in the order of payloads.
  */
 Datum
 pgq_push_batch(PG_FUNCTION_ARGS)
 {
 	Datum	   *payloads;
 	bool	   *payload_nulls;
-	Datum	   *keys;
-	bool	   *key_nulls;
 	Datum	   *priorities;
 	bool	   *priority_nulls;
 	Datum	   *ids;
 	int			n;
+	PushArgs	args;
 
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "payloads");
@@ -211,17 +266,8 @@ pgq_push_batch(PG_FUNCTION_ARGS)
 					 errmsg("payloads must not contain null elements"),
 					 errdetail("Element %d is null.", i + 1)));
 
-	if (PG_ARGISNULL(2))
-	{
-		keys = palloc0(sizeof(Datum) * Max(n, 1));
-		key_nulls = palloc(sizeof(bool) * Max(n, 1));
-		memset(key_nulls, true, sizeof(bool) * Max(n, 1));
-	}
-	else if (deconstruct_arg(fcinfo, 2, "keys", TEXTOID, -1, false, TYPALIGN_INT,
-							 &keys, &key_nulls) != n)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("keys and payloads must have the same length")));
+	optional_text_array(fcinfo, 2, "keys", n, &args.keys, &args.key_nulls);
+	optional_text_array(fcinfo, 5, "tenants", n, &args.tenants, &args.tenant_nulls);
 
 	if (PG_ARGISNULL(3))
 	{
@@ -245,8 +291,10 @@ pgq_push_batch(PG_FUNCTION_ARGS)
 	}
 
 	ids = palloc(sizeof(Datum) * Max(n, 1));
+	args.priorities = priorities;
+	args.payloads = payloads;
 	if (n > 0)
-		push_jobs(PG_GETARG_TEXT_PP(0), n, keys, key_nulls, priorities, payloads,
+		push_jobs(PG_GETARG_TEXT_PP(0), n, &args,
 				  !PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4), ids);
 	else
 	{

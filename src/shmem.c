@@ -106,7 +106,8 @@ shmem_size(int nslots)
 {
 	return add_size(add_size(offsetof(PgqShared, slots) + sizeof(PushSlot) * nslots,
 							 hash_estimate_size(PGQ_MAX_LANES, sizeof(LaneEntry))),
-					hash_estimate_size(PGQ_MAX_QUEUES, sizeof(QueueShared)));
+					add_size(hash_estimate_size(PGQ_MAX_QUEUES, sizeof(QueueShared)),
+							 pgq_flow_shmem_size()));
 }
 
 /*
@@ -130,6 +131,7 @@ pgq_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(shmem_size(slot_count()));
 	RequestNamedLWLockTranche("pgqueue", 1);
+	pgq_flow_shmem_request();
 }
 
 /*
@@ -170,6 +172,7 @@ pgq_shmem_startup(void)
 	ctl.entrysize = sizeof(QueueShared);
 	queue_hash = ShmemInitHash("pgqueue queues", PGQ_MAX_QUEUES, PGQ_MAX_QUEUES,
 							   &ctl, HASH_ELEM | HASH_BLOBS);
+	pgq_flow_shmem_startup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -434,6 +437,10 @@ pgq_queue_shared(QueueTag tag, int32 queue_id, bool create)
 		qs->waiters = 0;
 		qs->next_due = 0;
 		qs->due_gen = 0;
+		memset(&qs->flow, 0, sizeof(qs->flow));
+		qs->flow_gen = 0;
+		qs->key_gen = 0;
+		qs->rr = 0;
 		for (int i = 0; i < PGQ_NUM_COUNTERS; i++)
 			pg_atomic_init_u64(&qs->counters[i], 0);
 	}

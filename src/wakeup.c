@@ -46,6 +46,7 @@ typedef struct Note
 	SubTransactionId subid;
 	int64		counts[PGQ_NUM_COUNTERS];
 	TimestampTz min_due;		/* earliest job made due; 0 if none */
+	FlowNote	flow;			/* flow-control changes (flow.c) */
 } Note;
 
 static Note *notes = NULL;
@@ -69,6 +70,7 @@ apply_note(Note *note, bool commit)
 
 	if (qs == NULL)
 		return;
+	pgq_flow_apply(qs, note->tag, &note->flow, commit);
 
 	/* at abort only the claims count: the jobs are available again */
 	wake = commit ? note->counts[PGQ_COUNT_PUSHED] : note->counts[PGQ_COUNT_POPPED];
@@ -124,7 +126,10 @@ apply_notes(SubTransactionId subid, bool commit)
 	}
 	nnotes = kept;
 	for (int i = 0; i < ndone; i++)
+	{
 		apply_note(&done[i], commit);
+		list_free_deep(done[i].flow.events);
+	}
 	pfree(done);
 }
 
@@ -230,6 +235,16 @@ pgq_note(PgqQueue *queue, PgqCounter counter, int64 n)
 {
 	if (n != 0)
 		note_for(queue)->counts[counter] += n;
+}
+
+/*
+ * pgq_flow_note
+ *		This (sub)transaction's flow-control note for a queue.
+ */
+FlowNote *
+pgq_flow_note(PgqQueue *queue)
+{
+	return &note_for(queue)->flow;
 }
 
 /*
@@ -399,6 +414,8 @@ pgq_wake(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 		pgq_note_due(queue, PG_GETARG_TIMESTAMPTZ(1));
 	pgq_note(queue, PGQ_COUNT_ABORTED, PG_GETARG_INT64(2));
+	/* the jobs' states changed outside the counted paths */
+	pgq_flow_note(queue)->stale = true;
 	SPI_finish();
 	PG_RETURN_VOID();
 }

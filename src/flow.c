@@ -1,0 +1,1103 @@
+/*-------------------------------------------------------------------------
+ *
+ * flow.c
+ *	  Flow control: ordering keys, in-flight caps, token-bucket rate limits
+ *	  and maximum depth, per queue and per tenant.
+ *
+ * Ordering keys.  A job with a key may be claimed only when every job of
+ * its key with a lower id has finished (succeeded or aborted) and, since a
+ * claim must also see all of those, only below the bound of open pushes
+ * (shmem.c): then the jobs of a key visible to a claim are a prefix of the
+ * key's jobs in id order, and "lowest unfinished job of its key" picks one
+ * job per key, so two consumers never hold two jobs of one key.  The test
+ * is pgqueue._key_ready(), called by the claim statements for each keyed
+ * candidate.  It probes the block tables through their (key, job_id)
+ * index, starting at the key's shared watermark: no unfinished job of the
+ * key below it.  A key's entry also remembers which of its jobs is
+ * executing ("held"), set at claim time and cleared when that job
+ * finishes, so that the later jobs of a busy key are passed over without a
+ * probe; a held mark older than PGQ_HELD_TTL is probed again, which also
+ * repairs a mark that a repair function (SQL) left behind.  Entries are a
+ * cache: one that is evicted, or invalidated by a forced retry (key_gen),
+ * only costs a probe.
+ *
+ * Limits.  max_in_flight, max_depth, push_rate and pop_rate (and their
+ * tenant_ forms) are enforced against counts in shared memory: committed
+ * depth and in-flight counts, read from the tables the first time they
+ * are needed (and again after a repair function or the maintenance worker
+ * changed jobs outside the counted paths), plus the pushes and claims of
+ * running transactions, which reserve their share at once and settle when
+ * their transaction ends (see wakeup.c's notes).  Rates are token buckets
+ * holding one second's worth of tokens.  A push that the bucket refuses
+ * raises PQ004, one that would exceed a maximum depth PQ005; a pop that
+ * hits a cap or an empty bucket returns fewer jobs.  Priority-aware
+ * shedding: a push of priority p <= 0 must leave 20 % x (1 - p) of the
+ * bucket (at most 90 %), so low priorities are refused first as the
+ * bucket drains.
+ *
+ * Everything here needs shared memory; a queue that uses it on a server
+ * without pgqueue in shared_preload_libraries gets a clear error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(pgq_key_ready);
+PG_FUNCTION_INFO_V1(pgq_tenant_take);
+
+/* tenants with limits and keys with a cached watermark, per server */
+#define PGQ_MAX_TENANTS		4096
+#define PGQ_MAX_KEYS		16384
+
+/* how long a held mark is trusted without a probe */
+#define PGQ_HELD_TTL		(1 * USECS_PER_SEC)
+
+typedef struct TenantTag
+{
+	QueueTag	queue;
+	char		name[NAMEDATALEN];
+} TenantTag;
+
+typedef struct TenantShared
+{
+	TenantTag	tag;			/* hash key */
+	slock_t		mutex;
+	FlowShared	flow;
+} TenantShared;
+
+typedef struct KeyTag
+{
+	QueueTag	queue;
+	char		key[NAMEDATALEN];
+} KeyTag;
+
+typedef struct KeyShared
+{
+	KeyTag		tag;			/* hash key */
+	slock_t		mutex;
+	uint64		gen;			/* the queue's key_gen this entry is valid for */
+	int64		watermark;		/* no unfinished job of the key below; 0: unknown */
+	int64		held;			/* its executing job; 0: none known */
+	TimestampTz held_at;
+} KeyShared;
+
+/* a change of one tenant's counts or of one key, in a FlowNote */
+typedef enum FlowEventKind
+{
+	FLOW_TENANT,				/* counts of a tenant */
+	FLOW_KEY_CLAIMED,			/* a job of a key was claimed (undone at abort) */
+	FLOW_KEY_DONE				/* a job of a key finished (at commit) */
+} FlowEventKind;
+
+typedef struct FlowEvent
+{
+	FlowEventKind kind;
+	char		name[NAMEDATALEN];	/* tenant or key */
+	int64		job_id;
+	int64		pushed;
+	int64		finished;
+	int64		claimed;
+	int64		ended;
+} FlowEvent;
+
+/* the pop whose claim statements are running (set by pop.c) */
+typedef struct FlowPop
+{
+	PgqQueue   *queue;
+	QueueShared *qs;
+	int64		bound;			/* keyed jobs only below this id */
+	bool		may_advance;	/* probes may move key watermarks */
+	int			ntaken;			/* tenant reservations of this statement */
+	int			maxtaken;
+	TenantShared **taken;
+} FlowPop;
+
+static LWLock *flow_lock = NULL;	/* protects membership of both hashes */
+static HTAB *tenant_hash = NULL;
+static HTAB *key_hash = NULL;
+static FlowPop *current_pop = NULL;
+
+static const char *key_probe_sql =
+"SELECT j.job_id, l.state FROM %1$s j"
+" LEFT JOIN LATERAL (SELECT s.state FROM %2$s s WHERE s.job_id = j.job_id"
+"                    ORDER BY s.seq DESC LIMIT 1) l ON true"
+" WHERE j.key = $1 AND j.job_id >= $2 AND j.job_id < $3"
+"   AND (l.state IS NULL OR l.state NOT IN ('d', 'x'))"
+" ORDER BY j.job_id LIMIT 1";
+
+/*
+ * pgq_flow_shmem_size
+ *		Bytes of shared memory for the tenant and key tables.
+ */
+Size
+pgq_flow_shmem_size(void)
+{
+	return add_size(hash_estimate_size(PGQ_MAX_TENANTS, sizeof(TenantShared)),
+					hash_estimate_size(PGQ_MAX_KEYS, sizeof(KeyShared)));
+}
+
+/*
+ * pgq_flow_shmem_request
+ *		Reserve the lock of the tenant and key tables (shmem_request_hook).
+ */
+void
+pgq_flow_shmem_request(void)
+{
+	RequestNamedLWLockTranche("pgqueue flow", 1);
+}
+
+/*
+ * pgq_flow_shmem_startup
+ *		Create or attach to the tenant and key tables; the caller holds
+ *		AddinShmemInitLock.
+ */
+void
+pgq_flow_shmem_startup(void)
+{
+	HASHCTL		ctl;
+
+	flow_lock = &(GetNamedLWLockTranche("pgqueue flow"))->lock;
+	ctl.keysize = sizeof(TenantTag);
+	ctl.entrysize = sizeof(TenantShared);
+	tenant_hash = ShmemInitHash("pgqueue tenants", PGQ_MAX_TENANTS, PGQ_MAX_TENANTS,
+								&ctl, HASH_ELEM | HASH_BLOBS);
+	ctl.keysize = sizeof(KeyTag);
+	ctl.entrysize = sizeof(KeyShared);
+	key_hash = ShmemInitHash("pgqueue keys", PGQ_MAX_KEYS, PGQ_MAX_KEYS,
+							 &ctl, HASH_ELEM | HASH_BLOBS);
+}
+
+/*
+ * queue_limited, tenant_limited
+ *		Whether a queue has limits of its own, or per tenant.
+ */
+static bool
+queue_limited(PgqQueue *queue)
+{
+	return queue->max_in_flight > 0 || queue->max_depth > 0 ||
+		queue->push_rate > 0 || queue->pop_rate > 0;
+}
+
+static bool
+tenant_limited(PgqQueue *queue)
+{
+	return queue->tenant_max_in_flight > 0 || queue->tenant_max_depth > 0 ||
+		queue->tenant_push_rate > 0 || queue->tenant_pop_rate > 0;
+}
+
+/*
+ * require_shmem
+ *		The queue's shared entry; an error when flow control cannot work.
+ */
+static QueueShared *
+require_shmem(PgqQueue *queue, const char *what)
+{
+	QueueShared *qs = NULL;
+
+	if (pgq_shmem_ready())
+		qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
+	if (qs == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s of queue \"%s\" need pgqueue in shared_preload_libraries",
+						what, queue->name),
+				 pgq_shmem_ready()
+				 ? errdetail("The shared table of queues is full.")
+				 : errhint("Add pgqueue to shared_preload_libraries and restart the server.")));
+	return qs;
+}
+
+/*
+ * bucket_take
+ *		Refill a token bucket of rate tokens per second (one second's worth
+ *		at most) and take n tokens if at least keep would remain.
+ */
+static bool
+bucket_take(double *tokens, TimestampTz *at, double rate, TimestampTz now,
+			double n, double keep)
+{
+	double		burst = Max(rate, 1.0);
+
+	if (*at == 0)
+		*tokens = burst;
+	else if (now > *at)
+		*tokens = Min(burst, *tokens + rate * (double) (now - *at) / USECS_PER_SEC);
+	*at = now;
+	if (*tokens - n < keep)
+		return false;
+	*tokens -= n;
+	return true;
+}
+
+/*
+ * shed_keep
+ *		The share of a push bucket that a push of this priority must leave.
+ */
+static double
+shed_keep(double rate, int32 priority)
+{
+	double		share = priority > 0 ? 0.0 : Min(0.9, 0.2 * (1.0 - (double) priority));
+
+	return share * Max(rate, 1.0);
+}
+
+/*
+ * flow_count
+ *		Read a queue's (or one tenant's) unfinished and executing jobs from
+ *		the tables.
+ */
+static void
+flow_count(PgqQueue *queue, const char *tenant, int64 *depth, int64 *inflight)
+{
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		args[2];
+	char		nulls[2] = {' ', tenant ? ' ' : 'n'};
+	bool		isnull;
+
+	args[0] = Int32GetDatum(queue->queue_id);
+	args[1] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT depth, inflight FROM pgqueue._flow_count($1, $2)",
+							  2, argtypes, args, nulls, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not count the jobs of queue \"%s\"", queue->name);
+	*depth = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*inflight = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_finish();
+}
+
+/*
+ * ensure_counted
+ *		Make the committed counts of a queue (tenant NULL) or tenant valid,
+ *		reading them from the tables if they are not.
+ */
+static void
+ensure_counted(PgqQueue *queue, QueueShared *qs, FlowShared *flow, slock_t *mutex,
+			   const char *tenant)
+{
+	uint64		gen;
+	bool		known;
+	int64		depth;
+	int64		inflight;
+
+	SpinLockAcquire(&qs->mutex);
+	gen = qs->flow_gen;
+	SpinLockRelease(&qs->mutex);
+	SpinLockAcquire(mutex);
+	known = flow->known && flow->gen == gen;
+	SpinLockRelease(mutex);
+	if (known)
+		return;
+	flow_count(queue, tenant, &depth, &inflight);
+	SpinLockAcquire(mutex);
+	flow->depth = depth;
+	flow->inflight = inflight;
+	flow->gen = gen;
+	flow->known = true;
+	SpinLockRelease(mutex);
+}
+
+/*
+ * tenant_entry
+ *		The shared entry of one tenant of a queue, created on first use if
+ *		create (else NULL if missing).  Entries are never removed, so the
+ *		pointer stays valid.
+ */
+static TenantShared *
+tenant_entry(QueueTag queue, const char *name, bool create)
+{
+	TenantTag	tag;
+	TenantShared *entry;
+	bool		found;
+
+	memset(&tag, 0, sizeof(tag));
+	tag.queue = queue;
+	strlcpy(tag.name, name, NAMEDATALEN);
+	LWLockAcquire(flow_lock, LW_SHARED);
+	entry = hash_search(tenant_hash, &tag, HASH_FIND, NULL);
+	LWLockRelease(flow_lock);
+	if (entry != NULL || !create)
+		return entry;
+
+	LWLockAcquire(flow_lock, LW_EXCLUSIVE);
+	entry = hash_search(tenant_hash, &tag, HASH_ENTER_NULL, &found);
+	if (entry != NULL && !found)
+	{
+		SpinLockInit(&entry->mutex);
+		memset(&entry->flow, 0, sizeof(entry->flow));
+	}
+	LWLockRelease(flow_lock);
+	if (entry == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("too many tenants with limits"),
+				 errdetail("pgqueue tracks at most %d tenants with limits per server.",
+						   PGQ_MAX_TENANTS)));
+	return entry;
+}
+
+/*
+ * add_event
+ *		Add counts to a tenant's event of a note, or a key event.
+ */
+static FlowEvent *
+add_event(FlowNote *note, FlowEventKind kind, const char *name, int64 job_id)
+{
+	ListCell   *lc;
+	FlowEvent  *ev;
+	MemoryContext old;
+
+	if (kind == FLOW_TENANT)
+		foreach(lc, note->events)
+		{
+			ev = lfirst(lc);
+			if (ev->kind == FLOW_TENANT && strcmp(ev->name, name) == 0)
+				return ev;
+		}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	ev = palloc0(sizeof(FlowEvent));
+	ev->kind = kind;
+	strlcpy(ev->name, name, NAMEDATALEN);
+	ev->job_id = job_id;
+	note->events = lappend(note->events, ev);
+	MemoryContextSwitchTo(old);
+	return ev;
+}
+
+/*
+ * settle
+ *		Apply one transaction's counts to a FlowShared at its end.
+ */
+static void
+settle(FlowShared *flow, int64 pushed, int64 finished, int64 claimed, int64 ended,
+	   bool commit)
+{
+	flow->pending -= pushed;
+	flow->claiming -= claimed;
+	if (commit)
+	{
+		flow->depth += pushed - finished;
+		flow->inflight += claimed - ended;
+	}
+}
+
+/*
+ * key_tag
+ *		The shared name of a key; false if the key is too long to cache.
+ */
+static bool
+key_tag(QueueTag queue, text *key, KeyTag *tag)
+{
+	int			len = VARSIZE_ANY_EXHDR(key);
+
+	if (len >= NAMEDATALEN || memchr(VARDATA_ANY(key), '\0', len) != NULL)
+		return false;
+	memset(tag, 0, sizeof(*tag));
+	tag->queue = queue;
+	memcpy(tag->key, VARDATA_ANY(key), len);
+	return true;
+}
+
+/*
+ * key_update
+ *		Change a key's shared entry under the lock, creating it (evicting
+ *		another one when the table is full) if create.  op: 'c'laimed,
+ *		'u'nclaimed (abort), 'd'one, 'p'robed.  For 'p', job_id is the job
+ *		probed, blocker the first unfinished job below it (0: none) and
+ *		executing whether that one is executing.
+ */
+static void
+key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool executing,
+		   bool may_advance, bool create)
+{
+	KeyShared  *entry;
+	bool		found;
+
+	LWLockAcquire(flow_lock, create ? LW_EXCLUSIVE : LW_SHARED);
+	entry = hash_search(key_hash, tag, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	if (entry == NULL && create)
+	{
+		HASH_SEQ_STATUS status;
+		KeyShared  *victim;
+
+		hash_seq_init(&status, key_hash);
+		victim = hash_seq_search(&status);
+		if (victim != NULL)
+		{
+			hash_seq_term(&status);
+			hash_search(key_hash, &victim->tag, HASH_REMOVE, NULL);
+			entry = hash_search(key_hash, tag, HASH_ENTER_NULL, &found);
+		}
+	}
+	if (entry == NULL)
+	{
+		LWLockRelease(flow_lock);
+		return;
+	}
+	if (!found)
+	{
+		SpinLockInit(&entry->mutex);
+		entry->gen = gen;
+		entry->watermark = 0;
+		entry->held = 0;
+		entry->held_at = 0;
+	}
+
+	SpinLockAcquire(&entry->mutex);
+	if (entry->gen != gen)
+	{
+		if (op == 'c')
+		{
+			/* a claim is news for any generation */
+			entry->gen = gen;
+			entry->watermark = 0;
+			entry->held = 0;
+		}
+		else
+			op = 0;
+	}
+	switch (op)
+	{
+		case 'c':
+			entry->held = job_id;
+			entry->held_at = GetCurrentTimestamp();
+			break;
+		case 'u':
+			if (entry->held == job_id)
+				entry->held = 0;
+			break;
+		case 'd':
+			if (entry->held == job_id)
+				entry->held = 0;
+			if (entry->watermark == job_id)
+				entry->watermark = job_id + 1;
+			break;
+		case 'p':
+			if (blocker != 0)
+			{
+				if (executing)
+				{
+					entry->held = blocker;
+					entry->held_at = GetCurrentTimestamp();
+				}
+				if (may_advance && blocker > entry->watermark)
+					entry->watermark = blocker;
+			}
+			else
+			{
+				if (entry->held != job_id)
+					entry->held = 0;
+				if (may_advance && job_id > entry->watermark)
+					entry->watermark = job_id;
+			}
+			break;
+	}
+	SpinLockRelease(&entry->mutex);
+	LWLockRelease(flow_lock);
+}
+
+/*
+ * key_probe
+ *		The first unfinished job of a key with an id in [lo, hi), in any
+ *		block: returns its id (0: none) and whether it is executing; -1 if
+ *		a block that may hold one is being compacted.
+ */
+static int64
+key_probe(FlowPop *pop, text *key, int64 lo, int64 hi, bool *executing)
+{
+	PgqQueue   *queue = pop->queue;
+	Oid			argtypes[3] = {TEXTOID, INT8OID, INT8OID};
+	Datum		args[3];
+	int64		found = 0;
+
+	args[0] = PointerGetDatum(key);
+	args[1] = Int64GetDatum(lo);
+	args[2] = Int64GetDatum(hi);
+	*executing = false;
+	SPI_connect();
+	for (int i = 0; i < queue->nblocks && found == 0; i++)
+	{
+		PgqBlock   *block = &queue->blocks[i];
+		SPIPlanPtr	plan;
+
+		if (block->last_id < lo || block->first_id >= hi || block->state == 'd')
+			continue;
+		if (!pgq_block_open(block, false))
+		{
+			found = -1;
+			break;
+		}
+		plan = pgq_block_plan(queue, block, PGQ_PLAN_KEY_PROBE, key_probe_sql, 3, argtypes);
+		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the jobs of a key of queue \"%s\"", queue->name);
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		state;
+
+			found = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												1, &isnull));
+			state = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			*executing = !isnull && DatumGetChar(state) == PGQ_EXECUTING;
+		}
+	}
+	SPI_finish();
+	return found;
+}
+
+/*
+ * key_ready
+ *		Whether job_id, a job of key, may be claimed now (see the file
+ *		header).
+ */
+static bool
+key_ready(FlowPop *pop, text *key, int64 job_id)
+{
+	KeyTag		tag;
+	bool		cached;
+	int64		lo = pop->queue->nblocks > 0 ? pop->queue->blocks[0].first_id : job_id;
+	uint64		gen;
+	int64		blocker;
+	bool		executing;
+
+	if (job_id >= pop->bound)
+		return false;
+	cached = key_tag(pgq_queue_tag(pop->queue), key, &tag);
+	SpinLockAcquire(&pop->qs->mutex);
+	gen = pop->qs->key_gen;
+	SpinLockRelease(&pop->qs->mutex);
+
+	if (cached)
+	{
+		KeyShared  *entry;
+		int			verdict = -1;
+
+		LWLockAcquire(flow_lock, LW_SHARED);
+		entry = hash_search(key_hash, &tag, HASH_FIND, NULL);
+		if (entry != NULL)
+		{
+			SpinLockAcquire(&entry->mutex);
+			if (entry->gen == gen)
+			{
+				if (entry->held != 0 && entry->held != job_id &&
+					GetCurrentTimestamp() - entry->held_at < PGQ_HELD_TTL)
+					verdict = 0;
+				else if (entry->watermark == job_id &&
+						 (entry->held == 0 || entry->held == job_id))
+					verdict = 1;
+				else if (entry->watermark != 0 && entry->watermark < job_id)
+					lo = Max(lo, entry->watermark);
+			}
+			SpinLockRelease(&entry->mutex);
+		}
+		LWLockRelease(flow_lock);
+		if (verdict >= 0)
+			return verdict == 1;
+	}
+
+	blocker = key_probe(pop, key, lo, job_id, &executing);
+	if (blocker < 0)
+		return false;
+	if (cached)
+		key_update(&tag, gen, 'p', job_id, blocker, executing, pop->may_advance,
+				   executing || blocker == 0);
+	return blocker == 0;
+}
+
+/*
+ * pgq_key_ready
+ *		SQL: pgqueue._key_ready(key, job_id), for the claim statements of
+ *		queue_pop only.
+ */
+Datum
+pgq_key_ready(PG_FUNCTION_ARGS)
+{
+	if (current_pop == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgqueue._key_ready can only be used by queue_pop")));
+	PG_RETURN_BOOL(key_ready(current_pop, PG_GETARG_TEXT_PP(0), PG_GETARG_INT64(1)));
+}
+
+/*
+ * pgq_tenant_take
+ *		SQL: pgqueue._take(tenant), for the claim statements of queue_pop
+ *		only: reserve room for one more claim of the tenant under its
+ *		in-flight cap and pop rate.  pgq_flow_claims_done settles the
+ *		reservations with what was claimed.
+ */
+Datum
+pgq_tenant_take(PG_FUNCTION_ARGS)
+{
+	FlowPop    *pop = current_pop;
+	PgqQueue   *queue;
+	TenantShared *tenant;
+	char		name[NAMEDATALEN];
+	bool		ok = true;
+
+	if (pop == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgqueue._take can only be used by queue_pop")));
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(true);
+	queue = pop->queue;
+	pgq_check_tenant(PG_GETARG_TEXT_PP(0), name);
+	tenant = tenant_entry(pgq_queue_tag(queue), name, true);
+	if (queue->tenant_max_in_flight > 0)
+		ensure_counted(queue, pop->qs, &tenant->flow, &tenant->mutex, name);
+
+	SpinLockAcquire(&tenant->mutex);
+	if (queue->tenant_max_in_flight > 0 &&
+		tenant->flow.inflight + tenant->flow.claiming >= queue->tenant_max_in_flight)
+		ok = false;
+	if (ok && queue->tenant_pop_rate > 0 &&
+		!bucket_take(&tenant->flow.pop_tokens, &tenant->flow.pop_at, queue->tenant_pop_rate,
+					 GetCurrentTimestamp(), 1.0, 0.0))
+		ok = false;
+	if (ok)
+		tenant->flow.claiming++;
+	SpinLockRelease(&tenant->mutex);
+
+	if (ok)
+	{
+		if (pop->ntaken == pop->maxtaken)
+		{
+			pop->maxtaken = Max(16, pop->maxtaken * 2);
+			pop->taken = pop->taken == NULL
+				? MemoryContextAlloc(TopTransactionContext, sizeof(TenantShared *) * pop->maxtaken)
+				: repalloc(pop->taken, sizeof(TenantShared *) * pop->maxtaken);
+		}
+		pop->taken[pop->ntaken++] = tenant;
+	}
+	PG_RETURN_BOOL(ok);
+}
+
+/*
+ * pgq_flow_pop_begin
+ *		Start a pop: check that the queue's flow control can work, reserve
+ *		up to n claims under the queue's cap and pop rate and return how many
+ *		may be claimed.  bound is the bound of open pushes (0: keyed jobs
+ *		cannot be claimed now).
+ */
+int
+pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_advance)
+{
+	static FlowPop pop;
+	QueueShared *qs = NULL;
+	int			allowed = n;
+
+	if (queue_limited(queue) || tenant_limited(queue))
+		qs = require_shmem(queue, "the limits");
+	else if (pgq_shmem_ready())
+		qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
+
+	if (qs != NULL && queue->max_in_flight > 0)
+		ensure_counted(queue, qs, &qs->flow, &qs->mutex, NULL);
+	if (qs != NULL && queue_limited(queue))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		SpinLockAcquire(&qs->mutex);
+		if (queue->max_in_flight > 0)
+			allowed = (int) Max(0, Min((int64) allowed, queue->max_in_flight -
+									   qs->flow.inflight - qs->flow.claiming));
+		if (queue->pop_rate > 0 && allowed > 0)
+		{
+			bucket_take(&qs->flow.pop_tokens, &qs->flow.pop_at, queue->pop_rate, now, 0.0, 0.0);
+			allowed = (int) Min((double) allowed, floor(qs->flow.pop_tokens));
+			qs->flow.pop_tokens -= allowed;
+		}
+		qs->flow.claiming += allowed;
+		SpinLockRelease(&qs->mutex);
+	}
+
+	memset(&pop, 0, sizeof(pop));
+	pop.queue = queue;
+	pop.qs = qs;
+	pop.bound = qs != NULL ? bound : 0;
+	pop.may_advance = may_advance;
+	current_pop = &pop;
+	return allowed;
+}
+
+/*
+ * pgq_flow_rotation
+ *		Where a fair pop starts dealing claims among tenants: a counter
+ *		shared by the queue's pops, so that pops of one job each take turns.
+ */
+uint32
+pgq_flow_rotation(void)
+{
+	static uint32 local = 0;
+	uint32		r;
+
+	if (current_pop == NULL || current_pop->qs == NULL)
+		return local++;
+	SpinLockAcquire(&current_pop->qs->mutex);
+	r = current_pop->qs->rr++;
+	SpinLockRelease(&current_pop->qs->mutex);
+	return r;
+}
+
+/*
+ * pgq_flow_claimed
+ *		A claim statement claimed a job: note its tenant and key.
+ */
+void
+pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id)
+{
+	FlowPop    *pop = current_pop;
+	FlowNote   *note;
+
+	if (pop == NULL || pop->qs == NULL ||
+		(key == NULL && !queue_limited(queue) && (tenant == NULL || !tenant_limited(queue))))
+		return;
+	note = pgq_flow_note(queue);
+	if (queue_limited(queue))
+		note->claimed++;
+	if (tenant != NULL && tenant_limited(queue))
+	{
+		char		name[NAMEDATALEN];
+
+		pgq_check_tenant(tenant, name);
+		add_event(note, FLOW_TENANT, name, 0)->claimed++;
+	}
+	if (key != NULL)
+	{
+		KeyTag		tag;
+		uint64		gen;
+
+		if (!key_tag(pgq_queue_tag(queue), key, &tag))
+			return;
+		SpinLockAcquire(&pop->qs->mutex);
+		gen = pop->qs->key_gen;
+		SpinLockRelease(&pop->qs->mutex);
+		key_update(&tag, gen, 'c', job_id, 0, false, false, true);
+		add_event(note, FLOW_KEY_CLAIMED, tag.key, job_id);
+	}
+}
+
+/*
+ * give_back
+ *		Return one tenant reservation that did not become a claim.
+ */
+static void
+give_back(FlowPop *pop, TenantShared *tenant)
+{
+	SpinLockAcquire(&tenant->mutex);
+	tenant->flow.claiming--;
+	if (pop->queue->tenant_pop_rate > 0)
+		tenant->flow.pop_tokens += 1.0;
+	SpinLockRelease(&tenant->mutex);
+}
+
+/*
+ * pgq_flow_claims_done
+ *		After a claim statement: give back the tenant reservations that did
+ *		not become claims (claimed_tenants: the tenants of the jobs claimed).
+ */
+void
+pgq_flow_claims_done(text **claimed_tenants, int nclaimed)
+{
+	FlowPop    *pop = current_pop;
+
+	if (pop == NULL || pop->ntaken == 0)
+		return;
+	for (int i = 0; i < pop->ntaken; i++)
+	{
+		TenantShared *tenant = pop->taken[i];
+		bool		used = false;
+
+		/* match each claim with one reservation of its tenant */
+		for (int c = 0; c < nclaimed && !used; c++)
+		{
+			char		name[NAMEDATALEN];
+
+			if (claimed_tenants[c] == NULL)
+				continue;
+			pgq_check_tenant(claimed_tenants[c], name);
+			if (strcmp(name, tenant->tag.name) == 0)
+			{
+				claimed_tenants[c] = NULL;
+				used = true;
+			}
+		}
+		if (!used)
+			give_back(pop, tenant);
+	}
+	pop->ntaken = 0;
+}
+
+/*
+ * pgq_flow_pop_end
+ *		End a pop that reserved reserved claims and claimed claimed jobs:
+ *		give back the rest.  Also called on error, with claimed 0 (the
+ *		transaction's note then releases what was claimed).
+ */
+void
+pgq_flow_pop_end(int reserved, int claimed)
+{
+	FlowPop    *pop = current_pop;
+
+	current_pop = NULL;
+	if (pop == NULL)
+		return;
+	/* reservations of a claim statement that failed */
+	for (int i = 0; i < pop->ntaken; i++)
+		give_back(pop, pop->taken[i]);
+	pop->ntaken = 0;
+	if (pop->qs == NULL || !queue_limited(pop->queue))
+		return;
+	SpinLockAcquire(&pop->qs->mutex);
+	pop->qs->flow.claiming -= reserved - claimed;
+	if (pop->queue->pop_rate > 0)
+		pop->qs->flow.pop_tokens += reserved - claimed;
+	SpinLockRelease(&pop->qs->mutex);
+}
+
+/*
+ * pgq_flow_push
+ *		Admit a push of n jobs, or raise PQ004 (rate limited) or PQ005
+ *		(queue full): check the maximum depths and take tokens from the push
+ *		buckets, with priority-aware shedding, and reserve the jobs' depth
+ *		until the transaction ends.  Also refuses keys and limits without
+ *		shared memory.
+ */
+void
+pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *tenant_nulls,
+			  Datum *priorities)
+{
+	QueueShared *qs;
+	FlowNote   *note;
+	bool		keyed = false;
+	bool		by_tenant = tenant_limited(queue);
+	int32		min_priority = PG_INT32_MAX;
+	TimestampTz now;
+	char	   *names = NULL;
+	int		   *counts = NULL;
+	int			ntenants = 0;
+	int			done = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		keyed |= !key_nulls[i];
+		min_priority = Min(min_priority, DatumGetInt32(priorities[i]));
+	}
+	if (!keyed && !queue_limited(queue) && !by_tenant)
+		return;
+	qs = require_shmem(queue, keyed && !queue_limited(queue) && !by_tenant
+					   ? "ordering keys" : "the limits");
+	if (!queue_limited(queue) && !by_tenant)
+		return;
+
+	/* the distinct tenants of the push with their job counts */
+	if (by_tenant)
+	{
+		names = palloc(NAMEDATALEN * n);
+		counts = palloc0(sizeof(int) * n);
+		for (int i = 0; i < n; i++)
+		{
+			char		name[NAMEDATALEN];
+			int			t;
+
+			if (tenant_nulls[i])
+				continue;
+			pgq_check_tenant(DatumGetTextPP(tenants[i]), name);
+			for (t = 0; t < ntenants; t++)
+				if (strcmp(names + t * NAMEDATALEN, name) == 0)
+					break;
+			if (t == ntenants)
+				memcpy(names + ntenants++ * NAMEDATALEN, name, NAMEDATALEN);
+			counts[t]++;
+		}
+	}
+
+	if (queue->max_depth > 0)
+		ensure_counted(queue, qs, &qs->flow, &qs->mutex, NULL);
+	now = GetCurrentTimestamp();
+	SpinLockAcquire(&qs->mutex);
+	if (queue->max_depth > 0 &&
+		qs->flow.depth + qs->flow.pending + n > queue->max_depth)
+	{
+		int64		depth = qs->flow.depth + qs->flow.pending;
+
+		SpinLockRelease(&qs->mutex);
+		ereport(ERROR,
+				(errcode(ERRCODE_PGQ_QUEUE_FULL),
+				 errmsg("queue \"%s\" is full", queue->name),
+				 errdetail("It holds %lld unfinished jobs, at most %lld are allowed; this push adds %d.",
+						   (long long) depth, (long long) queue->max_depth, n),
+				 errhint("Retry later, when consumers have caught up.")));
+	}
+	if (queue->push_rate > 0 &&
+		!bucket_take(&qs->flow.push_tokens, &qs->flow.push_at, queue->push_rate, now, n,
+					 shed_keep(queue->push_rate, min_priority)))
+	{
+		SpinLockRelease(&qs->mutex);
+		ereport(ERROR,
+				(errcode(ERRCODE_PGQ_RATE_LIMITED),
+				 errmsg("push to queue \"%s\" is rate limited", queue->name),
+				 errdetail("The queue takes %g jobs per second; priority %d may not use the last %.0f %% of the bucket.",
+						   queue->push_rate, min_priority,
+						   100.0 * shed_keep(queue->push_rate, min_priority) / Max(queue->push_rate, 1.0)),
+				 errhint("Retry later.")));
+	}
+	qs->flow.pending += n;
+	SpinLockRelease(&qs->mutex);
+	note = pgq_flow_note(queue);
+	note->pushed += n;
+
+	PG_TRY();
+	{
+		for (; done < ntenants; done++)
+		{
+			char	   *name = names + done * NAMEDATALEN;
+			TenantShared *tenant = tenant_entry(pgq_queue_tag(queue), name, true);
+			int			c = counts[done];
+
+			if (queue->tenant_max_depth > 0)
+				ensure_counted(queue, qs, &tenant->flow, &tenant->mutex, name);
+			SpinLockAcquire(&tenant->mutex);
+			if (queue->tenant_max_depth > 0 &&
+				tenant->flow.depth + tenant->flow.pending + c > queue->tenant_max_depth)
+			{
+				SpinLockRelease(&tenant->mutex);
+				ereport(ERROR,
+						(errcode(ERRCODE_PGQ_QUEUE_FULL),
+						 errmsg("tenant \"%s\" of queue \"%s\" is full", name, queue->name),
+						 errdetail("A tenant may have at most %lld unfinished jobs.",
+								   (long long) queue->tenant_max_depth),
+						 errhint("Retry later, when consumers have caught up.")));
+			}
+			if (queue->tenant_push_rate > 0 &&
+				!bucket_take(&tenant->flow.push_tokens, &tenant->flow.push_at,
+							 queue->tenant_push_rate, now, c,
+							 shed_keep(queue->tenant_push_rate, min_priority)))
+			{
+				SpinLockRelease(&tenant->mutex);
+				ereport(ERROR,
+						(errcode(ERRCODE_PGQ_RATE_LIMITED),
+						 errmsg("push to tenant \"%s\" of queue \"%s\" is rate limited",
+								name, queue->name),
+						 errdetail("A tenant may push %g jobs per second.", queue->tenant_push_rate),
+						 errhint("Retry later.")));
+			}
+			tenant->flow.pending += c;
+			SpinLockRelease(&tenant->mutex);
+			add_event(note, FLOW_TENANT, name, 0)->pushed += c;
+		}
+	}
+	PG_CATCH();
+	{
+		/* give the queue's tokens back; the note releases the reservations */
+		if (queue->push_rate > 0)
+		{
+			SpinLockAcquire(&qs->mutex);
+			qs->flow.push_tokens += n;
+			SpinLockRelease(&qs->mutex);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * pgq_flow_finished
+ *		A lease of a job ended (ack, fail, release) into state: count it,
+ *		and at commit let the next job of its key go if the job finished.
+ */
+void
+pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char state)
+{
+	FlowNote   *note;
+	bool		terminal = state == PGQ_SUCCEEDED || state == PGQ_ABORTED;
+
+	if (!pgq_shmem_ready())
+		return;
+	note = pgq_flow_note(queue);
+	if (queue_limited(queue))
+	{
+		note->ended++;
+		note->finished += terminal ? 1 : 0;
+	}
+	if (tenant != NULL && tenant_limited(queue))
+	{
+		char		name[NAMEDATALEN];
+		FlowEvent  *ev;
+
+		pgq_check_tenant(tenant, name);
+		ev = add_event(note, FLOW_TENANT, name, 0);
+		ev->ended++;
+		ev->finished += terminal ? 1 : 0;
+	}
+	if (key != NULL && terminal)
+	{
+		KeyTag		tag;
+
+		if (key_tag(pgq_queue_tag(queue), key, &tag))
+			add_event(note, FLOW_KEY_DONE, tag.key, job_id);
+	}
+}
+
+/*
+ * pgq_flow_apply
+ *		Apply a (sub)transaction's flow note at its end (from wakeup.c).
+ */
+void
+pgq_flow_apply(QueueShared *qs, QueueTag tag, FlowNote *note, bool commit)
+{
+	ListCell   *lc;
+	uint64		gen;
+
+	SpinLockAcquire(&qs->mutex);
+	settle(&qs->flow, note->pushed, note->finished, note->claimed, note->ended, commit);
+	if (commit && note->stale)
+	{
+		qs->flow.known = false;
+		qs->flow_gen++;
+		qs->key_gen++;
+	}
+	gen = qs->key_gen;
+	SpinLockRelease(&qs->mutex);
+
+	foreach(lc, note->events)
+	{
+		FlowEvent  *ev = lfirst(lc);
+
+		if (ev->kind == FLOW_TENANT)
+		{
+			TenantShared *tenant = tenant_entry(tag, ev->name, false);
+
+			if (tenant == NULL)
+				continue;
+			SpinLockAcquire(&tenant->mutex);
+			settle(&tenant->flow, ev->pushed, ev->finished, ev->claimed, ev->ended, commit);
+			SpinLockRelease(&tenant->mutex);
+		}
+		else if (ev->kind == FLOW_KEY_CLAIMED ? !commit : commit)
+		{
+			KeyTag		ktag;
+
+			memset(&ktag, 0, sizeof(ktag));
+			ktag.queue = tag;
+			strlcpy(ktag.key, ev->name, NAMEDATALEN);
+			key_update(&ktag, gen, ev->kind == FLOW_KEY_CLAIMED ? 'u' : 'd', ev->job_id,
+					   0, false, false, false);
+		}
+	}
+}

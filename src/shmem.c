@@ -340,9 +340,12 @@ pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority)
 /*
  * pgq_lane_bound
  *		Step one of advancing a lane: the highest watermark the pushes seen
- *		now allow, taken before the snapshot that looks for unclaimed jobs.
- *		Returns 0 (no advance possible) when shared memory is missing or a
- *		push is still allocating.
+ *		now allow, taken before the snapshot that looks for unclaimed jobs;
+ *		pushes of this transaction do not count, since it sees them (it only
+ *		advances lanes before it writes anything).  Also the bound below
+ *		which keyed jobs may be claimed (flow.c).  Returns 0 (no advance
+ *		possible) when shared memory is missing or a push is still
+ *		allocating.
  */
 int64
 pgq_lane_bound(PgqQueue *queue)
@@ -367,6 +370,10 @@ pgq_lane_bound(PgqQueue *queue)
 	for (int i = 0; i < shared->nslots; i++)
 	{
 		PushSlot   *slot = &shared->slots[i];
+
+		/* this transaction sees its own pushes */
+		if (slot == my_slot())
+			continue;
 
 		SpinLockAcquire(&slot->mutex);
 		if (slot->many)

@@ -169,7 +169,7 @@ SELECT is(pgqueue.queue_push('w_notify', '{"n": 1}'), 1::bigint,
 -- this transaction they are all 0 and the two pops above are not counted
 --
 SELECT columns_are('pgqueue', 'stats',
-	ARRAY['queue', 'available', 'scheduled', 'executing', 'failed', 'succeeded', 'aborted',
+	ARRAY['queue', 'available', 'blocked', 'scheduled', 'executing', 'failed', 'succeeded', 'aborted',
 		  'oldest_waiting', 'blocks', 'pushed', 'popped', 'acked', 'failed_attempts',
 		  'aborted_jobs', 'waiters'],
 	'pgqueue.stats has the depth columns and the shared counters');

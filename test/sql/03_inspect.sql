@@ -13,7 +13,7 @@ SELECT pgqueue.queue_create('other');
 
 SELECT array_length(pgqueue.queue_push_batch('inspect',
 		   array_agg(jsonb_build_object('n', i) ORDER BY i),
-		   keys => array_agg('k' || i % 3 ORDER BY i),
+		   keys => array_agg('k' || i ORDER BY i),
 		   priorities => array_agg(CASE WHEN i = 150 THEN 1 ELSE 0 END ORDER BY i)), 1) AS pushed
   FROM generate_series(1, 150) i;
 SELECT pgqueue.queue_push('inspect', '{"n": "later"}', run_at => now() + interval '1 hour') AS later;

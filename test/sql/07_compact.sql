@@ -238,7 +238,7 @@ SELECT pgqueue.queue_create('c_move', block_size => 100, retention => '0',
 							backoff_jitter => 0, max_attempts => 3);
 SELECT array_length(pgqueue.queue_push_batch('c_move',
 		   array_agg(jsonb_build_object('n', i) ORDER BY i),
-		   keys => array_agg('k' || i % 7 ORDER BY i)), 1) AS pushed
+		   keys => array_agg('k' || i ORDER BY i)), 1) AS pushed
   FROM generate_series(1, 195) i;
 SELECT array_length(pgqueue.queue_push_batch('c_move',
 		   array_agg(jsonb_build_object('later', i) ORDER BY i),

@@ -121,6 +121,7 @@ typedef struct PgqWait
 	TimestampTz attempt_at;		/* start of the last attempt to claim */
 	TimestampTz next_due;		/* the queue's next_due before that attempt */
 	uint64		due_gen;
+	bool		limited;		/* flow control held that attempt back: poll */
 } PgqWait;
 
 /* GUCs (pgqueue.c, worker.c) */

@@ -513,10 +513,11 @@ advance_lane(PgqQueue *queue, Lane *lane, Tenants *tenants, int64 bound)
 /*
  * pop_once
  *		One attempt to claim up to n jobs of the queue, added to the result.
- *		Returns how many it claimed.
+ *		Returns how many it claimed; *limited, if given, tells whether a cap
+ *		or rate limit allowed fewer than n.
  */
 static int
-pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo)
+pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *limited)
 {
 	PgqQueue   *queue = pgq_queue_get(name);
 	Lane	   *lanes;
@@ -545,6 +546,8 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo)
 	allowed = pgq_flow_pop_begin(queue, n, Max(bound, 0),
 								 GetTopTransactionIdIfAny() == InvalidTransactionId);
 	remaining = allowed;
+	if (limited != NULL)
+		*limited = allowed < n;
 
 	PG_TRY();
 	{
@@ -639,7 +642,7 @@ pgq_pop(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	SPI_connect();
-	if (pop_once(name, n, lease, rsinfo) == 0 && wait != NULL)
+	if (pop_once(name, n, lease, rsinfo, NULL) == 0 && wait != NULL)
 	{
 		PgqWait		w;
 		TimestampTz deadline;
@@ -653,7 +656,7 @@ pgq_pop(PG_FUNCTION_ARGS)
 			for (;;)
 			{
 				pgq_wait_mark(&w);
-				if (pop_once(name, n, lease, rsinfo) > 0 || !pgq_wait_sleep(&w))
+				if (pop_once(name, n, lease, rsinfo, &w.limited) > 0 || !pgq_wait_sleep(&w))
 					break;
 			}
 		}

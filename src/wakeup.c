@@ -288,6 +288,7 @@ void
 pgq_wait_mark(PgqWait *wait)
 {
 	wait->attempt_at = GetCurrentTimestamp();
+	wait->limited = false;
 	if (wait->qs == NULL)
 		return;
 	SpinLockAcquire(&wait->qs->mutex);
@@ -326,7 +327,8 @@ pgq_wait_sleep(PgqWait *wait)
 			until = wait->qs->next_due;
 		SpinLockRelease(&wait->qs->mutex);
 	}
-	else
+	/* nothing signals when a cap or a rate lets jobs go again */
+	if (wait->qs == NULL || wait->limited)
 		until = Min(until, now + (TimestampTz) pgq_poll_interval * 1000);
 
 	timeout_ms = (long) ((until - now + 999) / 1000);

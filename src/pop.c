@@ -61,11 +61,17 @@ static const char *lanes_sql =
 /*
  * The filters every claim applies to a candidate: a job with a key waits
  * for the earlier jobs of its key, and with tenant limits the tenant must
- * have room (flow.c; both are costed to run after the other conditions).
+ * have room (flow.c).  They must run after the candidate's other
+ * conditions, on jobs that can be claimed: they are costed high, which
+ * orders them last among the conditions of one scan, and the claims below
+ * keep the other conditions in that scan (the never-claimed test is a
+ * subplan, OFFSET 0 keeps it from becoming an anti-join evaluated above the
+ * scan) or, for the waiting claim, make the filters conditions of the join
+ * (x names the status row).
  */
-#define CLAIM_FLOW_FILTERS \
-"    AND (j.key IS NULL OR pgqueue._key_ready(j.key, j.job_id))" \
-"    AND (NOT $7 OR pgqueue._take(j.tenant))"
+#define CLAIM_FLOW_FILTERS(x) \
+"    AND (j.key IS NULL OR pgqueue._key_ready(j.key, " x ".job_id))" \
+"    AND (NOT $7 OR (" x ".job_id IS NOT NULL AND pgqueue._take(j.tenant)))"
 
 static const char *claim_waiting_sql =
 "WITH c AS ("
@@ -74,7 +80,7 @@ static const char *claim_waiting_sql =
 "  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id"
 "  WHERE s.state IN ('a', 's', 'f') AND s.due_at <= $1 AND j.priority = $2"
 "    AND NOT EXISTS (SELECT 1 FROM %2$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)"
-CLAIM_FLOW_FILTERS
+CLAIM_FLOW_FILTERS("s")
 "  ORDER BY s.job_id LIMIT $3"
 "  FOR UPDATE OF j SKIP LOCKED),"
 " i AS ("
@@ -99,8 +105,9 @@ static const char *claim_fresh_sql =
 "  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "  FROM %1$s j"
 "  WHERE j.priority = $2 AND coalesce(j.tenant, '') = '' AND j.job_id >= $4"
-"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
-CLAIM_FLOW_FILTERS
+"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4"
+"                    OFFSET 0)"
+CLAIM_FLOW_FILTERS("j")
 "  ORDER BY j.job_id LIMIT $3"
 "  FOR UPDATE SKIP LOCKED),"
 " i AS ("
@@ -135,8 +142,9 @@ static const char *claim_fair_sql =
 "  CROSS JOIN LATERAL ("
 "   SELECT j.job_id FROM %1$s j"
 "   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= $4"
-"     AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
-CLAIM_FLOW_FILTERS
+"     AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4"
+"                     OFFSET 0)"
+CLAIM_FLOW_FILTERS("j")
 "   ORDER BY j.job_id LIMIT t.quota) y),"
 " c AS ("
 "  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
@@ -163,16 +171,22 @@ typedef struct Lane
 	int64		watermark;		/* no unclaimed job of the lane below this */
 } Lane;
 
-/* the tenants of a fair lane and their shares of one claim */
+/*
+ * The tenants of one priority's lanes and their shares of a pop: each
+ * round deals the claims still wanted (share), and each lane's claim takes
+ * what its tenants' shares leave (quotas = share - got).
+ */
 typedef struct Tenants
 {
 	int			n;
+	int			max;
 	Datum	   *names;			/* text; '' for the jobs without a tenant */
 	char	  **cnames;			/* the same as C strings */
 	int		   *weights;
 	bool	   *active;			/* may still have jobs to claim */
-	Datum	   *quotas;			/* int4 */
+	int		   *share;
 	int		   *got;
+	Datum	   *quotas;			/* int4, for the claim statement */
 } Tenants;
 
 /*
@@ -361,53 +375,76 @@ claim(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind, const char *sql,
 }
 
 /*
- * read_tenants
- *		The tenants of a fair lane with their weights (the queue's
- *		tenant_weights, default 1).
+ * grow
+ *		An array enlarged (or first allocated) to max elements.
  */
-static Tenants *
-read_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, Datum *args, char *nulls)
+static void *
+grow(void *array, Size elem, int max)
+{
+	return array == NULL ? palloc(elem * max) : repalloc(array, elem * max);
+}
+
+/*
+ * add_tenants
+ *		Add the tenants of a lane to a priority's list, with their weights
+ *		(the queue's tenant_weights, default 1); a tenant is active if it
+ *		has a never-claimed job in any of the lanes.
+ */
+static void
+add_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, Tenants *t, Datum *args, char *nulls)
 {
 	SPIPlanPtr	plan = pgq_block_plan(queue, block, PGQ_PLAN_TENANTS, tenants_sql,
 									  CLAIM_NARGS, claim_argtypes);
-	Tenants    *t = palloc0(sizeof(Tenants));
 
 	args[1] = Int32GetDatum(lane->priority);
 	args[3] = Int64GetDatum(lane->watermark);
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the tenants of queue \"%s\"", queue->name);
-	t->n = (int) SPI_processed;
-	t->names = palloc(sizeof(Datum) * Max(t->n, 1));
-	t->cnames = palloc(sizeof(char *) * Max(t->n, 1));
-	t->weights = palloc(sizeof(int) * Max(t->n, 1));
-	t->active = palloc(sizeof(bool) * Max(t->n, 1));
-	t->quotas = palloc(sizeof(Datum) * Max(t->n, 1));
-	t->got = palloc(sizeof(int) * Max(t->n, 1));
-	for (int i = 0; i < t->n; i++)
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		text	   *name = DatumGetTextPCopy(SPI_getbinval(SPI_tuptable->vals[i],
-														  SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *name = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[r],
+															 SPI_tuptable->tupdesc, 1, &isnull));
+		bool		waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r],
+														 SPI_tuptable->tupdesc, 2, &isnull));
+		int			i;
 		JsonbValue	v;
 
-		t->names[i] = PointerGetDatum(name);
-		t->cnames[i] = text_to_cstring(name);
+		for (i = 0; i < t->n; i++)
+			if (strcmp(t->cnames[i], name) == 0)
+				break;
+		if (i < t->n)
+		{
+			t->active[i] |= waiting;
+			continue;
+		}
+		if (t->n == t->max)
+		{
+			t->max = Max(16, t->max * 2);
+			t->names = grow(t->names, sizeof(Datum), t->max);
+			t->cnames = grow(t->cnames, sizeof(char *), t->max);
+			t->weights = grow(t->weights, sizeof(int), t->max);
+			t->active = grow(t->active, sizeof(bool), t->max);
+			t->share = grow(t->share, sizeof(int), t->max);
+			t->got = grow(t->got, sizeof(int), t->max);
+			t->quotas = grow(t->quotas, sizeof(Datum), t->max);
+		}
+		t->cnames[i] = name;
+		t->names[i] = CStringGetTextDatum(name);
+		t->active[i] = waiting;
 		t->weights[i] = 1;
-		t->active[i] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
-												  SPI_tuptable->tupdesc, 2, &isnull));
-		if (getKeyJsonValueFromContainer(&queue->tenant_weights->root, VARDATA_ANY(name),
-										 VARSIZE_ANY_EXHDR(name), &v) != NULL &&
+		if (getKeyJsonValueFromContainer(&queue->tenant_weights->root, name, strlen(name), &v) != NULL &&
 			v.type == jbvNumeric)
 			t->weights[i] = DatumGetInt32(DirectFunctionCall1(numeric_int4,
 															  NumericGetDatum(v.val.numeric)));
+		t->n++;
 	}
-	return t;
 }
 
 /*
  * share_out
  *		Deal wanted claims to the active tenants, weighted round-robin from
- *		tenant start on.  Returns false if no tenant is active.
+ *		the start-th active tenant on.  Returns false if none is active.
  */
 static bool
 share_out(Tenants *t, int wanted, uint32 start)
@@ -417,7 +454,7 @@ share_out(Tenants *t, int wanted, uint32 start)
 
 	for (int i = 0; i < t->n; i++)
 	{
-		t->quotas[i] = Int32GetDatum(0);
+		t->share[i] = 0;
 		t->got[i] = 0;
 		if (t->active[i])
 			active[nactive++] = i;
@@ -428,7 +465,7 @@ share_out(Tenants *t, int wanted, uint32 start)
 			int			i = active[(start + k) % nactive];
 			int			give = Min(t->weights[i], wanted);
 
-			t->quotas[i] = Int32GetDatum(DatumGetInt32(t->quotas[i]) + give);
+			t->share[i] += give;
 			wanted -= give;
 		}
 	pfree(active);
@@ -437,33 +474,45 @@ share_out(Tenants *t, int wanted, uint32 start)
 
 /*
  * claim_fair
- *		Claim up to wanted never-claimed jobs of a fair lane, shared out
- *		among its tenants; a tenant that got less than its share has no more
- *		to give now (claimed by others, blocked by keys or limits), and the
- *		rest is shared out again among the others.  Every round either
- *		claims all it wants or retires a tenant.
+ *		Claim up to wanted never-claimed jobs of one priority's lanes (older
+ *		blocks first), shared out among their tenants.  A tenant that got
+ *		less than its share in all lanes has no more to give now (claimed by
+ *		others, blocked by keys or limits), and the rest is shared out again
+ *		among the others: every round either claims all it wants or retires
+ *		a tenant.
  */
 static int
-claim_fair(PgqQueue *queue, PgqBlock *block, Tenants *t, Datum *args, char *nulls,
+claim_fair(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, char *nulls,
 		   int wanted, uint32 start, ReturnSetInfo *rsinfo)
 {
 	int			claimed = 0;
-	int			dims[1];
+	int			dims[1] = {t->n};
 	int			lbs[1] = {1};
 
+	args[7] = PointerGetDatum(construct_array(t->names, t->n, TEXTOID, -1, false,
+											  TYPALIGN_INT));
 	while (claimed < wanted && share_out(t, wanted - claimed, start))
 	{
-		dims[0] = t->n;
-		args[7] = PointerGetDatum(construct_array(t->names, t->n, TEXTOID, -1, false,
-												  TYPALIGN_INT));
-		args[8] = PointerGetDatum(construct_md_array(t->quotas, NULL, 1, dims, lbs,
-													 INT4OID, 4, true, TYPALIGN_INT));
-		nulls[7] = nulls[8] = ' ';
-		claimed += claim(queue, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql, args, nulls,
-						 wanted - claimed, t, rsinfo);
-		nulls[7] = nulls[8] = 'n';
+		for (int l = 0; l < nlanes && claimed < wanted; l++)
+		{
+			PgqBlock   *block = &queue->blocks[lanes[l].block];
+
+			/* past the block's end: every job of the lane was claimed once */
+			if (lanes[l].watermark > block->last_id)
+				continue;
+			for (int i = 0; i < t->n; i++)
+				t->quotas[i] = Int32GetDatum(t->share[i] - t->got[i]);
+			args[1] = Int32GetDatum(lanes[l].priority);
+			args[3] = Int64GetDatum(lanes[l].watermark);
+			args[8] = PointerGetDatum(construct_md_array(t->quotas, NULL, 1, dims, lbs,
+														 INT4OID, 4, true, TYPALIGN_INT));
+			nulls[7] = nulls[8] = ' ';
+			claimed += claim(queue, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql, args, nulls,
+							 wanted - claimed, t, rsinfo);
+			nulls[7] = nulls[8] = 'n';
+		}
 		for (int i = 0; i < t->n; i++)
-			if (t->got[i] < DatumGetInt32(t->quotas[i]))
+			if (t->got[i] < t->share[i])
 				t->active[i] = false;
 	}
 	return claimed;
@@ -560,29 +609,36 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 		nulls[7] = nulls[8] = 'n';
 
 		nlanes = remaining > 0 ? collect_lanes(queue, now, &lanes) : 0;
-		for (int i = 0; i < nlanes && remaining > 0; i++)
+		for (int i = 0, next; i < nlanes && remaining > 0; i = next)
 		{
-			PgqBlock   *block = &queue->blocks[lanes[i].block];
 			Tenants    *tenants = NULL;
 
-			if (lanes[i].fair)
-				tenants = read_tenants(queue, block, &lanes[i], args, nulls);
-			if (bound > 0 && GetTopTransactionIdIfAny() == InvalidTransactionId)
-				advance_lane(queue, &lanes[i], tenants, bound);
+			/* the lanes of one priority: [i, next); shared out if tenants use it */
+			for (next = i; next < nlanes && lanes[next].priority == lanes[i].priority; next++)
+				if (lanes[next].fair && tenants == NULL)
+					tenants = palloc0(sizeof(Tenants));
+			for (int l = i; tenants != NULL && l < next; l++)
+				add_tenants(queue, &queue->blocks[lanes[l].block], &lanes[l], tenants,
+							args, nulls);
 
-			args[1] = Int32GetDatum(lanes[i].priority);
-			args[3] = Int64GetDatum(lanes[i].watermark);
-			remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
-							   args, nulls, remaining, NULL, rsinfo);
-			/* past the block's end: every job of the lane was claimed once */
-			if (remaining <= 0 || lanes[i].watermark > block->last_id)
-				continue;
-			if (tenants != NULL)
-				remaining -= claim_fair(queue, block, tenants, args, nulls, remaining,
-										pgq_flow_rotation(), rsinfo);
-			else
-				remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
+			for (int l = i; l < next && remaining > 0; l++)
+			{
+				PgqBlock   *block = &queue->blocks[lanes[l].block];
+
+				if (bound > 0 && GetTopTransactionIdIfAny() == InvalidTransactionId)
+					advance_lane(queue, &lanes[l], tenants, bound);
+				args[1] = Int32GetDatum(lanes[l].priority);
+				args[3] = Int64GetDatum(lanes[l].watermark);
+				remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
 								   args, nulls, remaining, NULL, rsinfo);
+				/* past the block's end: every job of the lane was claimed once */
+				if (tenants == NULL && remaining > 0 && lanes[l].watermark <= block->last_id)
+					remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
+									   args, nulls, remaining, NULL, rsinfo);
+			}
+			if (tenants != NULL && remaining > 0)
+				remaining -= claim_fair(queue, lanes + i, next - i, tenants, args, nulls,
+										remaining, pgq_flow_rotation(), rsinfo);
 		}
 	}
 	PG_FINALLY();

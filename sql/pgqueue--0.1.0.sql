@@ -613,15 +613,15 @@ $$;
 /*
  * _key_ready and _take: flow-control tests of queue_pop's claim statements
  * (flow.c), for those statements only.  Costed high so that they run after
- * a candidate's other conditions.
+ * a candidate's other conditions (a probe of an index costs about 10).
  */
 CREATE FUNCTION pgqueue._key_ready(key text, job_id bigint)
 RETURNS boolean
-LANGUAGE c STRICT VOLATILE COST 1000
+LANGUAGE c STRICT VOLATILE COST 100000
 AS 'MODULE_PATHNAME', 'pgq_key_ready';
 CREATE FUNCTION pgqueue._take(tenant text)
 RETURNS boolean
-LANGUAGE c VOLATILE COST 100000
+LANGUAGE c VOLATILE COST 1000000
 AS 'MODULE_PATHNAME', 'pgq_tenant_take';
 REVOKE ALL ON FUNCTION pgqueue._key_ready(text, bigint), pgqueue._take(text) FROM PUBLIC;
 
@@ -685,6 +685,14 @@ LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 AS 'MODULE_PATHNAME', 'pgq_push_batch';
 
+/*
+ * queue_pop and the transitions out of a lease run statements that are
+ * planned once per block and kept (SPI plan cache).  A generic plan made
+ * while a block's tables were small must not read them sequentially once
+ * they have grown, before the next ANALYZE: these functions run with
+ * enable_seqscan off, so every plan reads by index.
+ */
+
 /* queue_pop: claim up to n available jobs, each under a lease */
 CREATE FUNCTION pgqueue.queue_pop(
 	queue text,
@@ -694,6 +702,7 @@ CREATE FUNCTION pgqueue.queue_pop(
 RETURNS SETOF pgqueue.job
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'pgq_pop';
 
 /* queue_ack: mark a leased job succeeded */
@@ -701,6 +710,7 @@ CREATE FUNCTION pgqueue.queue_ack(queue text, job_id bigint, attempt integer DEF
 RETURNS void
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'pgq_ack';
 
 /* queue_ack: mark many leased jobs succeeded, all or none; returns the count */
@@ -708,6 +718,7 @@ CREATE FUNCTION pgqueue.queue_ack(queue text, job_ids bigint[], attempts integer
 RETURNS integer
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'pgq_ack_array';
 
 /* queue_fail: record a failed attempt; returns the new state, failed or aborted */
@@ -720,6 +731,7 @@ CREATE FUNCTION pgqueue.queue_fail(
 RETURNS text
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'pgq_fail';
 
 /* queue_extend: renew the lease of a job (heartbeat); returns the new lease end */
@@ -731,6 +743,7 @@ CREATE FUNCTION pgqueue.queue_extend(
 RETURNS timestamptz
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'pgq_extend';
 
 /* queue_release: hand a leased job back without counting a failure */
@@ -738,6 +751,7 @@ CREATE FUNCTION pgqueue.queue_release(queue text, job_id bigint, attempt integer
 RETURNS void
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
 AS 'MODULE_PATHNAME', 'pgq_release';
 
 /* ------------------------------------------------------------------------

@@ -44,7 +44,13 @@
 
 #include <math.h>
 
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "executor/tuptable.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -52,7 +58,10 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "shmem.h"
 
@@ -130,14 +139,6 @@ static LWLock *flow_lock = NULL;	/* protects membership of both hashes */
 static HTAB *tenant_hash = NULL;
 static HTAB *key_hash = NULL;
 static FlowPop *current_pop = NULL;
-
-static const char *key_probe_sql =
-"SELECT j.job_id, l.state FROM %1$s j"
-" LEFT JOIN LATERAL (SELECT s.state FROM %2$s s WHERE s.job_id = j.job_id"
-"                    ORDER BY s.seq DESC LIMIT 1) l ON true"
-" WHERE j.key = $1 AND j.job_id >= $2 AND j.job_id < $3"
-"   AND (l.state IS NULL OR l.state NOT IN ('d', 'x'))"
-" ORDER BY j.job_id LIMIT 1";
 
 /*
  * pgq_flow_shmem_size
@@ -511,51 +512,139 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 }
 
 /*
+ * block_indexes
+ *		Find a block's (key, job_id) index on its jobs and the primary key
+ *		of its status, once.
+ */
+static void
+block_indexes(PgqBlock *block, Relation jobs, Relation status)
+{
+	ListCell   *lc;
+
+	if (OidIsValid(block->key_index))
+		return;
+	foreach(lc, RelationGetIndexList(jobs))
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		int2vector *keys = &index->rd_index->indkey;
+
+		if (keys->dim1 == 2 && keys->values[0] == PGQ_ATT_KEY &&
+			keys->values[1] == PGQ_ATT_JOB_ID)
+			block->key_index = RelationGetRelid(index);
+		index_close(index, AccessShareLock);
+	}
+	block->status_pkey = RelationGetPrimaryKeyIndex(status);
+	if (!OidIsValid(block->key_index) || !OidIsValid(block->status_pkey))
+		elog(ERROR, "indexes of block %d are missing", block->block_no);
+}
+
+/*
+ * latest_state
+ *		The state of a job's latest status row, '\0' if it has none.
+ */
+static char
+latest_state(Relation status, Relation pkey, int64 job_id, Snapshot snapshot,
+			 TupleTableSlot *slot)
+{
+	ScanKeyData skey;
+	IndexScanDesc scan;
+	char		state = '\0';
+
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
+	scan = index_beginscan(status, pkey, snapshot, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		state = DatumGetChar(slot_getattr(slot, PGQ_ATT_STATE, &isnull));
+	}
+	index_endscan(scan);
+	return state;
+}
+
+/*
+ * key_probe_block
+ *		The first unfinished job of a key with an id in [lo, hi) in one
+ *		block (0: none), read through the block's indexes with snapshot.
+ */
+static int64
+key_probe_block(PgqBlock *block, text *key, int64 lo, int64 hi, Snapshot snapshot,
+				bool *executing)
+{
+	Relation	jobs = table_open(block->jobs_relid, NoLock);
+	Relation	status = table_open(block->status_relid, NoLock);
+	Relation	index;
+	Relation	pkey;
+	ScanKeyData skeys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *jslot;
+	TupleTableSlot *sslot;
+	int64		found = 0;
+
+	block_indexes(block, jobs, status);
+	index = index_open(block->key_index, AccessShareLock);
+	pkey = index_open(block->status_pkey, AccessShareLock);
+	jslot = table_slot_create(jobs, NULL);
+	sslot = table_slot_create(status, NULL);
+
+	ScanKeyEntryInitialize(&skeys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(key));
+	ScanKeyInit(&skeys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
+	scan = index_beginscan(jobs, index, snapshot, 2, 0);
+	index_rescan(scan, skeys, 2, NULL, 0);
+	while (found == 0 && index_getnext_slot(scan, ForwardScanDirection, jslot))
+	{
+		bool		isnull;
+		int64		job_id = DatumGetInt64(slot_getattr(jslot, PGQ_ATT_JOB_ID, &isnull));
+		char		state;
+
+		if (job_id >= hi)
+			break;
+		state = latest_state(status, pkey, job_id, snapshot, sslot);
+		if (state != PGQ_SUCCEEDED && state != PGQ_ABORTED)
+		{
+			found = job_id;
+			*executing = state == PGQ_EXECUTING;
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(jslot);
+	ExecDropSingleTupleTableSlot(sslot);
+	index_close(pkey, AccessShareLock);
+	index_close(index, AccessShareLock);
+	table_close(status, NoLock);
+	table_close(jobs, NoLock);
+	return found;
+}
+
+/*
  * key_probe
  *		The first unfinished job of a key with an id in [lo, hi), in any
  *		block: returns its id (0: none) and whether it is executing; -1 if
- *		a block that may hold one is being compacted.
+ *		a block that may hold one is being compacted.  Reads with a new
+ *		snapshot, taken after the bound of open pushes was read.
  */
 static int64
 key_probe(FlowPop *pop, text *key, int64 lo, int64 hi, bool *executing)
 {
 	PgqQueue   *queue = pop->queue;
-	Oid			argtypes[3] = {TEXTOID, INT8OID, INT8OID};
-	Datum		args[3];
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	int64		found = 0;
 
-	args[0] = PointerGetDatum(key);
-	args[1] = Int64GetDatum(lo);
-	args[2] = Int64GetDatum(hi);
 	*executing = false;
-	SPI_connect();
 	for (int i = 0; i < queue->nblocks && found == 0; i++)
 	{
 		PgqBlock   *block = &queue->blocks[i];
-		SPIPlanPtr	plan;
 
 		if (block->last_id < lo || block->first_id >= hi || block->state == 'd')
 			continue;
 		if (!pgq_block_open(block, false))
-		{
 			found = -1;
-			break;
-		}
-		plan = pgq_block_plan(queue, block, PGQ_PLAN_KEY_PROBE, key_probe_sql, 3, argtypes);
-		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the jobs of a key of queue \"%s\"", queue->name);
-		if (SPI_processed == 1)
-		{
-			bool		isnull;
-			Datum		state;
-
-			found = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-												1, &isnull));
-			state = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-			*executing = !isnull && DatumGetChar(state) == PGQ_EXECUTING;
-		}
+		else
+			found = key_probe_block(block, key, lo, hi, snapshot, executing);
 	}
-	SPI_finish();
+	UnregisterSnapshot(snapshot);
 	return found;
 }
 

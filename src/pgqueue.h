@@ -33,6 +33,11 @@
 #define PGQ_FAILED		'f'
 #define PGQ_ABORTED		'x'
 
+/* attribute numbers of the block tables (job_store, status_store) */
+#define PGQ_ATT_JOB_ID	2
+#define PGQ_ATT_KEY		3
+#define PGQ_ATT_STATE	4
+
 /* largest n a single pop may ask for */
 #define PGQ_MAX_POP		10000
 
@@ -47,7 +52,6 @@ typedef enum PgqPlanKind
 	PGQ_PLAN_FIRST_UNCLAIMED,	/* lowest never-claimed job of a lane */
 	PGQ_PLAN_TENANTS,			/* tenants of a lane */
 	PGQ_PLAN_CLAIM_FAIR,		/* claim never-claimed jobs, shares per tenant */
-	PGQ_PLAN_KEY_PROBE,			/* first unfinished job of a key */
 	PGQ_PLAN_ACK,				/* the four transitions from executing */
 	PGQ_PLAN_FAIL,
 	PGQ_PLAN_EXTEND,
@@ -67,6 +71,8 @@ typedef struct PgqBlock
 	char		state;			/* 'o'pen, 'c'losed or 'd'one */
 	Oid			jobs_relid;
 	Oid			status_relid;
+	Oid			key_index;		/* jobs (key, job_id); found on first use */
+	Oid			status_pkey;	/* status (job_id, seq) */
 	SPIPlanPtr	plans[PGQ_NUM_PLANS];
 	int			nlanes;			/* priorities in lanes; -1: not known */
 	int32		lanes[PGQ_CACHED_LANES];

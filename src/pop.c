@@ -135,22 +135,22 @@ static const char *tenants_sql =
 "                                    WHERE s.job_id = j.job_id AND s.job_id >= $4))"
 " FROM t WHERE v IS NOT NULL";
 
-/* claim never-claimed jobs of a lane, each tenant its share ($8, $9) */
+/*
+ * claim never-claimed jobs of a lane, each tenant its quota ($8, $9); each
+ * tenant's scan skips the jobs other pops hold, so it fills its quota
+ */
 static const char *claim_fair_sql =
-"WITH x AS ("
-"  SELECT y.job_id FROM unnest($8::text[], $9::int[]) AS t(tenant, quota)"
+"WITH c AS ("
+"  SELECT y.* FROM unnest($8::text[], $9::int[]) AS t(tenant, quota)"
 "  CROSS JOIN LATERAL ("
-"   SELECT j.job_id FROM %1$s j"
+"   SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
+"   FROM %1$s j"
 "   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= $4"
 "     AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4"
 "                     OFFSET 0)"
 CLAIM_FLOW_FILTERS("j")
-"   ORDER BY j.job_id LIMIT t.quota) y),"
-" c AS ("
-"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
-"  FROM %1$s j WHERE j.job_id IN (SELECT job_id FROM x)"
-"  ORDER BY j.job_id"
-"  FOR UPDATE SKIP LOCKED),"
+"   ORDER BY j.job_id LIMIT t.quota"
+"   FOR UPDATE SKIP LOCKED) y),"
 " i AS ("
 "  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
 "  SELECT $5, c.job_id, 1, 'e', 1, 0, $1, $1 + $6 FROM c"

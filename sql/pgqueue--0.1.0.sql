@@ -288,7 +288,8 @@ BEGIN
 	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
 				   ' PRIMARY KEY (job_id, seq)) INHERITS (pgqueue_data.status_store)',
 				   s, queue_id, lo, hi);
-	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
+	/* pop's claim of due retried, released and scheduled jobs, by id */
+	EXECUTE format('CREATE INDEX ON %s (job_id, due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
 	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state = ''e''', s);
 	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id, state)
 	VALUES (_block_tables.queue_id, _block_tables.block_no, lo, hi, _block_tables.state);

@@ -660,6 +660,17 @@ BEGIN
 END
 $$;
 
+/*
+ * The hot functions in C run statements that are planned once per block
+ * and kept (SPI plan cache).  A generic plan made while a block's tables
+ * were small must not read them sequentially once they have grown, before
+ * the next ANALYZE: pop and the transitions out of a lease run with
+ * enable_seqscan off, so every plan reads by index.  All of them run
+ * without JIT: their statements touch a few rows, and compiling them
+ * (which high cost estimates would trigger on every call) takes far
+ * longer than running them.
+ */
+
 /* queue_push: add one job; returns its id */
 CREATE FUNCTION pgqueue.queue_push(
 	queue text,
@@ -671,6 +682,7 @@ CREATE FUNCTION pgqueue.queue_push(
 RETURNS bigint
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_push';
 
 /* queue_push_batch: add many jobs in one call; returns their ids in order */
@@ -684,15 +696,8 @@ CREATE FUNCTION pgqueue.queue_push_batch(
 RETURNS bigint[]
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_push_batch';
-
-/*
- * queue_pop and the transitions out of a lease run statements that are
- * planned once per block and kept (SPI plan cache).  A generic plan made
- * while a block's tables were small must not read them sequentially once
- * they have grown, before the next ANALYZE: these functions run with
- * enable_seqscan off, so every plan reads by index.
- */
 
 /* queue_pop: claim up to n available jobs, each under a lease */
 CREATE FUNCTION pgqueue.queue_pop(
@@ -704,6 +709,7 @@ RETURNS SETOF pgqueue.job
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_pop';
 
 /* queue_ack: mark a leased job succeeded */
@@ -712,6 +718,7 @@ RETURNS void
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_ack';
 
 /* queue_ack: mark many leased jobs succeeded, all or none; returns the count */
@@ -720,6 +727,7 @@ RETURNS integer
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_ack_array';
 
 /* queue_fail: record a failed attempt; returns the new state, failed or aborted */
@@ -733,6 +741,7 @@ RETURNS text
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_fail';
 
 /* queue_extend: renew the lease of a job (heartbeat); returns the new lease end */
@@ -745,6 +754,7 @@ RETURNS timestamptz
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_extend';
 
 /* queue_release: hand a leased job back without counting a failure */
@@ -753,6 +763,7 @@ RETURNS void
 LANGUAGE c SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue
 SET enable_seqscan = off
+SET jit = off
 AS 'MODULE_PATHNAME', 'pgq_release';
 
 /* ------------------------------------------------------------------------

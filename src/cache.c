@@ -71,6 +71,17 @@ pgq_cache_init(void)
 }
 
 /*
+ * pgq_cache_memory
+ *		The memory context of the cached queues and blocks, for what pop
+ *		remembers per block; reset with them.
+ */
+MemoryContext
+pgq_cache_memory(void)
+{
+	return cache_cxt;
+}
+
+/*
  * cache_reset
  *		Free every cached queue, block and plan.
  */

@@ -78,7 +78,17 @@ typedef struct PgqBlock
 	int32		lanes[PGQ_CACHED_LANES];
 	bool		tenants[PGQ_CACHED_LANES];	/* lane has jobs with a tenant */
 	TimestampTz lanes_at;		/* when they were read */
+	List	   *tenant_lists;	/* PgqTenants of the lanes with tenants (pop.c) */
 } PgqBlock;
+
+/* the tenants of one priority of a block, remembered between pops (pop.c) */
+typedef struct PgqTenants
+{
+	int32		priority;
+	int			n;
+	char	  **names;			/* '' for the jobs without a tenant */
+	TimestampTz at;				/* when they were read */
+} PgqTenants;
 
 /* one queue's definition and its blocks, ordered by first_id */
 typedef struct PgqQueue
@@ -138,6 +148,7 @@ extern int	pgq_naptime;
 
 /* cache.c */
 extern void pgq_cache_init(void);
+extern MemoryContext pgq_cache_memory(void);
 extern PgqQueue *pgq_queue_get(text *name);
 extern PgqBlock *pgq_block_for_id(PgqQueue *queue, int64 job_id);
 extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
@@ -149,10 +160,11 @@ extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind k
 extern void pgq_shmem_init(void);
 extern void pgq_push_begin(PgqQueue *queue);
 extern void pgq_push_allocated(int64 job_id);
-extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority);
+extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority,
+								const char *tenant);
 extern int64 pgq_lane_bound(PgqQueue *queue);
 extern void pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority,
-							 int64 watermark);
+							 const char *tenant, int64 watermark);
 
 /* shmem.c: maintenance workers per database */
 extern bool pgq_db_should_start(Oid dbid);

@@ -36,7 +36,7 @@
 PG_FUNCTION_INFO_V1(pgq_pop);
 
 /* parameters shared by the claim statements; each uses some of them */
-#define CLAIM_NARGS 9
+#define CLAIM_NARGS 10
 static Oid	claim_argtypes[CLAIM_NARGS] = {
 	TIMESTAMPTZOID,				/* $1 now */
 	INT4OID,					/* $2 priority */
@@ -46,7 +46,8 @@ static Oid	claim_argtypes[CLAIM_NARGS] = {
 	INTERVALOID,				/* $6 lease */
 	BOOLOID,					/* $7 tenants have limits: pgqueue._take */
 	TEXTARRAYOID,				/* $8 tenants ('': none) */
-	INT4ARRAYOID				/* $9 claims per tenant */
+	INT4ARRAYOID,				/* $9 claims per tenant */
+	INT8ARRAYOID				/* $10 watermark per tenant */
 };
 
 /* the priorities of a block, highest first, and whether tenants use them */
@@ -59,15 +60,18 @@ static const char *lanes_sql =
 " FROM l WHERE p IS NOT NULL";
 
 /*
+ * The never-claimed test of the statements below is a subplan probing the
+ * status table's primary key once per candidate (OFFSET 0 keeps it from
+ * becoming an anti-join, which the planner may run as a merge over every
+ * status row from the watermark on).
+ *
  * The filters every claim applies to a candidate: a job with a key waits
  * for the earlier jobs of its key, and with tenant limits the tenant must
  * have room (flow.c).  They must run after the candidate's other
  * conditions, on jobs that can be claimed: they are costed high, which
- * orders them last among the conditions of one scan, and the claims below
- * keep the other conditions in that scan (the never-claimed test is a
- * subplan, OFFSET 0 keeps it from becoming an anti-join evaluated above the
- * scan) or, for the waiting claim, make the filters conditions of the join
- * (x names the status row).
+ * orders them last among the conditions of one scan (after the
+ * never-claimed subplan), and in the waiting claim they refer to the status
+ * row too (x), which makes them conditions of the join, above the scans.
  */
 #define CLAIM_FLOW_FILTERS(x) \
 "    AND (j.key IS NULL OR pgqueue._key_ready(j.key, " x ".job_id))" \
@@ -91,14 +95,14 @@ CLAIM_FLOW_FILTERS("s")
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
-/* the lowest never-claimed job of a lane: of jobs without a tenant, or of any */
+/* the lowest never-claimed job of each tenant's lane (null: none), in order */
 static const char *first_unclaimed_sql =
-"SELECT min(f.job_id) FROM unnest(coalesce($8, '{\"\"}'::text[])) AS t(tenant)"
-" CROSS JOIN LATERAL ("
-"  SELECT j.job_id FROM %1$s j"
-"  WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= $4"
-"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4)"
-"  ORDER BY j.job_id LIMIT 1) f";
+"SELECT (SELECT j.job_id FROM %1$s j"
+"        WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.wm"
+"          AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= t.wm"
+"                          OFFSET 0)"
+"        ORDER BY j.job_id LIMIT 1)"
+" FROM unnest($8::text[], $10::int8[]) WITH ORDINALITY AS t(tenant, wm, i) ORDER BY t.i";
 
 static const char *claim_fresh_sql =
 "WITH c AS ("
@@ -118,10 +122,7 @@ CLAIM_FLOW_FILTERS("j")
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
-/*
- * the tenants of a lane ('' for the jobs without one), and whether each
- * has a never-claimed job from the lane's watermark on
- */
+/* the tenants of a lane, '' for the jobs without one */
 static const char *tenants_sql =
 "WITH RECURSIVE t(v) AS ("
 "  SELECT min(coalesce(tenant, '')) FROM %1$s WHERE priority = $2"
@@ -129,11 +130,7 @@ static const char *tenants_sql =
 "  SELECT (SELECT min(coalesce(tenant, '')) FROM %1$s"
 "          WHERE priority = $2 AND coalesce(tenant, '') > t.v)"
 "  FROM t WHERE t.v IS NOT NULL)"
-" SELECT v, EXISTS (SELECT 1 FROM %1$s j"
-"                  WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.v AND j.job_id >= $4"
-"                    AND NOT EXISTS (SELECT 1 FROM %2$s s"
-"                                    WHERE s.job_id = j.job_id AND s.job_id >= $4))"
-" FROM t WHERE v IS NOT NULL";
+" SELECT v FROM t WHERE v IS NOT NULL";
 
 /*
  * claim never-claimed jobs of a lane, each tenant its quota ($8, $9); each
@@ -141,12 +138,12 @@ static const char *tenants_sql =
  */
 static const char *claim_fair_sql =
 "WITH c AS ("
-"  SELECT y.* FROM unnest($8::text[], $9::int[]) AS t(tenant, quota)"
+"  SELECT y.* FROM unnest($8::text[], $9::int[], $10::int8[]) AS t(tenant, quota, wm)"
 "  CROSS JOIN LATERAL ("
 "   SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "   FROM %1$s j"
-"   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= $4"
-"     AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4"
+"   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.wm"
+"     AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= t.wm"
 "                     OFFSET 0)"
 CLAIM_FLOW_FILTERS("j")
 "   ORDER BY j.job_id LIMIT t.quota"
@@ -162,13 +159,17 @@ CLAIM_FLOW_FILTERS("j")
 /* rounds of one claim statement that lost jobs to concurrent claims */
 #define PGQ_CLAIM_TRIES 8
 
-/* one lane: the jobs of one priority in one block */
+/*
+ * one lane: the jobs of one priority in one block, and its tenants' lanes
+ * when jobs with a tenant use it (fair)
+ */
 typedef struct Lane
 {
 	int32		priority;
 	int			block;			/* index into queue->blocks */
 	bool		fair;			/* has jobs with a tenant: claims are shared */
-	int64		watermark;		/* no unclaimed job of the lane below this */
+	int64		watermark;		/* no unclaimed job without a tenant below this */
+	int64	   *watermarks;		/* fair: the same per tenant of Tenants */
 } Lane;
 
 /*
@@ -187,6 +188,7 @@ typedef struct Tenants
 	int		   *share;
 	int		   *got;
 	Datum	   *quotas;			/* int4, for the claim statement */
+	bool		fresh;			/* read now, not remembered */
 } Tenants;
 
 /*
@@ -289,7 +291,8 @@ collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
 			lanes[nlanes].priority = priorities[r];
 			lanes[nlanes].block = i;
 			lanes[nlanes].fair = fair[r];
-			lanes[nlanes].watermark = pgq_lane_watermark(queue, block, priorities[r]);
+			lanes[nlanes].watermark = pgq_lane_watermark(queue, block, priorities[r], "");
+			lanes[nlanes].watermarks = NULL;
 			nlanes++;
 		}
 	}
@@ -385,28 +388,65 @@ grow(void *array, Size elem, int max)
 }
 
 /*
- * add_tenants
- *		Add the tenants of a lane to a priority's list, with their weights
- *		(the queue's tenant_weights, default 1); a tenant is active if it
- *		has a never-claimed job in any of the lanes.
+ * lane_tenants
+ *		The tenants of a lane, remembered per block and priority for
+ *		PGQ_TENANTS_TTL (a new tenant of the open block waits that long at
+ *		most, unless a pop that found nothing reads them again: fresh).
  */
-static void
-add_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, Tenants *t, Datum *args, char *nulls)
-{
-	SPIPlanPtr	plan = pgq_block_plan(queue, block, PGQ_PLAN_TENANTS, tenants_sql,
-									  CLAIM_NARGS, claim_argtypes);
+#define PGQ_TENANTS_TTL	(100 * 1000)
 
+static PgqTenants *
+lane_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, TimestampTz now, bool fresh,
+			 Datum *args, char *nulls)
+{
+	ListCell   *lc;
+	PgqTenants *list = NULL;
+	SPIPlanPtr	plan;
+	MemoryContext old;
+
+	foreach(lc, block->tenant_lists)
+	{
+		list = lfirst(lc);
+		if (list->priority == lane->priority)
+			break;
+		list = NULL;
+	}
+	if (list != NULL && !fresh &&
+		now - list->at < (block->state == 'o' ? PGQ_TENANTS_TTL : PGQ_LANES_TTL))
+		return list;
+
+	plan = pgq_block_plan(queue, block, PGQ_PLAN_TENANTS, tenants_sql,
+						  CLAIM_NARGS, claim_argtypes);
 	args[1] = Int32GetDatum(lane->priority);
-	args[3] = Int64GetDatum(lane->watermark);
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the tenants of queue \"%s\"", queue->name);
-	for (uint64 r = 0; r < SPI_processed; r++)
+	old = MemoryContextSwitchTo(pgq_cache_memory());
+	if (list == NULL)
 	{
-		bool		isnull;
-		char	   *name = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[r],
-															 SPI_tuptable->tupdesc, 1, &isnull));
-		bool		waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r],
-														 SPI_tuptable->tupdesc, 2, &isnull));
+		list = palloc0(sizeof(PgqTenants));
+		list->priority = lane->priority;
+		block->tenant_lists = lappend(block->tenant_lists, list);
+	}
+	list->n = (int) SPI_processed;
+	list->names = palloc(sizeof(char *) * Max(list->n, 1));
+	for (int r = 0; r < list->n; r++)
+		list->names[r] = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+	list->at = now;
+	MemoryContextSwitchTo(old);
+	return list;
+}
+
+/*
+ * add_tenants
+ *		Add the tenants of a lane to its priority's list, with their
+ *		weights (the queue's tenant_weights, default 1), all active.
+ */
+static void
+add_tenants(PgqQueue *queue, PgqTenants *list, Tenants *t)
+{
+	for (int r = 0; r < list->n; r++)
+	{
+		const char *name = list->names[r];
 		int			i;
 		JsonbValue	v;
 
@@ -414,10 +454,7 @@ add_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, Tenants *t, Datum *arg
 			if (strcmp(t->cnames[i], name) == 0)
 				break;
 		if (i < t->n)
-		{
-			t->active[i] |= waiting;
 			continue;
-		}
 		if (t->n == t->max)
 		{
 			t->max = Max(16, t->max * 2);
@@ -429,9 +466,9 @@ add_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, Tenants *t, Datum *arg
 			t->got = grow(t->got, sizeof(int), t->max);
 			t->quotas = grow(t->quotas, sizeof(Datum), t->max);
 		}
-		t->cnames[i] = name;
+		t->cnames[i] = pstrdup(name);
 		t->names[i] = CStringGetTextDatum(name);
-		t->active[i] = waiting;
+		t->active[i] = true;
 		t->weights[i] = 1;
 		if (getKeyJsonValueFromContainer(&queue->tenant_weights->root, name, strlen(name), &v) != NULL &&
 			v.type == jbvNumeric)
@@ -473,6 +510,21 @@ share_out(Tenants *t, int wanted, uint32 start)
 }
 
 /*
+ * watermarks_array
+ *		A lane's watermarks per tenant of t as an int8[] datum.
+ */
+static Datum
+watermarks_array(Lane *lane, Tenants *t)
+{
+	Datum	   *w = palloc(sizeof(Datum) * Max(t->n, 1));
+
+	for (int i = 0; i < t->n; i++)
+		w[i] = Int64GetDatum(lane->watermarks[i]);
+	return PointerGetDatum(construct_array(w, t->n, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+/*
  * claim_fair
  *		Claim up to wanted never-claimed jobs of one priority's lanes (older
  *		blocks first), shared out among their tenants.  A tenant that got
@@ -497,19 +549,17 @@ claim_fair(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, ch
 		{
 			PgqBlock   *block = &queue->blocks[lanes[l].block];
 
-			/* past the block's end: every job of the lane was claimed once */
-			if (lanes[l].watermark > block->last_id)
-				continue;
 			for (int i = 0; i < t->n; i++)
-				t->quotas[i] = Int32GetDatum(t->share[i] - t->got[i]);
+				t->quotas[i] = Int32GetDatum(lanes[l].watermarks[i] > block->last_id
+											 ? 0 : t->share[i] - t->got[i]);
 			args[1] = Int32GetDatum(lanes[l].priority);
-			args[3] = Int64GetDatum(lanes[l].watermark);
 			args[8] = PointerGetDatum(construct_md_array(t->quotas, NULL, 1, dims, lbs,
 														 INT4OID, 4, true, TYPALIGN_INT));
-			nulls[7] = nulls[8] = ' ';
+			args[9] = watermarks_array(&lanes[l], t);
+			nulls[7] = nulls[8] = nulls[9] = ' ';
 			claimed += claim(queue, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql, args, nulls,
 							 wanted - claimed, t, rsinfo);
-			nulls[7] = nulls[8] = 'n';
+			nulls[7] = nulls[8] = nulls[9] = 'n';
 		}
 		for (int i = 0; i < t->n; i++)
 			if (t->got[i] < t->share[i])
@@ -520,43 +570,100 @@ claim_fair(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, ch
 
 /*
  * advance_lane
- *		Move a lane's watermark up to its first unclaimed job, within the
- *		bound that open pushes allow (see shmem.c).
+ *		Move a lane's watermarks (one per tenant of t, or the one of its
+ *		jobs without a tenant) up to their first unclaimed job, within the
+ *		bound that open pushes allow (see shmem.c).  With t, a tenant that
+ *		has no unclaimed job in any lane is not active.
  */
 static void
-advance_lane(PgqQueue *queue, Lane *lane, Tenants *tenants, int64 bound)
+advance_lane(PgqQueue *queue, Lane *lane, Tenants *t, int64 bound, bool *waiting)
 {
 	PgqBlock   *block = &queue->blocks[lane->block];
+	int			n = t != NULL ? t->n : 1;
 	Datum		args[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
 	SPIPlanPtr	plan;
-	int64		target = Min(bound, block->last_id + 1);
-	bool		isnull;
-	Datum		first;
+	Datum	   *w = palloc(sizeof(Datum) * n);
 
-	if (target <= lane->watermark)
-		return;
 	memset(args, 0, sizeof(args));
-	memset(nulls, ' ', sizeof(nulls));
+	memset(nulls, 'n', sizeof(nulls));
 	args[1] = Int32GetDatum(lane->priority);
-	args[3] = Int64GetDatum(lane->watermark);
-	if (tenants != NULL)
-		args[7] = PointerGetDatum(construct_array(tenants->names, tenants->n, TEXTOID, -1,
-												  false, TYPALIGN_INT));
+	nulls[1] = ' ';
+	for (int i = 0; i < n; i++)
+		w[i] = Int64GetDatum(t != NULL ? lane->watermarks[i] : lane->watermark);
+	if (t != NULL)
+		args[7] = PointerGetDatum(construct_array(t->names, n, TEXTOID, -1, false,
+												  TYPALIGN_INT));
 	else
-		nulls[7] = 'n';
+	{
+		Datum		none = CStringGetTextDatum("");
+
+		args[7] = PointerGetDatum(construct_array(&none, 1, TEXTOID, -1, false, TYPALIGN_INT));
+	}
+	args[9] = PointerGetDatum(construct_array(w, n, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+	nulls[7] = nulls[9] = ' ';
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_FIRST_UNCLAIMED, first_unclaimed_sql,
 						  CLAIM_NARGS, claim_argtypes);
-	if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != n)
 		elog(ERROR, "could not read the unclaimed jobs of queue \"%s\"", queue->name);
-	first = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-		target = Min(target, DatumGetInt64(first));
-	if (target > lane->watermark)
+	for (int i = 0; i < n; i++)
 	{
-		pgq_lane_advance(queue, block, lane->priority, target);
-		lane->watermark = target;
+		bool		isnull;
+		Datum		first = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1,
+										  &isnull);
+		int64		target = Min(bound, block->last_id + 1);
+		int64	   *watermark = t != NULL ? &lane->watermarks[i] : &lane->watermark;
+
+		if (!isnull)
+			target = Min(target, DatumGetInt64(first));
+		if (waiting != NULL && !isnull)
+			waiting[i] = true;
+		if (target > *watermark)
+		{
+			pgq_lane_advance(queue, block, lane->priority, t != NULL ? t->cnames[i] : "",
+							 target);
+			*watermark = target;
+		}
 	}
+}
+
+/*
+ * claim_tenants
+ *		The fair claim of one priority's lanes: their tenants, each lane's
+ *		watermarks per tenant (advanced if advance), then claim_fair.
+ */
+static int
+claim_tenants(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, char *nulls,
+			  int wanted, int64 bound, bool advance, TimestampTz now, bool fresh,
+			  ReturnSetInfo *rsinfo)
+{
+	bool	   *waiting;
+
+	t->fresh = fresh;
+	for (int l = 0; l < nlanes; l++)
+	{
+		PgqTenants *list = lane_tenants(queue, &queue->blocks[lanes[l].block], &lanes[l],
+										now, fresh, args, nulls);
+
+		t->fresh |= list->at == now;
+		add_tenants(queue, list, t);
+	}
+	waiting = palloc0(sizeof(bool) * Max(t->n, 1));
+	for (int l = 0; l < nlanes; l++)
+	{
+		PgqBlock   *block = &queue->blocks[lanes[l].block];
+
+		lanes[l].watermarks = palloc(sizeof(int64) * Max(t->n, 1));
+		for (int i = 0; i < t->n; i++)
+			lanes[l].watermarks[i] = pgq_lane_watermark(queue, block, lanes[l].priority,
+														t->cnames[i]);
+		if (advance)
+			advance_lane(queue, &lanes[l], t, bound, waiting);
+	}
+	if (advance)
+		memcpy(t->active, waiting, sizeof(bool) * t->n);
+	return claim_fair(queue, lanes, nlanes, t, args, nulls, wanted, pgq_flow_rotation(), rsinfo);
 }
 
 /*
@@ -612,21 +719,21 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 		for (int i = 0, next; i < nlanes && remaining > 0; i = next)
 		{
 			Tenants    *tenants = NULL;
+			bool		advance = bound > 0 &&
+				GetTopTransactionIdIfAny() == InvalidTransactionId;
+			int			got;
 
 			/* the lanes of one priority: [i, next); shared out if tenants use it */
 			for (next = i; next < nlanes && lanes[next].priority == lanes[i].priority; next++)
 				if (lanes[next].fair && tenants == NULL)
 					tenants = palloc0(sizeof(Tenants));
-			for (int l = i; tenants != NULL && l < next; l++)
-				add_tenants(queue, &queue->blocks[lanes[l].block], &lanes[l], tenants,
-							args, nulls);
 
 			for (int l = i; l < next && remaining > 0; l++)
 			{
 				PgqBlock   *block = &queue->blocks[lanes[l].block];
 
-				if (bound > 0 && GetTopTransactionIdIfAny() == InvalidTransactionId)
-					advance_lane(queue, &lanes[l], tenants, bound);
+				if (tenants == NULL && advance)
+					advance_lane(queue, &lanes[l], NULL, bound, NULL);
 				args[1] = Int32GetDatum(lanes[l].priority);
 				args[3] = Int64GetDatum(lanes[l].watermark);
 				remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
@@ -636,9 +743,19 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 					remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
 									   args, nulls, remaining, NULL, rsinfo);
 			}
-			if (tenants != NULL && remaining > 0)
-				remaining -= claim_fair(queue, lanes + i, next - i, tenants, args, nulls,
-										remaining, pgq_flow_rotation(), rsinfo);
+			if (tenants == NULL || remaining <= 0)
+				continue;
+
+			got = claim_tenants(queue, lanes + i, next - i, tenants, args, nulls, remaining,
+								bound, advance, now, false, rsinfo);
+			/* a pop that found nothing reads the tenants again, for new ones */
+			if (got == 0 && !tenants->fresh)
+			{
+				memset(tenants, 0, sizeof(Tenants));
+				got = claim_tenants(queue, lanes + i, next - i, tenants, args, nulls, remaining,
+									bound, advance, now, true, rsinfo);
+			}
+			remaining -= got;
 		}
 	}
 	PG_FINALLY();

@@ -4,7 +4,8 @@
  *	  Shared memory: open-push slots, per-lane low watermarks and the
  *	  per-queue entries that wakeup.c uses.
  *
- * A lane is the never-claimed jobs of one priority in one block.  Its low
+ * A lane is the never-claimed jobs of one priority and one tenant (or of
+ * the jobs without a tenant) in one block.  Its low
  * watermark is an id below which no job of the lane can still be claimed
  * for the first time, so pop starts its scan there instead of walking the
  * jobs other consumers already claimed.  A watermark may only pass an id
@@ -54,6 +55,7 @@ typedef struct LaneKey
 	QueueTag	queue;
 	int32		block_no;
 	int32		priority;
+	char		tenant[NAMEDATALEN];	/* '' for the jobs without a tenant */
 } LaneKey;
 
 typedef struct LaneEntry
@@ -313,11 +315,11 @@ pgq_push_allocated(int64 job_id)
 
 /*
  * pgq_lane_watermark
- *		The shared watermark of a lane, or the block's first id if none is
- *		known.
+ *		The shared watermark of a lane (tenant '' for the jobs without
+ *		one), or the block's first id if none is known.
  */
 int64
-pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority)
+pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
 {
 	LaneKey		key;
 	LaneEntry  *entry;
@@ -329,6 +331,7 @@ pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority)
 	key.queue = pgq_queue_tag(queue);
 	key.block_no = block->block_no;
 	key.priority = priority;
+	strlcpy(key.tenant, tenant, NAMEDATALEN);
 	LWLockAcquire(shared->lock, LW_SHARED);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
 	if (entry != NULL)
@@ -392,7 +395,8 @@ pgq_lane_bound(PgqQueue *queue)
  *		Raise a lane's shared watermark to watermark (never lower it).
  */
 void
-pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, int64 watermark)
+pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
+				 int64 watermark)
 {
 	LaneKey		key;
 	LaneEntry  *entry;
@@ -404,6 +408,7 @@ pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, int64 waterma
 	key.queue = pgq_queue_tag(queue);
 	key.block_no = block->block_no;
 	key.priority = priority;
+	strlcpy(key.tenant, tenant, NAMEDATALEN);
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_ENTER_NULL, &found);
 	if (entry != NULL)

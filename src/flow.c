@@ -426,10 +426,17 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 		   bool may_advance, bool create)
 {
 	KeyShared  *entry;
-	bool		found;
+	bool		found = true;
 
-	LWLockAcquire(flow_lock, create ? LW_EXCLUSIVE : LW_SHARED);
-	entry = hash_search(key_hash, tag, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	/* most keys have an entry: look with the shared lock first */
+	LWLockAcquire(flow_lock, LW_SHARED);
+	entry = hash_search(key_hash, tag, HASH_FIND, NULL);
+	if (entry == NULL && create)
+	{
+		LWLockRelease(flow_lock);
+		LWLockAcquire(flow_lock, LW_EXCLUSIVE);
+		entry = hash_search(key_hash, tag, HASH_ENTER_NULL, &found);
+	}
 	if (entry == NULL && create)
 	{
 		HASH_SEQ_STATUS status;

@@ -9,7 +9,8 @@ OBJS = \
 	src/pop.o \
 	src/finish.o \
 	src/wakeup.o \
-	src/worker.o
+	src/worker.o \
+	src/compact.o
 
 EXTENSION = pgqueue
 DATA = sql/pgqueue--0.1.0.sql

@@ -1030,12 +1030,33 @@ $$;
 
 /*
  * _unseen: whether a row (by its xmin) was written by a transaction snap did
- * not see, other than this one; for compaction
+ * not see, other than this one; a subtransaction counts as its top-level
+ * transaction.  For compaction, with a snap taken in the same transaction.
  */
 CREATE FUNCTION pgqueue._unseen(x xid, snap pg_snapshot)
 RETURNS boolean
 LANGUAGE c STRICT STABLE
 AS 'MODULE_PATHNAME', 'pgq_unseen';
+
+/*
+ * _wait_writers: wait until every other transaction that holds a lock to
+ * write into one of rels now has ended; false if some has not after
+ * timeout_ms.  Polls, takes no lock; for compaction.
+ */
+CREATE FUNCTION pgqueue._wait_writers(rels regclass[], timeout_ms integer)
+RETURNS boolean
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_wait_writers';
+
+/*
+ * _changed_tids: the tids of the rows on the pages of table rel whose LSN is
+ * past since (every row inserted after WAL position since is among them);
+ * for compaction
+ */
+CREATE FUNCTION pgqueue._changed_tids(rel regclass, since pg_lsn)
+RETURNS tid[]
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_changed_tids';
 
 /*
  * _block_keep: how many jobs a block has, and how many compaction would
@@ -1059,6 +1080,66 @@ END
 $$;
 
 /*
+ * _compact_carry: for a compaction, carry over to its new block (tables nj,
+ * ns) the rows of block b on pages changed after WAL position since that
+ * were written by transactions snap did not see: such status rows, the jobs
+ * they belong to and jobs pushed late.  Rows already there are skipped.
+ * Without a new block (ns NULL), any such row raises lock_not_available:
+ * the step gives up ('busy').  Returns the number of jobs added.
+ */
+CREATE FUNCTION pgqueue._compact_carry(b pgqueue.block, nj text, ns text, snap pg_snapshot,
+									   since pg_lsn)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	j text := pgqueue._rel('j', b.queue_id, b.block_no);
+	s text := pgqueue._rel('s', b.queue_id, b.block_no);
+	jt tid[] := pgqueue._changed_tids(j::regclass, since);
+	st tid[] := pgqueue._changed_tids(s::regclass, since);
+	changed boolean;
+	n bigint;
+BEGIN
+	IF ns IS NULL THEN
+		EXECUTE format($q$
+			SELECT EXISTS (SELECT 1 FROM %1$s j
+							WHERE j.ctid = ANY ($2) AND pgqueue._unseen(j.xmin, $1))
+				OR EXISTS (SELECT 1 FROM %2$s s
+							WHERE s.ctid = ANY ($3) AND pgqueue._unseen(s.xmin, $1))$q$,
+			j, s)
+		INTO changed USING snap, jt, st;
+		IF changed THEN
+			RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+		END IF;
+		RETURN 0;
+	END IF;
+	EXECUTE format($q$
+		WITH d AS (
+			SELECT s.* FROM %2$s s
+			 WHERE s.ctid = ANY ($3) AND pgqueue._unseen(s.xmin, $1)),
+		ids AS (
+			SELECT d.job_id FROM d
+			UNION
+			SELECT j.job_id FROM %1$s j
+			 WHERE j.ctid = ANY ($2) AND pgqueue._unseen(j.xmin, $1)),
+		dj AS (
+			INSERT INTO %3$s
+			SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at, j.payload
+			  FROM %1$s j
+			 WHERE j.job_id = ANY (ARRAY(SELECT ids.job_id FROM ids))
+			ON CONFLICT DO NOTHING
+			RETURNING 1),
+		ds AS (
+			INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING)
+		SELECT count(*) FROM dj$q$,
+		j, s, nj, ns)
+	INTO n USING snap, jt, st;
+	RETURN n;
+END
+$$;
+
+/*
  * _compact_step: one unit of compaction for a queue, in the caller's
  * transaction.  Finds the first contiguous run of closed blocks whose jobs
  * are mostly done with (finished longer ago than the queue's retention: at
@@ -1067,10 +1148,12 @@ $$;
  * their ids, archives (or discards) all other status rows with their jobs,
  * and drops the old tables.  A run with nothing to keep is archived and
  * dropped without a new block.  The copying happens before the run is
- * fenced; under the fence only what changed meanwhile is carried over.  The
- * whole step is one transaction: a crash anywhere leaves the blocks as they
- * were.  Takes its locks with a short lock_timeout and gives up ('busy')
- * rather than stall pushes and pops.
+ * fenced; under the fence only the rows on pages changed since the step
+ * began are looked at.  The whole step is one transaction: a crash
+ * anywhere leaves the blocks as they were.  Waits a bounded time for
+ * writers and takes its locks with a short lock_timeout, and gives up
+ * ('busy') rather than stall pushes and pops.  Needs READ COMMITTED (a
+ * snapshot per statement).
  * Returns what it did, or NULL when nothing qualifies.
  */
 CREATE FUNCTION pgqueue._compact_step(queue_id integer)
@@ -1082,6 +1165,7 @@ DECLARE
 	q pgqueue.queue;
 	b pgqueue.block;
 	run pgqueue.block[] := '{}';
+	rels regclass[] := '{}';
 	run_keep bigint := 0;
 	run_jobs bigint := 0;
 	keep bigint;
@@ -1095,14 +1179,16 @@ DECLARE
 	archived bigint := 0;
 	n bigint;
 	saved_timeout text;
+	since pg_lsn;
 	snap pg_snapshot;
+	caught_up pg_snapshot;
 BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'compaction requires the READ COMMITTED isolation level'
+			USING ERRCODE = 'feature_not_supported';
+	END IF;
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
 	cutoff := cutoff - q.retention;
-
-	/* what is visible now is what the copying below handles; later changes
-	 * are carried over under the fence */
-	snap := pg_current_snapshot();
 
 	/*
 	 * The first qualifying run of adjacent closed blocks, at most 4 (short
@@ -1129,17 +1215,33 @@ BEGIN
 	IF cardinality(run) = 0 OR (cardinality(run) = 1 AND run_keep = run_jobs AND run_jobs > 0) THEN
 		RETURN NULL;
 	END IF;
+	FOR i IN 1 .. cardinality(run) LOOP
+		rels := rels || pgqueue._rel('j', run[i].queue_id, run[i].block_no)::regclass
+					 || pgqueue._rel('s', run[i].queue_id, run[i].block_no)::regclass;
+	END LOOP;
 
 	/*
-	 * Copy before fencing.  First, without blocking anyone: create the new
-	 * block, copy the jobs to keep with their latest status, and archive
-	 * every other status row.  Then fence the run (exclusive locks, taken
-	 * with a short lock_timeout) and carry over only what changed since
-	 * snap: late pushes and status rows appended meanwhile, found by xmin.
-	 * If the fence cannot be had, or the run changed in a way the first
-	 * part did not provide for, the whole step rolls back: 'busy'.
+	 * Copy before fencing.  Without blocking anyone: note the WAL position
+	 * since, wait for the transactions that may write into the run now
+	 * (they may have written before since), then take snap.  A row snap
+	 * does not see was therefore inserted after since, on a page whose LSN
+	 * is past since (every heap insert into a WAL-logged table stamps its
+	 * page).  Then create the new block, copy the jobs to keep with their
+	 * latest status and archive every other status row that snap sees;
+	 * then carry over what snap did not see, on the pages changed since,
+	 * as of the snapshot caught_up.  Last, fence the run (exclusive locks,
+	 * taken with a short lock_timeout): no writer is left, and the rows
+	 * caught_up did not see, on the pages changed since, are carried over.
+	 * If the writers do not end in time, the fence cannot be had, or the
+	 * run changed in a way the first part did not provide for, the whole
+	 * step rolls back: 'busy'.
 	 */
 	BEGIN
+		since := pg_current_wal_insert_lsn();
+		IF NOT pgqueue._wait_writers(rels, 1000) THEN
+			RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+		END IF;
+		snap := pg_current_snapshot();
 		IF q.archive THEN
 			a := pgqueue._archive_table(q.queue_id);
 		END IF;
@@ -1178,7 +1280,7 @@ BEGIN
 
 			/*
 			 * archive every status row not moved, with its job's columns;
-			 * rows snap did not see are left to the fence
+			 * rows snap did not see are carried over below
 			 */
 			IF q.archive THEN
 				EXECUTE format($q$
@@ -1208,6 +1310,13 @@ BEGIN
 			PERFORM pgqueue._fault('compact_archived');
 		END LOOP;
 
+		/* what changed since snap, as far as caught_up sees, still unfenced */
+		caught_up := pg_current_snapshot();
+		FOR i IN 1 .. cardinality(run) LOOP
+			moved := moved + pgqueue._compact_carry(run[i], nj, ns, snap, since);
+		END LOOP;
+		PERFORM pgqueue._fault('compact_caught_up');
+
 		/* fence: no push or claim may change these blocks until commit */
 		saved_timeout := current_setting('lock_timeout');
 		PERFORM set_config('lock_timeout', '50ms', true);
@@ -1222,48 +1331,9 @@ BEGIN
 		PERFORM set_config('lock_timeout', saved_timeout, true);
 		PERFORM pgqueue._fault('compact_locked');
 
-		/*
-		 * What changed since snap: status rows appended by transactions snap
-		 * did not see, the jobs they belong to and the jobs pushed late all
-		 * go to the new block (a job whose older rows were archived lives on
-		 * there with its newer ones).
-		 */
+		/* what changed since caught_up: on the pages changed since, too */
 		FOR i IN 1 .. cardinality(run) LOOP
-			EXECUTE format($q$
-				SELECT count(*) FROM (
-					SELECT s.job_id FROM %2$s s
-					 WHERE pgqueue._unseen(s.xmin, $1)
-					UNION
-					SELECT j.job_id FROM %1$s j
-					 WHERE pgqueue._unseen(j.xmin, $1)) d$q$,
-				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-				pgqueue._rel('s', run[i].queue_id, run[i].block_no))
-			INTO n USING snap;
-			IF n > 0 THEN
-				IF ns IS NULL THEN
-					RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
-				END IF;
-				EXECUTE format($q$
-					WITH d AS (
-						SELECT s.* FROM %2$s s
-						 WHERE pgqueue._unseen(s.xmin, $1)),
-					dj AS (
-						INSERT INTO %3$s
-						SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at,
-							   j.payload
-						  FROM %1$s j
-						 WHERE j.job_id IN (SELECT job_id FROM d)
-							OR pgqueue._unseen(j.xmin, $1)
-						ON CONFLICT DO NOTHING
-						RETURNING 1),
-					ds AS (
-						INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING RETURNING 1)
-					SELECT (SELECT count(*) FROM dj)$q$,
-					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-					pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
-				INTO n USING snap;
-				moved := moved + n;
-			END IF;
+			moved := moved + pgqueue._compact_carry(run[i], nj, ns, caught_up, since);
 		END LOOP;
 	EXCEPTION WHEN lock_not_available THEN
 		RETURN 'busy';

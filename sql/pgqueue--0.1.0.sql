@@ -1085,13 +1085,17 @@ $$;
  * were written by transactions snap did not see: such status rows, the jobs
  * they belong to and jobs pushed late.  Rows already there are skipped.
  * Without a new block (ns NULL), any such row raises lock_not_available:
- * the step gives up ('busy').  Returns the number of jobs added.
+ * the step gives up ('busy').  Returns the number of jobs added.  The rows
+ * are read by tid: the planner, which takes each tid for a random page
+ * read, would rather scan a whole table for a few thousand of them, though
+ * they lie on a few pages.
  */
 CREATE FUNCTION pgqueue._compact_carry(b pgqueue.block, nj text, ns text, snap pg_snapshot,
 									   since pg_lsn)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
 AS $$
 DECLARE
 	j text := pgqueue._rel('j', b.queue_id, b.block_no);
@@ -1168,8 +1172,11 @@ DECLARE
 	rels regclass[] := '{}';
 	run_keep bigint := 0;
 	run_jobs bigint := 0;
+	run_bytes bigint := 0;
 	keep bigint;
 	total bigint;
+	bytes bigint;
+	budget bigint := pg_size_bytes(current_setting('shared_buffers')) / 4;
 	cutoff timestamptz := clock_timestamp();
 	new_no integer;
 	nj text;
@@ -1191,9 +1198,12 @@ BEGIN
 	cutoff := cutoff - q.retention;
 
 	/*
-	 * The first qualifying run of adjacent closed blocks, at most 4 (short
-	 * locks), among the 8 oldest closed blocks that may qualify: a block
-	 * created after the cutoff holds no job that finished before it.
+	 * The first qualifying run of adjacent closed blocks, among the 8 oldest
+	 * closed blocks that may qualify (a block created after the cutoff holds
+	 * no job that finished before it).  The fence reads every page of the
+	 * run's tables, and dropping them takes time too: a run has at most 4
+	 * blocks, and more than one only while their tables fit in a quarter of
+	 * shared_buffers, so that the fence finds them there.
 	 */
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
@@ -1201,13 +1211,17 @@ BEGIN
 			  ORDER BY bl.first_id LIMIT 8 LOOP
 		SELECT k.total, k.keep INTO total, keep
 		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff) k;
+		bytes := pg_relation_size(pgqueue._rel('j', b.queue_id, b.block_no)::regclass)
+			+ pg_relation_size(pgqueue._rel('s', b.queue_id, b.block_no)::regclass);
 		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)
 			AND NOT (keep = total AND b.block_no < 0)
-			AND (cardinality(run) = 0 OR run[cardinality(run)].last_id + 1 = b.first_id)
-			AND cardinality(run) < 4 THEN
+			AND (cardinality(run) = 0
+				 OR (run[cardinality(run)].last_id + 1 = b.first_id
+					 AND cardinality(run) < 4 AND run_bytes + bytes <= budget)) THEN
 			run := run || b;
 			run_keep := run_keep + keep;
 			run_jobs := run_jobs + total;
+			run_bytes := run_bytes + bytes;
 		ELSIF cardinality(run) > 0 THEN
 			EXIT;
 		END IF;

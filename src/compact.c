@@ -199,8 +199,11 @@ pgq_wait_writers(PG_FUNCTION_ARGS)
  *		(normal line pointers, live or not) on the pages of table rel whose
  *		LSN is past since: every row inserted after WAL position since is
  *		among them.  Pages are read one at a time under a share lock; old
- *		pages cost the read of their header.  A table that is not WAL-logged
- *		has no page LSNs: all its rows are returned.
+ *		pages cost the read of their header.  As in a sequential scan, a
+ *		table larger than a quarter of shared_buffers is read through a small
+ *		ring of buffers; a smaller one stays in shared_buffers, so that the
+ *		next call reads it from there.  A table that is not WAL-logged has
+ *		no page LSNs: all its rows are returned.
  */
 Datum
 pgq_changed_tids(PG_FUNCTION_ARGS)
@@ -209,6 +212,7 @@ pgq_changed_tids(PG_FUNCTION_ARGS)
 	XLogRecPtr	since = PG_GETARG_LSN(1);
 	Relation	rel = table_open(relid, AccessShareLock);
 	bool		logged = rel->rd_rel->relpersistence == RELPERSISTENCE_PERMANENT;
+	BufferAccessStrategy strategy = NULL;
 	BlockNumber nblocks;
 	ItemPointerData *tids;
 	Datum	   *elems;
@@ -222,13 +226,15 @@ pgq_changed_tids(PG_FUNCTION_ARGS)
 
 	tids = palloc(sizeof(ItemPointerData) * maxtids);
 	nblocks = RelationGetNumberOfBlocks(rel);
+	if (nblocks > NBuffers / 4)
+		strategy = GetAccessStrategy(BAS_BULKREAD);
 	for (BlockNumber blkno = 0; blkno < nblocks; blkno++)
 	{
 		Buffer		buf;
 		Page		page;
 
 		CHECK_FOR_INTERRUPTS();
-		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, NULL);
+		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, strategy);
 		LockBuffer(buf, BUFFER_LOCK_SHARE);
 		page = BufferGetPage(buf);
 		if (!logged || BufferGetLSNAtomic(buf) > since)
@@ -251,6 +257,8 @@ pgq_changed_tids(PG_FUNCTION_ARGS)
 		UnlockReleaseBuffer(buf);
 	}
 	table_close(rel, NoLock);
+	if (strategy != NULL)
+		FreeAccessStrategy(strategy);
 
 	elems = palloc(sizeof(Datum) * Max(ntids, 1));
 	for (int i = 0; i < ntids; i++)

@@ -228,10 +228,14 @@ AS 'MODULE_PATHNAME', 'pgq_fault';
 
 /*
  * _block_tables: create the jobs and status tables of a block covering ids
- * lo to hi, and its catalog row.
+ * lo to hi, and its catalog row.  Creating a table that inherits from
+ * job_store or status_store locks them (ShareUpdateExclusiveLock) until
+ * commit, against every other such creation; with inherit false, the
+ * tables are created alone, for _block_inherit to attach at the end of a
+ * long transaction (compaction).
  */
 CREATE FUNCTION pgqueue._block_tables(queue_id integer, block_no integer, lo bigint, hi bigint,
-									  state text)
+									  state text, inherit boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgqueue
@@ -240,18 +244,36 @@ DECLARE
 	j text := pgqueue._rel('j', queue_id, block_no);
 	s text := pgqueue._rel('s', queue_id, block_no);
 BEGIN
-	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
-				   ' PRIMARY KEY (job_id)) INHERITS (pgqueue_data.job_store)',
-				   j, queue_id, lo, hi);
+	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id))%s',
+				   j, CASE WHEN inherit THEN '' ELSE 'LIKE pgqueue_data.job_store, ' END,
+				   queue_id, lo, hi,
+				   CASE WHEN inherit THEN ' INHERITS (pgqueue_data.job_store)' ELSE '' END);
 	EXECUTE format('CREATE INDEX ON %s (priority, job_id)', j);
-	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
-				   ' PRIMARY KEY (job_id, seq)) INHERITS (pgqueue_data.status_store)',
-				   s, queue_id, lo, hi);
+	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id, seq))%s',
+				   s, CASE WHEN inherit THEN '' ELSE 'LIKE pgqueue_data.status_store, ' END,
+				   queue_id, lo, hi,
+				   CASE WHEN inherit THEN ' INHERITS (pgqueue_data.status_store)' ELSE '' END);
 	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
 	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state = ''e''', s);
 	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id, state)
 	VALUES (_block_tables.queue_id, _block_tables.block_no, lo, hi, _block_tables.state);
 	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* _block_inherit: attach the tables of a block made with inherit false */
+CREATE FUNCTION pgqueue._block_inherit(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.job_store',
+				   pgqueue._rel('j', queue_id, block_no));
+	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.status_store',
+				   pgqueue._rel('s', queue_id, block_no));
 END
 $$;
 
@@ -277,7 +299,7 @@ BEGIN
 	SELECT q.block_size INTO STRICT bs FROM pgqueue.queue q
 	 WHERE q.queue_id = _block_create.queue_id;
 	PERFORM pgqueue._block_tables(queue_id, block_no, block_no::bigint * bs + 1,
-								  (block_no::bigint + 1) * bs, 'open');
+								  (block_no::bigint + 1) * bs, 'open', true);
 END
 $$;
 
@@ -1084,11 +1106,9 @@ $$;
  * ns) the rows of block b on pages changed after WAL position since that
  * were written by transactions snap did not see: such status rows, the jobs
  * they belong to and jobs pushed late.  Rows already there are skipped.
- * Without a new block (ns NULL), any such row raises lock_not_available:
- * the step gives up ('busy').  Returns the number of jobs added.  The rows
- * are read by tid: the planner, which takes each tid for a random page
- * read, would rather scan a whole table for a few thousand of them, though
- * they lie on a few pages.
+ * Returns the number of jobs added.  The rows are read by tid: the
+ * planner, which takes each tid for a random page read, would rather scan
+ * a whole table for a few thousand of them, though they lie on a few pages.
  */
 CREATE FUNCTION pgqueue._compact_carry(b pgqueue.block, nj text, ns text, snap pg_snapshot,
 									   since pg_lsn)
@@ -1102,22 +1122,8 @@ DECLARE
 	s text := pgqueue._rel('s', b.queue_id, b.block_no);
 	jt tid[] := pgqueue._changed_tids(j::regclass, since);
 	st tid[] := pgqueue._changed_tids(s::regclass, since);
-	changed boolean;
 	n bigint;
 BEGIN
-	IF ns IS NULL THEN
-		EXECUTE format($q$
-			SELECT EXISTS (SELECT 1 FROM %1$s j
-							WHERE j.ctid = ANY ($2) AND pgqueue._unseen(j.xmin, $1))
-				OR EXISTS (SELECT 1 FROM %2$s s
-							WHERE s.ctid = ANY ($3) AND pgqueue._unseen(s.xmin, $1))$q$,
-			j, s)
-		INTO changed USING snap, jt, st;
-		IF changed THEN
-			RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
-		END IF;
-		RETURN 0;
-	END IF;
 	EXECUTE format($q$
 		WITH d AS (
 			SELECT s.* FROM %2$s s
@@ -1203,7 +1209,8 @@ BEGIN
 	 * no job that finished before it).  The fence reads every page of the
 	 * run's tables, and dropping them takes time too: a run has at most 4
 	 * blocks, and more than one only while their tables fit in a quarter of
-	 * shared_buffers, so that the fence finds them there.
+	 * shared_buffers, so that the fence finds them there.  What is seen
+	 * here only chooses the run: the copy below decides what to keep.
 	 */
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
@@ -1240,15 +1247,16 @@ BEGIN
 	 * (they may have written before since), then take snap.  A row snap
 	 * does not see was therefore inserted after since, on a page whose LSN
 	 * is past since (every heap insert into a WAL-logged table stamps its
-	 * page).  Then create the new block, copy the jobs to keep with their
-	 * latest status and archive every other status row that snap sees;
-	 * then carry over what snap did not see, on the pages changed since,
-	 * as of the snapshot caught_up.  Last, fence the run (exclusive locks,
-	 * taken with a short lock_timeout): no writer is left, and the rows
-	 * caught_up did not see, on the pages changed since, are carried over.
-	 * If the writers do not end in time, the fence cannot be had, or the
-	 * run changed in a way the first part did not provide for, the whole
-	 * step rolls back: 'busy'.
+	 * page).  Then create the new block (not yet attached to the parent
+	 * tables, whose lock a push that opens a block needs), copy the jobs to
+	 * keep with their latest status and archive every other status row
+	 * that snap sees; then carry over what snap did not see, on the pages
+	 * changed since, as of the snapshot caught_up.  Last, fence the run
+	 * (exclusive locks, taken with a short lock_timeout): no writer is
+	 * left, and the rows caught_up did not see, on the pages changed since,
+	 * are carried over.  The new block is then attached, or dropped if it
+	 * got no job.  If the writers do not end in time or the locks cannot
+	 * be had, the whole step rolls back: 'busy'.
 	 */
 	BEGIN
 		since := pg_current_wal_insert_lsn();
@@ -1259,37 +1267,33 @@ BEGIN
 		IF q.archive THEN
 			a := pgqueue._archive_table(q.queue_id);
 		END IF;
-		IF run_keep > 0 THEN
-			SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
-			 WHERE bl.queue_id = q.queue_id;
-			PERFORM pgqueue._block_tables(q.queue_id, new_no, run[1].first_id,
-										  run[cardinality(run)].last_id, 'closed');
-			nj := pgqueue._rel('j', q.queue_id, new_no);
-			ns := pgqueue._rel('s', q.queue_id, new_no);
-		END IF;
+		SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
+		 WHERE bl.queue_id = q.queue_id;
+		PERFORM pgqueue._block_tables(q.queue_id, new_no, run[1].first_id,
+									  run[cardinality(run)].last_id, 'closed', false);
+		nj := pgqueue._rel('j', q.queue_id, new_no);
+		ns := pgqueue._rel('s', q.queue_id, new_no);
 		PERFORM pgqueue._fault('compact_created');
 
 		FOR i IN 1 .. cardinality(run) LOOP
 			/* keep: unfinished, or finished within the retention */
-			IF run_keep > 0 THEN
-				EXECUTE format($q$
-					WITH k AS (
-						SELECT j.*, l.seq
-						  FROM %1$s j
-						  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
-											  WHERE s.job_id = j.job_id
-											  ORDER BY s.seq DESC LIMIT 1) l ON true
-						 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
-					kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
-												   enqueued_at, payload FROM k),
-					ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
-											 ON s.job_id = k.job_id AND s.seq = k.seq)
-					SELECT count(*) FROM k$q$,
-					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-					pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
-				INTO n USING cutoff;
-				moved := moved + n;
-			END IF;
+			EXECUTE format($q$
+				WITH k AS (
+					SELECT j.*, l.seq
+					  FROM %1$s j
+					  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
+										  WHERE s.job_id = j.job_id
+										  ORDER BY s.seq DESC LIMIT 1) l ON true
+					 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
+				kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
+											   enqueued_at, payload FROM k),
+				ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
+										 ON s.job_id = k.job_id AND s.seq = k.seq)
+				SELECT count(*) FROM k$q$,
+				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+				pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
+			INTO n USING cutoff;
+			moved := moved + n;
 			PERFORM pgqueue._fault('compact_copied');
 
 			/*
@@ -1303,15 +1307,14 @@ BEGIN
 						SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
 							   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1
 						  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
-						 WHERE NOT pgqueue._unseen(s.xmin, $2) AND %4$s
+						 WHERE NOT pgqueue._unseen(s.xmin, $2)
+						   AND NOT EXISTS (SELECT 1 FROM %4$s m
+											WHERE m.job_id = s.job_id AND m.seq = s.seq)
 						ON CONFLICT DO NOTHING
 						RETURNING 1)
 					SELECT count(*) FROM x$q$,
 					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-					pgqueue._rel('s', run[i].queue_id, run[i].block_no), a,
-					CASE WHEN ns IS NULL THEN 'true'
-						 ELSE format('NOT EXISTS (SELECT 1 FROM %s m WHERE m.job_id = s.job_id'
-									 ' AND m.seq = s.seq)', ns) END)
+					pgqueue._rel('s', run[i].queue_id, run[i].block_no), a, ns)
 				INTO n USING clock_timestamp(), snap;
 				archived := archived + n;
 			ELSE
@@ -1342,13 +1345,20 @@ BEGIN
 						   pgqueue._rel('j', run[i].queue_id, run[i].block_no),
 						   pgqueue._rel('s', run[i].queue_id, run[i].block_no));
 		END LOOP;
-		PERFORM set_config('lock_timeout', saved_timeout, true);
 		PERFORM pgqueue._fault('compact_locked');
 
 		/* what changed since caught_up: on the pages changed since, too */
 		FOR i IN 1 .. cardinality(run) LOOP
 			moved := moved + pgqueue._compact_carry(run[i], nj, ns, caught_up, since);
 		END LOOP;
+
+		/* only now lock the parent tables, which a push that opens a block needs */
+		IF moved > 0 THEN
+			PERFORM pgqueue._block_inherit(q.queue_id, new_no);
+		ELSE
+			PERFORM pgqueue._block_drop(q.queue_id, new_no);
+		END IF;
+		PERFORM set_config('lock_timeout', saved_timeout, true);
 	EXCEPTION WHEN lock_not_available THEN
 		RETURN 'busy';
 	END;
@@ -1359,7 +1369,7 @@ BEGIN
 	PERFORM pgqueue._fault('compact_swapped');
 	RETURN format('%s blocks %s..%s: %s jobs moved%s, %s status rows %s',
 				  cardinality(run), run[1].block_no, run[cardinality(run)].block_no, moved,
-				  CASE WHEN ns IS NOT NULL THEN ' to block ' || new_no ELSE '' END,
+				  CASE WHEN moved > 0 THEN ' to block ' || new_no ELSE '' END,
 				  CASE WHEN q.archive THEN archived ELSE archived - moved END,
 				  CASE WHEN q.archive THEN 'archived' ELSE 'discarded' END);
 END

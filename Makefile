@@ -10,7 +10,8 @@ OBJS = \
 	src/finish.o \
 	src/wakeup.o \
 	src/flow.o \
-	src/worker.o
+	src/worker.o \
+	src/compact.o
 
 EXTENSION = pgqueue
 DATA = sql/pgqueue--0.1.0.sql

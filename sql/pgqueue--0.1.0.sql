@@ -267,10 +267,14 @@ AS 'MODULE_PATHNAME', 'pgq_fault';
 
 /*
  * _block_tables: create the jobs and status tables of a block covering ids
- * lo to hi, and its catalog row.
+ * lo to hi, and its catalog row.  Creating a table that inherits from
+ * job_store or status_store locks them (ShareUpdateExclusiveLock) until
+ * commit, against every other such creation; with inherit false, the
+ * tables are created alone, for _block_inherit to attach at the end of a
+ * long transaction (compaction).
  */
 CREATE FUNCTION pgqueue._block_tables(queue_id integer, block_no integer, lo bigint, hi bigint,
-									  state text)
+									  state text, inherit boolean)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgqueue
@@ -279,21 +283,39 @@ DECLARE
 	j text := pgqueue._rel('j', queue_id, block_no);
 	s text := pgqueue._rel('s', queue_id, block_no);
 BEGIN
-	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
-				   ' PRIMARY KEY (job_id)) INHERITS (pgqueue_data.job_store)',
-				   j, queue_id, lo, hi);
+	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id))%s',
+				   j, CASE WHEN inherit THEN '' ELSE 'LIKE pgqueue_data.job_store, ' END,
+				   queue_id, lo, hi,
+				   CASE WHEN inherit THEN ' INHERITS (pgqueue_data.job_store)' ELSE '' END);
 	/* pop reads per priority and tenant ('': none) in id order */
 	EXECUTE format('CREATE INDEX ON %s (priority, (coalesce(tenant, '''')), job_id)', j);
 	EXECUTE format('CREATE INDEX ON %s (key, job_id) WHERE key IS NOT NULL', j);
-	EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
-				   ' PRIMARY KEY (job_id, seq)) INHERITS (pgqueue_data.status_store)',
-				   s, queue_id, lo, hi);
+	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id, seq))%s',
+				   s, CASE WHEN inherit THEN '' ELSE 'LIKE pgqueue_data.status_store, ' END,
+				   queue_id, lo, hi,
+				   CASE WHEN inherit THEN ' INHERITS (pgqueue_data.status_store)' ELSE '' END);
 	/* pop's claim of due retried, released and scheduled jobs, by id */
 	EXECUTE format('CREATE INDEX ON %s (job_id, due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
 	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state = ''e''', s);
 	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id, state)
 	VALUES (_block_tables.queue_id, _block_tables.block_no, lo, hi, _block_tables.state);
 	PERFORM pgqueue._cache_invalidate();
+END
+$$;
+
+/* _block_inherit: attach the tables of a block made with inherit false */
+CREATE FUNCTION pgqueue._block_inherit(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+AS $$
+BEGIN
+	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.job_store',
+				   pgqueue._rel('j', queue_id, block_no));
+	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.status_store',
+				   pgqueue._rel('s', queue_id, block_no));
 END
 $$;
 
@@ -319,7 +341,7 @@ BEGIN
 	SELECT q.block_size INTO STRICT bs FROM pgqueue.queue q
 	 WHERE q.queue_id = _block_create.queue_id;
 	PERFORM pgqueue._block_tables(queue_id, block_no, block_no::bigint * bs + 1,
-								  (block_no::bigint + 1) * bs, 'open');
+								  (block_no::bigint + 1) * bs, 'open', true);
 END
 $$;
 
@@ -1258,12 +1280,33 @@ $$;
 
 /*
  * _unseen: whether a row (by its xmin) was written by a transaction snap did
- * not see, other than this one; for compaction
+ * not see, other than this one; a subtransaction counts as its top-level
+ * transaction.  For compaction, with a snap taken in the same transaction.
  */
 CREATE FUNCTION pgqueue._unseen(x xid, snap pg_snapshot)
 RETURNS boolean
 LANGUAGE c STRICT STABLE
 AS 'MODULE_PATHNAME', 'pgq_unseen';
+
+/*
+ * _wait_writers: wait until every other transaction that holds a lock to
+ * write into one of rels now has ended; false if some has not after
+ * timeout_ms.  Polls, takes no lock; for compaction.
+ */
+CREATE FUNCTION pgqueue._wait_writers(rels regclass[], timeout_ms integer)
+RETURNS boolean
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_wait_writers';
+
+/*
+ * _changed_tids: the tids of the rows on the pages of table rel whose LSN is
+ * past since (every row inserted after WAL position since is among them);
+ * for compaction
+ */
+CREATE FUNCTION pgqueue._changed_tids(rel regclass, since pg_lsn)
+RETURNS tid[]
+LANGUAGE c STRICT
+AS 'MODULE_PATHNAME', 'pgq_changed_tids';
 
 /*
  * _block_keep: how many jobs a block has, and how many compaction would
@@ -1287,6 +1330,55 @@ END
 $$;
 
 /*
+ * _compact_carry: for a compaction, carry over to its new block (tables nj,
+ * ns) the rows of block b on pages changed after WAL position since that
+ * were written by transactions snap did not see: such status rows, the jobs
+ * they belong to and jobs pushed late.  Rows already there are skipped.
+ * Returns the number of jobs added.  The rows are read by tid: the
+ * planner, which takes each tid for a random page read, would rather scan
+ * a whole table for a few thousand of them, though they lie on a few pages.
+ */
+CREATE FUNCTION pgqueue._compact_carry(b pgqueue.block, nj text, ns text, snap pg_snapshot,
+									   since pg_lsn)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue
+SET enable_seqscan = off
+AS $$
+DECLARE
+	j text := pgqueue._rel('j', b.queue_id, b.block_no);
+	s text := pgqueue._rel('s', b.queue_id, b.block_no);
+	jt tid[] := pgqueue._changed_tids(j::regclass, since);
+	st tid[] := pgqueue._changed_tids(s::regclass, since);
+	n bigint;
+BEGIN
+	EXECUTE format($q$
+		WITH d AS (
+			SELECT s.* FROM %2$s s
+			 WHERE s.ctid = ANY ($3) AND pgqueue._unseen(s.xmin, $1)),
+		ids AS (
+			SELECT d.job_id FROM d
+			UNION
+			SELECT j.job_id FROM %1$s j
+			 WHERE j.ctid = ANY ($2) AND pgqueue._unseen(j.xmin, $1)),
+		dj AS (
+			INSERT INTO %3$s
+			SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at, j.payload,
+				   j.tenant
+			  FROM %1$s j
+			 WHERE j.job_id = ANY (ARRAY(SELECT ids.job_id FROM ids))
+			ON CONFLICT DO NOTHING
+			RETURNING 1),
+		ds AS (
+			INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING)
+		SELECT count(*) FROM dj$q$,
+		j, s, nj, ns)
+	INTO n USING snap, jt, st;
+	RETURN n;
+END
+$$;
+
+/*
  * _compact_step: one unit of compaction for a queue, in the caller's
  * transaction.  Finds the first contiguous run of closed blocks whose jobs
  * are mostly done with (finished longer ago than the queue's retention: at
@@ -1295,10 +1387,12 @@ $$;
  * their ids, archives (or discards) all other status rows with their jobs,
  * and drops the old tables.  A run with nothing to keep is archived and
  * dropped without a new block.  The copying happens before the run is
- * fenced; under the fence only what changed meanwhile is carried over.  The
- * whole step is one transaction: a crash anywhere leaves the blocks as they
- * were.  Takes its locks with a short lock_timeout and gives up ('busy')
- * rather than stall pushes and pops.
+ * fenced; under the fence only the rows on pages changed since the step
+ * began are looked at.  The whole step is one transaction: a crash
+ * anywhere leaves the blocks as they were.  Waits a bounded time for
+ * writers and takes its locks with a short lock_timeout, and gives up
+ * ('busy') rather than stall pushes and pops.  Needs READ COMMITTED (a
+ * snapshot per statement).
  * Returns what it did, or NULL when nothing qualifies.
  */
 CREATE FUNCTION pgqueue._compact_step(queue_id integer)
@@ -1310,10 +1404,14 @@ DECLARE
 	q pgqueue.queue;
 	b pgqueue.block;
 	run pgqueue.block[] := '{}';
+	rels regclass[] := '{}';
 	run_keep bigint := 0;
 	run_jobs bigint := 0;
+	run_bytes bigint := 0;
 	keep bigint;
 	total bigint;
+	bytes bigint;
+	budget bigint := pg_size_bytes(current_setting('shared_buffers')) / 4;
 	cutoff timestamptz := clock_timestamp();
 	new_no integer;
 	nj text;
@@ -1323,19 +1421,25 @@ DECLARE
 	archived bigint := 0;
 	n bigint;
 	saved_timeout text;
+	since pg_lsn;
 	snap pg_snapshot;
+	caught_up pg_snapshot;
 BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'compaction requires the READ COMMITTED isolation level'
+			USING ERRCODE = 'feature_not_supported';
+	END IF;
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
 	cutoff := cutoff - q.retention;
 
-	/* what is visible now is what the copying below handles; later changes
-	 * are carried over under the fence */
-	snap := pg_current_snapshot();
-
 	/*
-	 * The first qualifying run of adjacent closed blocks, at most 4 (short
-	 * locks), among the 8 oldest closed blocks that may qualify: a block
-	 * created after the cutoff holds no job that finished before it.
+	 * The first qualifying run of adjacent closed blocks, among the 8 oldest
+	 * closed blocks that may qualify (a block created after the cutoff holds
+	 * no job that finished before it).  The fence reads every page of the
+	 * run's tables, and dropping them takes time too: a run has at most 4
+	 * blocks, and more than one only while their tables fit in a quarter of
+	 * shared_buffers, so that the fence finds them there.  What is seen
+	 * here only chooses the run: the copy below decides what to keep.
 	 */
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
@@ -1343,13 +1447,17 @@ BEGIN
 			  ORDER BY bl.first_id LIMIT 8 LOOP
 		SELECT k.total, k.keep INTO total, keep
 		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff) k;
+		bytes := pg_relation_size(pgqueue._rel('j', b.queue_id, b.block_no)::regclass)
+			+ pg_relation_size(pgqueue._rel('s', b.queue_id, b.block_no)::regclass);
 		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)
 			AND NOT (keep = total AND b.block_no < 0)
-			AND (cardinality(run) = 0 OR run[cardinality(run)].last_id + 1 = b.first_id)
-			AND cardinality(run) < 4 THEN
+			AND (cardinality(run) = 0
+				 OR (run[cardinality(run)].last_id + 1 = b.first_id
+					 AND cardinality(run) < 4 AND run_bytes + bytes <= budget)) THEN
 			run := run || b;
 			run_keep := run_keep + keep;
 			run_jobs := run_jobs + total;
+			run_bytes := run_bytes + bytes;
 		ELSIF cardinality(run) > 0 THEN
 			EXIT;
 		END IF;
@@ -1357,56 +1465,69 @@ BEGIN
 	IF cardinality(run) = 0 OR (cardinality(run) = 1 AND run_keep = run_jobs AND run_jobs > 0) THEN
 		RETURN NULL;
 	END IF;
+	FOR i IN 1 .. cardinality(run) LOOP
+		rels := rels || pgqueue._rel('j', run[i].queue_id, run[i].block_no)::regclass
+					 || pgqueue._rel('s', run[i].queue_id, run[i].block_no)::regclass;
+	END LOOP;
 
 	/*
-	 * Copy before fencing.  First, without blocking anyone: create the new
-	 * block, copy the jobs to keep with their latest status, and archive
-	 * every other status row.  Then fence the run (exclusive locks, taken
-	 * with a short lock_timeout) and carry over only what changed since
-	 * snap: late pushes and status rows appended meanwhile, found by xmin.
-	 * If the fence cannot be had, or the run changed in a way the first
-	 * part did not provide for, the whole step rolls back: 'busy'.
+	 * Copy before fencing.  Without blocking anyone: note the WAL position
+	 * since, wait for the transactions that may write into the run now
+	 * (they may have written before since), then take snap.  A row snap
+	 * does not see was therefore inserted after since, on a page whose LSN
+	 * is past since (every heap insert into a WAL-logged table stamps its
+	 * page).  Then create the new block (not yet attached to the parent
+	 * tables, whose lock a push that opens a block needs), copy the jobs to
+	 * keep with their latest status and archive every other status row
+	 * that snap sees; then carry over what snap did not see, on the pages
+	 * changed since, as of the snapshot caught_up.  Last, fence the run
+	 * (exclusive locks, taken with a short lock_timeout): no writer is
+	 * left, and the rows caught_up did not see, on the pages changed since,
+	 * are carried over.  The new block is then attached, or dropped if it
+	 * got no job.  If the writers do not end in time or the locks cannot
+	 * be had, the whole step rolls back: 'busy'.
 	 */
 	BEGIN
+		since := pg_current_wal_insert_lsn();
+		IF NOT pgqueue._wait_writers(rels, 1000) THEN
+			RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+		END IF;
+		snap := pg_current_snapshot();
 		IF q.archive THEN
 			a := pgqueue._archive_table(q.queue_id);
 		END IF;
-		IF run_keep > 0 THEN
-			SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
-			 WHERE bl.queue_id = q.queue_id;
-			PERFORM pgqueue._block_tables(q.queue_id, new_no, run[1].first_id,
-										  run[cardinality(run)].last_id, 'closed');
-			nj := pgqueue._rel('j', q.queue_id, new_no);
-			ns := pgqueue._rel('s', q.queue_id, new_no);
-		END IF;
+		SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
+		 WHERE bl.queue_id = q.queue_id;
+		PERFORM pgqueue._block_tables(q.queue_id, new_no, run[1].first_id,
+									  run[cardinality(run)].last_id, 'closed', false);
+		nj := pgqueue._rel('j', q.queue_id, new_no);
+		ns := pgqueue._rel('s', q.queue_id, new_no);
 		PERFORM pgqueue._fault('compact_created');
 
 		FOR i IN 1 .. cardinality(run) LOOP
 			/* keep: unfinished, or finished within the retention */
-			IF run_keep > 0 THEN
-				EXECUTE format($q$
-					WITH k AS (
-						SELECT j.*, l.seq
-						  FROM %1$s j
-						  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
-											  WHERE s.job_id = j.job_id
-											  ORDER BY s.seq DESC LIMIT 1) l ON true
-						 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
-					kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
-												   enqueued_at, payload, tenant FROM k),
-					ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
-											 ON s.job_id = k.job_id AND s.seq = k.seq)
-					SELECT count(*) FROM k$q$,
-					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-					pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
-				INTO n USING cutoff;
-				moved := moved + n;
-			END IF;
+			EXECUTE format($q$
+				WITH k AS (
+					SELECT j.*, l.seq
+					  FROM %1$s j
+					  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
+										  WHERE s.job_id = j.job_id
+										  ORDER BY s.seq DESC LIMIT 1) l ON true
+					 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
+				kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
+											   enqueued_at, payload, tenant FROM k),
+				ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
+										 ON s.job_id = k.job_id AND s.seq = k.seq)
+				SELECT count(*) FROM k$q$,
+				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
+				pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
+			INTO n USING cutoff;
+			moved := moved + n;
 			PERFORM pgqueue._fault('compact_copied');
 
 			/*
 			 * archive every status row not moved, with its job's columns;
-			 * rows snap did not see are left to the fence
+			 * rows snap did not see are carried over below
 			 */
 			IF q.archive THEN
 				EXECUTE format($q$
@@ -1416,15 +1537,14 @@ BEGIN
 							   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1,
 							   j.tenant
 						  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
-						 WHERE NOT pgqueue._unseen(s.xmin, $2) AND %4$s
+						 WHERE NOT pgqueue._unseen(s.xmin, $2)
+						   AND NOT EXISTS (SELECT 1 FROM %4$s m
+											WHERE m.job_id = s.job_id AND m.seq = s.seq)
 						ON CONFLICT DO NOTHING
 						RETURNING 1)
 					SELECT count(*) FROM x$q$,
 					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-					pgqueue._rel('s', run[i].queue_id, run[i].block_no), a,
-					CASE WHEN ns IS NULL THEN 'true'
-						 ELSE format('NOT EXISTS (SELECT 1 FROM %s m WHERE m.job_id = s.job_id'
-									 ' AND m.seq = s.seq)', ns) END)
+					pgqueue._rel('s', run[i].queue_id, run[i].block_no), a, ns)
 				INTO n USING clock_timestamp(), snap;
 				archived := archived + n;
 			ELSE
@@ -1437,6 +1557,13 @@ BEGIN
 			PERFORM pgqueue._fault('compact_archived');
 		END LOOP;
 
+		/* what changed since snap, as far as caught_up sees, still unfenced */
+		caught_up := pg_current_snapshot();
+		FOR i IN 1 .. cardinality(run) LOOP
+			moved := moved + pgqueue._compact_carry(run[i], nj, ns, snap, since);
+		END LOOP;
+		PERFORM pgqueue._fault('compact_caught_up');
+
 		/* fence: no push or claim may change these blocks until commit */
 		saved_timeout := current_setting('lock_timeout');
 		PERFORM set_config('lock_timeout', '50ms', true);
@@ -1448,52 +1575,20 @@ BEGIN
 						   pgqueue._rel('j', run[i].queue_id, run[i].block_no),
 						   pgqueue._rel('s', run[i].queue_id, run[i].block_no));
 		END LOOP;
-		PERFORM set_config('lock_timeout', saved_timeout, true);
 		PERFORM pgqueue._fault('compact_locked');
 
-		/*
-		 * What changed since snap: status rows appended by transactions snap
-		 * did not see, the jobs they belong to and the jobs pushed late all
-		 * go to the new block (a job whose older rows were archived lives on
-		 * there with its newer ones).
-		 */
+		/* what changed since caught_up: on the pages changed since, too */
 		FOR i IN 1 .. cardinality(run) LOOP
-			EXECUTE format($q$
-				SELECT count(*) FROM (
-					SELECT s.job_id FROM %2$s s
-					 WHERE pgqueue._unseen(s.xmin, $1)
-					UNION
-					SELECT j.job_id FROM %1$s j
-					 WHERE pgqueue._unseen(j.xmin, $1)) d$q$,
-				pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-				pgqueue._rel('s', run[i].queue_id, run[i].block_no))
-			INTO n USING snap;
-			IF n > 0 THEN
-				IF ns IS NULL THEN
-					RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
-				END IF;
-				EXECUTE format($q$
-					WITH d AS (
-						SELECT s.* FROM %2$s s
-						 WHERE pgqueue._unseen(s.xmin, $1)),
-					dj AS (
-						INSERT INTO %3$s
-						SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at,
-							   j.payload, j.tenant
-						  FROM %1$s j
-						 WHERE j.job_id IN (SELECT job_id FROM d)
-							OR pgqueue._unseen(j.xmin, $1)
-						ON CONFLICT DO NOTHING
-						RETURNING 1),
-					ds AS (
-						INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING RETURNING 1)
-					SELECT (SELECT count(*) FROM dj)$q$,
-					pgqueue._rel('j', run[i].queue_id, run[i].block_no),
-					pgqueue._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
-				INTO n USING snap;
-				moved := moved + n;
-			END IF;
+			moved := moved + pgqueue._compact_carry(run[i], nj, ns, caught_up, since);
 		END LOOP;
+
+		/* only now lock the parent tables, which a push that opens a block needs */
+		IF moved > 0 THEN
+			PERFORM pgqueue._block_inherit(q.queue_id, new_no);
+		ELSE
+			PERFORM pgqueue._block_drop(q.queue_id, new_no);
+		END IF;
+		PERFORM set_config('lock_timeout', saved_timeout, true);
 	EXCEPTION WHEN lock_not_available THEN
 		RETURN 'busy';
 	END;
@@ -1504,7 +1599,7 @@ BEGIN
 	PERFORM pgqueue._fault('compact_swapped');
 	RETURN format('%s blocks %s..%s: %s jobs moved%s, %s status rows %s',
 				  cardinality(run), run[1].block_no, run[cardinality(run)].block_no, moved,
-				  CASE WHEN ns IS NOT NULL THEN ' to block ' || new_no ELSE '' END,
+				  CASE WHEN moved > 0 THEN ' to block ' || new_no ELSE '' END,
 				  CASE WHEN q.archive THEN archived ELSE archived - moved END,
 				  CASE WHEN q.archive THEN 'archived' ELSE 'discarded' END);
 END

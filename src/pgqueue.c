@@ -9,13 +9,11 @@
 #include "postgres.h"
 
 #include "fmgr.h"
-#include "access/transam.h"
-#include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
-#include "utils/xid8.h"
 #include "utils/memutils.h"
 
 #include "pgqueue.h"
@@ -28,11 +26,17 @@ int			pgq_max_payload_size = 1024 * 1024;
 /* how often a waiting pop polls when it cannot sleep on shared memory, ms */
 int			pgq_poll_interval = 100;
 
-/* the maintenance step at which to fail on purpose (tests) */
+/* the maintenance step at which to fail (or pause) on purpose (tests) */
 static char *pgq_fault_injection = NULL;
 
+/*
+ * With pgqueue.fault_injection = 'pause:<step>', maintenance waits at the
+ * step while another session holds pg_advisory_lock(PGQ_PAUSE_KEY).
+ */
+#define PGQ_PAUSE_PREFIX	"pause:"
+#define PGQ_PAUSE_KEY		1885827445
+
 PG_FUNCTION_INFO_V1(pgq_fault);
-PG_FUNCTION_INFO_V1(pgq_unseen);
 
 void		_PG_init(void);
 
@@ -83,8 +87,10 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomStringVariable("pgqueue.fault_injection",
-							   "Maintenance step at which to crash on purpose, for tests.",
-							   "The server PANICs when maintenance reaches the named step.",
+							   "Maintenance step at which to crash or pause on purpose, for tests.",
+							   "The server PANICs when maintenance reaches the named step; "
+							   "with \"pause:step\", maintenance waits there while another "
+							   "session holds pg_advisory_lock(" CppAsString2(PGQ_PAUSE_KEY) ").",
 							   &pgq_fault_injection,
 							   "",
 							   PGC_SUSET,
@@ -161,42 +167,32 @@ pgq_check_payload(Datum payload)
  * pgq_fault
  *		SQL: pgqueue._fault(step) crashes the server (PANIC) when
  *		pgqueue.fault_injection names the step; tests use it to stop
- *		maintenance at every step and check that nothing is lost.
+ *		maintenance at every step and check that nothing is lost.  With
+ *		'pause:<step>' it waits at the step until the advisory lock
+ *		PGQ_PAUSE_KEY is free, so that tests can order other sessions'
+ *		work against a maintenance step.
  */
 Datum
 pgq_fault(PG_FUNCTION_ARGS)
 {
 	char	   *step = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
-	if (pgq_fault_injection != NULL && strcmp(pgq_fault_injection, step) == 0)
+	if (pgq_fault_injection == NULL)
+		PG_RETURN_VOID();
+	if (strcmp(pgq_fault_injection, step) == 0)
 		ereport(PANIC,
 				(errmsg("pgqueue fault injection at step \"%s\"", step)));
+	if (strncmp(pgq_fault_injection, PGQ_PAUSE_PREFIX, strlen(PGQ_PAUSE_PREFIX)) == 0 &&
+		strcmp(pgq_fault_injection + strlen(PGQ_PAUSE_PREFIX), step) == 0)
+	{
+		LOCKTAG		tag;
+
+		/* the tag of pg_advisory_lock(PGQ_PAUSE_KEY) */
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, PGQ_PAUSE_KEY, 1);
+		(void) LockAcquire(&tag, ShareLock, false, false);
+		LockRelease(&tag, ShareLock, false);
+	}
 	PG_RETURN_VOID();
-}
-
-/*
- * pgq_unseen
- *		SQL: pgqueue._unseen(xmin, snap) tells whether a row was written by a
- *		transaction that snap did not see and that is not this one (or one
- *		of its subtransactions): compaction's test for what changed after it
- *		took snap.
- */
-Datum
-pgq_unseen(PG_FUNCTION_ARGS)
-{
-	TransactionId xid = DatumGetTransactionId(PG_GETARG_DATUM(0));
-	FullTransactionId next;
-	uint32		epoch;
-
-	if (!TransactionIdIsNormal(xid) || TransactionIdIsCurrentTransactionId(xid))
-		PG_RETURN_BOOL(false);
-	next = ReadNextFullTransactionId();
-	epoch = EpochFromFullTransactionId(next);
-	if (xid >= XidFromFullTransactionId(next))
-		epoch--;				/* from the previous epoch */
-	PG_RETURN_BOOL(!DatumGetBool(DirectFunctionCall2(pg_visible_in_snapshot,
-													 FullTransactionIdGetDatum(FullTransactionIdFromEpochAndXid(epoch, xid)),
-													 PG_GETARG_DATUM(1))));
 }
 
 /*

@@ -410,3 +410,9 @@ SELECT pgqueue.queue_drop('c_exp');
 SELECT count(*) AS tables_left FROM pg_tables
  WHERE schemaname = 'pgqueue_data' AND tablename ~ ('^[jsa]_' || (SELECT queue_id FROM c_exp_id) || '_');
 SELECT count(*) AS archive_rows_left FROM pgqueue.archive WHERE queue_id = (SELECT queue_id FROM c_exp_id);
+-- compaction needs a new snapshot per statement: not under REPEATABLE READ
+SELECT pgqueue.queue_create('c_iso');
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pgqueue.maintain('c_iso');
+ROLLBACK;
+SELECT pgqueue.queue_drop('c_iso');

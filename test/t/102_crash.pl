@@ -14,10 +14,10 @@
 #   - the blocks are as before the crash (the step was one transaction);
 #   - the next maintenance round finishes the job, with the same checks.
 # Steps: block_created, compact_locked, compact_created, compact_copied,
-# compact_archived, compact_swapped through pgqueue.maintain() in a session
-# (SET pgqueue.fault_injection); archive_dropped too, with an archive table
-# made to look two days old (renamed, and its catalog row changed) and
-# archive_retention '1 day'.  compact_copied once more through the worker
+# compact_archived, compact_caught_up, compact_swapped through
+# pgqueue.maintain() in a session (SET pgqueue.fault_injection);
+# archive_dropped too, with an archive table made to look two days old
+# (renamed, and its catalog row changed) and archive_retention '1 day'.  compact_copied once more through the worker
 # (ALTER SYSTEM + reload), which also checks that a worker crashing the
 # server again and again is held back instead of crash-looping.  Last, an
 # immediate shutdown under load (two clients pushing, claiming and acking
@@ -199,7 +199,8 @@ sub crash_at
 }
 
 my @compaction_steps =
-  qw(compact_locked compact_created compact_copied compact_archived compact_swapped);
+  qw(compact_locked compact_created compact_copied compact_archived compact_caught_up
+  compact_swapped);
 for my $step ('block_created', @compaction_steps)
 {
 	sql("SELECT build('$step')");

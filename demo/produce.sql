@@ -4,5 +4,7 @@ SELECT pgqueue.queue_push_batch('emails',
 								 'flaky', random() < 0.2,
 								 'poison', random() < 0.01)),
 	array_agg('user' || (g % 100)),
-	array_agg(CASE WHEN g % 10 = 0 THEN 10 ELSE 0 END))
+	array_agg(CASE WHEN g % 10 = 0 THEN 10 ELSE 0 END),
+	NULL,
+	array_agg('shop' || (g % 5)))
   FROM generate_series(1, 50) g;

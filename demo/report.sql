@@ -10,6 +10,9 @@ SELECT archived, count(*) AS status_rows, count(DISTINCT job_id) AS jobs
   FROM pgqueue.job_history WHERE queue = 'emails' GROUP BY archived;
 \echo == maintenance workers
 SELECT backend_type, datname FROM pg_stat_activity WHERE backend_type LIKE 'pgqueue%';
+\echo == jobs per tenant and state (tenants share every pop round-robin)
+SELECT tenant, state, count(*) FROM pgqueue.jobs
+ WHERE queue = 'emails' GROUP BY 1, 2 ORDER BY 1, 2;
 \echo == dead letters by error
 SELECT last_error, count(*) FROM pgqueue.jobs
  WHERE queue = 'emails' AND state = 'aborted' GROUP BY 1;

@@ -1445,15 +1445,15 @@ BEGIN
 			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
 				AND bl.created_at <= cutoff
 			  ORDER BY bl.first_id LIMIT 8 LOOP
-		SELECT k.total, k.keep INTO total, keep
-		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff) k;
 		bytes := pg_relation_size(pgqueue._rel('j', b.queue_id, b.block_no)::regclass)
 			+ pg_relation_size(pgqueue._rel('s', b.queue_id, b.block_no)::regclass);
+		EXIT WHEN cardinality(run) > 0
+			AND (run[cardinality(run)].last_id + 1 <> b.first_id
+				 OR cardinality(run) = 4 OR run_bytes + bytes > budget);
+		SELECT k.total, k.keep INTO total, keep
+		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff) k;
 		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)
-			AND NOT (keep = total AND b.block_no < 0)
-			AND (cardinality(run) = 0
-				 OR (run[cardinality(run)].last_id + 1 = b.first_id
-					 AND cardinality(run) < 4 AND run_bytes + bytes <= budget)) THEN
+			AND NOT (keep = total AND b.block_no < 0) THEN
 			run := run || b;
 			run_keep := run_keep + keep;
 			run_jobs := run_jobs + total;

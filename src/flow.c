@@ -1123,7 +1123,9 @@ pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char s
 	FlowNote   *note;
 	bool		terminal = state == PGQ_SUCCEEDED || state == PGQ_ABORTED;
 
-	if (!pgq_shmem_ready())
+	if (!pgq_shmem_ready() ||
+		(!queue_limited(queue) && (tenant == NULL || !tenant_limited(queue)) &&
+		 (key == NULL || !terminal)))
 		return;
 	note = pgq_flow_note(queue);
 	if (queue_limited(queue))

@@ -681,7 +681,6 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	int			allowed;
 	volatile int remaining;
 	int64		bound = -1;
-	bool		fresh_snapshots;
 	TimestampTz now;
 	Datum		args[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
@@ -696,8 +695,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	 * advance and keyed jobs may be claimed.  The bound is read before any
 	 * claim statement takes its snapshot.
 	 */
-	fresh_snapshots = !IsolationUsesXactSnapshot();
-	if (fresh_snapshots)
+	if (!IsolationUsesXactSnapshot())
 		bound = pgq_lane_bound(queue);
 	allowed = pgq_flow_pop_begin(queue, n, Max(bound, 0),
 								 GetTopTransactionIdIfAny() == InvalidTransactionId);

@@ -43,9 +43,8 @@ run() {
 	$tenants)) FROM generate_series($lo, $hi) g;" >> "$work/push-$v.sql"
 	done
 	cat > "$work/drain-$v.sql" <<SQL
-SELECT pgqueue.queue_ack('$q', ids)
-  FROM (SELECT array_agg(job_id) AS ids FROM pgqueue.queue_pop('$q', $n, '$lease')) p
- WHERE ids IS NOT NULL;
+SELECT coalesce(array_agg(job_id)::text, '{}') AS ids FROM pgqueue.queue_pop('$q', $n, '$lease') \\gset
+SELECT pgqueue.queue_ack('$q', :ids::bigint[]) WHERE cardinality(:ids::bigint[]) > 0;
 SQL
 
 	local t0 t1 t2 left rounds=0 pops=0 per

@@ -151,12 +151,16 @@ lookup_catalog(void)
 
 /*
  * keep_plan
- *		Prepare a statement and keep its plan past the SPI connection.
+ *		Prepare a statement and keep its plan past the SPI connection.  The
+ *		plan is generic: planned once, not for every call.  (Left to choose,
+ *		the plan cache kept planning the claim statements anew on every call,
+ *		since their generic cost estimate is above that of a custom plan;
+ *		the plans are the same, see pop.c.)
  */
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",

@@ -47,7 +47,9 @@ static Oid	finish_argtypes[FINISH_NARGS] = {
 
 /*
  * The statement, with the new row's state, failure count, due time and
- * error left as %3$s .. %6$s for each transition.
+ * error left as %3$s .. %6$s for each transition, and as %7$s the next job
+ * of a finished job's key in the block (see pgq_flow_finished), which only
+ * an ack looks for.
  */
 static const char *finish_sql =
 "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS r(job_id, want)),"
@@ -62,10 +64,15 @@ static const char *finish_sql =
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, state, due_at)"
 " SELECT l.job_id, l.state, l.attempt, l.due_at, i.state, i.due_at,"
-"  l.seq IS NOT NULL OR j.job_id IS NOT NULL, l.want, j.key, j.tenant"
+"  l.seq IS NOT NULL OR j.job_id IS NOT NULL, l.want, j.key, j.tenant, %7$s"
 " FROM l LEFT JOIN i ON i.job_id = l.job_id LEFT JOIN %1$s j ON j.job_id = l.job_id";
 
 #define FAIL_EXHAUSTED "l.fails + 1 >= $5"
+
+#define KEY_NEXT \
+"CASE WHEN j.key IS NOT NULL AND i.state = 'd' THEN" \
+" (SELECT n.job_id FROM %1$s n WHERE n.key = j.key AND n.job_id > j.job_id" \
+"  ORDER BY n.job_id LIMIT 1) END"
 
 typedef enum FinishOp
 {
@@ -75,7 +82,10 @@ typedef enum FinishOp
 	FINISH_RELEASE
 } FinishOp;
 
-/* per transition: plan kind and the four expressions of the new row */
+/*
+ * per transition: plan kind, the four expressions of the new row and the
+ * next job of the key
+ */
 static const struct
 {
 	PgqPlanKind kind;
@@ -83,16 +93,17 @@ static const struct
 	const char *fails;
 	const char *due;
 	const char *error;
+	const char *next;
 }			finish_ops[] = {
-	[FINISH_ACK] = {PGQ_PLAN_ACK, "'d'", "l.fails", "NULL", "l.error"},
+	[FINISH_ACK] = {PGQ_PLAN_ACK, "'d'", "l.fails", "NULL", "l.error", KEY_NEXT},
 	[FINISH_FAIL] = {PGQ_PLAN_FAIL,
 		"CASE WHEN " FAIL_EXHAUSTED " THEN 'x' ELSE 'f' END",
 		"l.fails + 1",
 		"CASE WHEN " FAIL_EXHAUSTED " THEN NULL ELSE $4 + coalesce($6,"
 		" least($8, $7 * power(2, l.fails)) * (1 + $9 * (2 * random() - 1))) END",
-	"$10"},
-	[FINISH_EXTEND] = {PGQ_PLAN_EXTEND, "'e'", "l.fails", "$4 + $11", "l.error"},
-	[FINISH_RELEASE] = {PGQ_PLAN_RELEASE, "'a'", "l.fails", "$4", "l.error"},
+	"$10", "NULL::int8"},
+	[FINISH_EXTEND] = {PGQ_PLAN_EXTEND, "'e'", "l.fails", "$4 + $11", "l.error", "NULL::int8"},
+	[FINISH_RELEASE] = {PGQ_PLAN_RELEASE, "'a'", "l.fails", "$4", "l.error", "NULL::int8"},
 };
 
 /* finish_sql completed for each transition, built on first use */
@@ -232,6 +243,7 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 	char		nulls[FINISH_NARGS];
 	int			moved = 0;
 	int			start = 0;
+	int64		key_bound = 0;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -289,6 +301,14 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 	nulls[9] = error ? ' ' : 'n';
 	args[10] = lease ? IntervalPGetDatum(lease) : IntervalPGetDatum(&queue->default_lease);
 
+	/*
+	 * An ack's statements find the next job of each acked job's key: it may
+	 * go next if it lies below the bound of open pushes, read before their
+	 * snapshots (no job of the key can still appear between the two).
+	 */
+	if (op == FINISH_ACK && !IsolationUsesXactSnapshot())
+		key_bound = pgq_lane_bound(queue);
+
 	while (start < nreqs)
 	{
 		PgqBlock   *block = pgq_block_for_id(queue, reqs[start].job_id);
@@ -329,7 +349,8 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 													  finish_ops[op].state,
 													  finish_ops[op].fails,
 													  finish_ops[op].due,
-													  finish_ops[op].error));
+													  finish_ops[op].error,
+													  finish_ops[op].next));
 		plan = pgq_block_plan(queue, block, finish_ops[op].kind, op_sql[op],
 							  FINISH_NARGS, finish_argtypes);
 		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
@@ -347,6 +368,8 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 			bool		key_null;
 			Datum		tenant;
 			bool		tenant_null;
+			Datum		next;
+			bool		next_null;
 
 			if (isnull)
 				report_unmoved(queue, tup, desc, now);
@@ -354,11 +377,14 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 			due = SPI_getbinval(tup, desc, 6, &due_null);
 			key = SPI_getbinval(tup, desc, 9, &key_null);
 			tenant = SPI_getbinval(tup, desc, 10, &tenant_null);
+			next = SPI_getbinval(tup, desc, 11, &next_null);
 			if (op != FINISH_EXTEND)
 				pgq_flow_finished(queue, key_null ? NULL : DatumGetTextPP(key),
 								  tenant_null ? NULL : DatumGetTextPP(tenant),
 								  DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-								  DatumGetChar(new_state));
+								  DatumGetChar(new_state),
+								  !next_null && DatumGetInt64(next) < key_bound
+								  ? DatumGetInt64(next) : 0);
 			switch (DatumGetChar(new_state))
 			{
 				case PGQ_SUCCEEDED:

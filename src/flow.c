@@ -117,6 +117,7 @@ typedef struct FlowEvent
 	FlowEventKind kind;
 	char		name[NAMEDATALEN];	/* tenant or key */
 	int64		job_id;
+	int64		next;			/* FLOW_KEY_DONE: the key's next job, 0 if not known */
 	int64		pushed;
 	int64		finished;
 	int64		claimed;
@@ -417,7 +418,8 @@ key_tag(QueueTag queue, text *key, KeyTag *tag)
  * key_update
  *		Change a key's shared entry under the lock, creating it (evicting
  *		another one when the table is full) if create.  op: 'c'laimed,
- *		'u'nclaimed (abort), 'd'one, 'p'robed.  For 'p', job_id is the job
+ *		'u'nclaimed (abort), 'd'one, 'p'robed.  For 'd', blocker is the
+ *		key's next job if known (0: not known).  For 'p', job_id is the job
  *		probed, blocker the first unfinished job below it (0: none) and
  *		executing whether that one is executing.
  */
@@ -492,7 +494,7 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 			if (entry->held == job_id)
 				entry->held = 0;
 			if (entry->watermark == job_id)
-				entry->watermark = job_id + 1;
+				entry->watermark = blocker != 0 ? blocker : job_id + 1;
 			break;
 		case 'p':
 			if (blocker != 0)
@@ -1116,9 +1118,13 @@ pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *ten
  * pgq_flow_finished
  *		A lease of a job ended (ack, fail, release) into state: count it,
  *		and at commit let the next job of its key go if the job finished.
+ *		next, if not 0, is that next job: the caller saw that no other job
+ *		of the key lies between the two or can still appear there, so the
+ *		key's watermark moves to it and it is claimed without a probe.
  */
 void
-pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char state)
+pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char state,
+				  int64 next)
 {
 	FlowNote   *note;
 	bool		terminal = state == PGQ_SUCCEEDED || state == PGQ_ABORTED;
@@ -1148,7 +1154,7 @@ pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char s
 		KeyTag		tag;
 
 		if (key_tag(pgq_queue_tag(queue), key, &tag))
-			add_event(note, FLOW_KEY_DONE, tag.key, job_id);
+			add_event(note, FLOW_KEY_DONE, tag.key, job_id)->next = next;
 	}
 }
 
@@ -1195,7 +1201,7 @@ pgq_flow_apply(QueueShared *qs, QueueTag tag, FlowNote *note, bool commit)
 			ktag.queue = tag;
 			strlcpy(ktag.key, ev->name, NAMEDATALEN);
 			key_update(&ktag, gen, ev->kind == FLOW_KEY_CLAIMED ? 'u' : 'd', ev->job_id,
-					   0, false, false, false);
+					   ev->next, false, false, false);
 		}
 	}
 }

@@ -192,7 +192,7 @@ extern uint32 pgq_flow_rotation(void);
 extern void pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants,
 						  bool *tenant_nulls, Datum *priorities);
 extern void pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id,
-							  char state);
+							  char state, int64 next);
 
 /* shared argument checks (pgqueue.c) */
 extern void pgq_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);

@@ -9,7 +9,9 @@
 #   keys     a key on every job, 1000 keys: 'k' || (i % 1000)
 #   tenants  50 tenants: 't' || (i % 50), without tenant limits
 #   both     keys and tenants
-# Prints jobs/s and the ratio to the plain drain (target >= 0.85), and
+# Each variant runs FLOW_REPEAT times (default 3), the variants taking
+# turns; prints each run's jobs/s and ratio to the plain run of the same
+# turn, then the medians and their ratios (target >= 0.85), and
 # checks that every job was claimed and acked exactly once and that, within
 # each key, each job's claim committed after the previous job's ack
 # (track_commit_timestamp is on for that).

@@ -649,6 +649,16 @@ AS 'MODULE_PATHNAME', 'pgq_tenant_take';
 REVOKE ALL ON FUNCTION pgqueue._key_ready(text, bigint), pgqueue._take(text) FROM PUBLIC;
 
 /*
+ * _unclaimed: the never-claimed test of queue_pop's claim statements (pop.c),
+ * for those statements only
+ */
+CREATE FUNCTION pgqueue._unclaimed(job_id bigint)
+RETURNS boolean
+LANGUAGE c STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'pgq_unclaimed';
+REVOKE ALL ON FUNCTION pgqueue._unclaimed(bigint) FROM PUBLIC;
+
+/*
  * _flow_count: a queue's unfinished and executing jobs, of one tenant if
  * given; flow control reads them when its counts in shared memory are not
  * known

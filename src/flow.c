@@ -836,18 +836,25 @@ pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_advance)
 /*
  * pgq_flow_rotation
  *		Where a fair pop starts dealing claims among tenants: a counter
- *		shared by the queue's pops, so that pops of one job each take turns.
+ *		shared by the queue's pops, advanced by the number of tenants each
+ *		pop served, so that the next pop starts with the next tenants.
+ *		Returns the counter before adding served.
  */
 uint32
-pgq_flow_rotation(void)
+pgq_flow_rotation(uint32 served)
 {
 	static uint32 local = 0;
 	uint32		r;
 
 	if (current_pop == NULL || current_pop->qs == NULL)
-		return local++;
+	{
+		r = local;
+		local += served;
+		return r;
+	}
 	SpinLockAcquire(&current_pop->qs->mutex);
-	r = current_pop->qs->rr++;
+	r = current_pop->qs->rr;
+	current_pop->qs->rr += served;
 	SpinLockRelease(&current_pop->qs->mutex);
 	return r;
 }

@@ -188,7 +188,7 @@ extern int	pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_adva
 extern void pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id);
 extern void pgq_flow_claims_done(text **claimed_tenants, int nclaimed);
 extern void pgq_flow_pop_end(int reserved, int claimed);
-extern uint32 pgq_flow_rotation(void);
+extern uint32 pgq_flow_rotation(uint32 served);
 extern void pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants,
 						  bool *tenant_nulls, Datum *priorities);
 extern void pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id,

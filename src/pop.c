@@ -23,17 +23,26 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "pgqueue.h"
 
 PG_FUNCTION_INFO_V1(pgq_pop);
+PG_FUNCTION_INFO_V1(pgq_unclaimed);
 
 /* parameters shared by the claim statements; each uses some of them */
 #define CLAIM_NARGS 10
@@ -60,18 +69,27 @@ static const char *lanes_sql =
 " FROM l WHERE p IS NOT NULL";
 
 /*
- * The never-claimed test of the statements below is a subplan probing the
- * status table's primary key once per candidate (OFFSET 0 keeps it from
- * becoming an anti-join, which the planner may run as a merge over every
- * status row from the watermark on).
+ * The never-claimed test of the statements that claim fresh jobs is
+ * pgqueue._unclaimed() (below): a probe of the status table's primary key
+ * that also sees status rows its statement's snapshot does not, those of
+ * claims still running and of claims committed since the snapshot was
+ * taken.  With a test under the statement's snapshot instead, a consumer
+ * locked jobs that another had claimed meanwhile, lost them on the unique
+ * index and ran the statement again (one pop in ten with 4 consumers).
+ * The unique index still decides; the probe only keeps a claim from trying.
+ * The lowest never-claimed job (first_unclaimed_sql) is looked for under
+ * the snapshot: a running claim may still roll back.  Its test is a
+ * subplan per candidate (OFFSET 0 keeps it from becoming an anti-join,
+ * which the planner may run as a merge over every status row from the
+ * watermark on).
  *
  * The filters every claim applies to a candidate: a job with a key waits
  * for the earlier jobs of its key, and with tenant limits the tenant must
  * have room (flow.c).  They must run after the candidate's other
  * conditions, on jobs that can be claimed: they are costed high, which
- * orders them last among the conditions of one scan (after the
- * never-claimed subplan), and in the waiting claim they refer to the status
- * row too (x), which makes them conditions of the join, above the scans.
+ * orders them last among the conditions of one scan, and in the waiting
+ * claim they refer to the status row too (x), which makes them conditions
+ * of the join, above the scans.
  */
 #define CLAIM_FLOW_FILTERS(x) \
 "    AND (j.key IS NULL OR pgqueue._key_ready(j.key, " x ".job_id))" \
@@ -109,8 +127,7 @@ static const char *claim_fresh_sql =
 "  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "  FROM %1$s j"
 "  WHERE j.priority = $2 AND coalesce(j.tenant, '') = '' AND j.job_id >= $4"
-"    AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= $4"
-"                    OFFSET 0)"
+"    AND pgqueue._unclaimed(j.job_id)"
 CLAIM_FLOW_FILTERS("j")
 "  ORDER BY j.job_id LIMIT $3"
 "  FOR UPDATE SKIP LOCKED),"
@@ -143,8 +160,7 @@ static const char *claim_fair_sql =
 "   SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "   FROM %1$s j"
 "   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.wm"
-"     AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= t.wm"
-"                     OFFSET 0)"
+"     AND pgqueue._unclaimed(j.job_id)"
 CLAIM_FLOW_FILTERS("j")
 "   ORDER BY j.job_id LIMIT t.quota"
 "   FOR UPDATE SKIP LOCKED) y),"
@@ -190,6 +206,119 @@ typedef struct Tenants
 	Datum	   *quotas;			/* int4, for the claim statement */
 	bool		fresh;			/* read now, not remembered */
 } Tenants;
+
+/*
+ * The open scans of pgqueue._unclaimed during one pop: one per block, each
+ * on the status table's primary key with a dirty snapshot.
+ */
+typedef struct ProbeScan
+{
+	PgqBlock   *block;
+	Relation	status;
+	Relation	pkey;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+} ProbeScan;
+
+typedef struct ClaimProbe
+{
+	PgqQueue   *queue;
+	MemoryContext cxt;			/* lives as long as the pop */
+	SnapshotData dirty;
+	List	   *scans;			/* ProbeScan */
+} ClaimProbe;
+
+/* the pop whose claim statements are running, for pgqueue._unclaimed */
+static ClaimProbe *current_probe = NULL;
+
+/*
+ * probe_scan
+ *		The scan of the block holding job_id, opened on first use.
+ */
+static ProbeScan *
+probe_scan(ClaimProbe *probe, int64 job_id)
+{
+	ListCell   *lc;
+	ProbeScan  *ps;
+	PgqBlock   *block;
+	MemoryContext old;
+
+	foreach(lc, probe->scans)
+	{
+		ps = lfirst(lc);
+		if (ps->block->first_id <= job_id && job_id <= ps->block->last_id)
+			return ps;
+	}
+	block = pgq_block_for_id(probe->queue, job_id);
+	if (block == NULL)
+		elog(ERROR, "job %lld is in no block of queue \"%s\"",
+			 (long long) job_id, probe->queue->name);
+
+	/* the claim statement reading the block holds its locks */
+	old = MemoryContextSwitchTo(probe->cxt);
+	ps = palloc(sizeof(ProbeScan));
+	ps->block = block;
+	ps->status = table_open(block->status_relid, NoLock);
+	if (!OidIsValid(block->status_pkey))
+		block->status_pkey = RelationGetPrimaryKeyIndex(ps->status);
+	ps->pkey = index_open(block->status_pkey, AccessShareLock);
+	ps->slot = table_slot_create(ps->status, NULL);
+	ps->scan = index_beginscan(ps->status, ps->pkey, &probe->dirty, 1, 0);
+	probe->scans = lappend(probe->scans, ps);
+	MemoryContextSwitchTo(old);
+	return ps;
+}
+
+/*
+ * probe_end
+ *		Close the scans of a pop.
+ */
+static void
+probe_end(ClaimProbe *probe)
+{
+	ListCell   *lc;
+
+	foreach(lc, probe->scans)
+	{
+		ProbeScan  *ps = lfirst(lc);
+
+		index_endscan(ps->scan);
+		ExecDropSingleTupleTableSlot(ps->slot);
+		index_close(ps->pkey, AccessShareLock);
+		table_close(ps->status, NoLock);
+	}
+	probe->scans = NIL;
+}
+
+/*
+ * pgq_unclaimed
+ *		SQL: pgqueue._unclaimed(job_id), for the claim statements of
+ *		queue_pop only: true if the job has no status row, committed or
+ *		being written (see the claim statements above).
+ */
+Datum
+pgq_unclaimed(PG_FUNCTION_ARGS)
+{
+	ProbeScan  *ps;
+	ScanKeyData skey;
+	bool		found;
+	MemoryContext old;
+
+	if (current_probe == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgqueue._unclaimed can only be used by queue_pop")));
+	ps = probe_scan(current_probe, PG_GETARG_INT64(0));
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, PG_GETARG_DATUM(0));
+
+	/* what the scan keeps between calls (such as killed items) must last */
+	old = MemoryContextSwitchTo(current_probe->cxt);
+	index_rescan(ps->scan, &skey, 1, NULL, 0);
+	found = index_getnext_slot(ps->scan, ForwardScanDirection, ps->slot);
+	ExecClearTuple(ps->slot);
+	MemoryContextSwitchTo(old);
+	PG_RETURN_BOOL(!found);
+}
 
 /*
  * lane_cmp
@@ -480,14 +609,23 @@ add_tenants(PgqQueue *queue, PgqTenants *list, Tenants *t)
 
 /*
  * share_out
- *		Deal wanted claims to the active tenants, weighted round-robin from
- *		the start-th active tenant on.  Returns false if none is active.
+ *		Deal wanted claims to at most PGQ_TENANTS_PER_POP active tenants,
+ *		weighted round-robin from the start-th active tenant on.  Returns
+ *		how many tenants got a share (0: none is active).  A pop serves a
+ *		window of the tenants, not all of them, so that its cost does not
+ *		grow with their number; the rotation moves the next pop's window on
+ *		(claim_tenants), and a tenant short of jobs hands its share to the
+ *		next ones (claim_fair).
  */
-static bool
+#define PGQ_TENANTS_PER_POP	10
+
+static int
 share_out(Tenants *t, int wanted, uint32 start)
 {
 	int		   *active = palloc(sizeof(int) * Max(t->n, 1));
 	int			nactive = 0;
+	int			nwindow;
+	int			served = 0;
 
 	for (int i = 0; i < t->n; i++)
 	{
@@ -496,32 +634,19 @@ share_out(Tenants *t, int wanted, uint32 start)
 		if (t->active[i])
 			active[nactive++] = i;
 	}
-	while (nactive > 0 && wanted > 0)
-		for (int k = 0; k < nactive && wanted > 0; k++)
+	nwindow = Min(nactive, PGQ_TENANTS_PER_POP);
+	while (nwindow > 0 && wanted > 0)
+		for (int k = 0; k < nwindow && wanted > 0; k++)
 		{
 			int			i = active[(start + k) % nactive];
 			int			give = Min(t->weights[i], wanted);
 
+			served += t->share[i] == 0 ? 1 : 0;
 			t->share[i] += give;
 			wanted -= give;
 		}
 	pfree(active);
-	return nactive > 0;
-}
-
-/*
- * watermarks_array
- *		A lane's watermarks per tenant of t as an int8[] datum.
- */
-static Datum
-watermarks_array(Lane *lane, Tenants *t)
-{
-	Datum	   *w = palloc(sizeof(Datum) * Max(t->n, 1));
-
-	for (int i = 0; i < t->n; i++)
-		w[i] = Int64GetDatum(lane->watermarks[i]);
-	return PointerGetDatum(construct_array(w, t->n, INT8OID, 8, FLOAT8PASSBYVAL,
-										   TYPALIGN_DOUBLE));
+	return served;
 }
 
 /*
@@ -538,24 +663,34 @@ claim_fair(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, ch
 		   int wanted, uint32 start, ReturnSetInfo *rsinfo)
 {
 	int			claimed = 0;
-	int			dims[1] = {t->n};
-	int			lbs[1] = {1};
+	Datum	   *names = palloc(sizeof(Datum) * Max(t->n, 1));
+	Datum	   *watermarks = palloc(sizeof(Datum) * Max(t->n, 1));
 
-	args[7] = PointerGetDatum(construct_array(t->names, t->n, TEXTOID, -1, false,
-											  TYPALIGN_INT));
-	while (claimed < wanted && share_out(t, wanted - claimed, start))
+	while (claimed < wanted && share_out(t, wanted - claimed, start) > 0)
 	{
 		for (int l = 0; l < nlanes && claimed < wanted; l++)
 		{
 			PgqBlock   *block = &queue->blocks[lanes[l].block];
+			int			n = 0;
 
+			/* the tenants with something left to claim in this lane */
 			for (int i = 0; i < t->n; i++)
-				t->quotas[i] = Int32GetDatum(lanes[l].watermarks[i] > block->last_id
-											 ? 0 : t->share[i] - t->got[i]);
+				if (t->share[i] > t->got[i] && lanes[l].watermarks[i] <= block->last_id)
+				{
+					names[n] = t->names[i];
+					t->quotas[n] = Int32GetDatum(t->share[i] - t->got[i]);
+					watermarks[n] = Int64GetDatum(lanes[l].watermarks[i]);
+					n++;
+				}
+			if (n == 0)
+				continue;
 			args[1] = Int32GetDatum(lanes[l].priority);
-			args[8] = PointerGetDatum(construct_md_array(t->quotas, NULL, 1, dims, lbs,
-														 INT4OID, 4, true, TYPALIGN_INT));
-			args[9] = watermarks_array(&lanes[l], t);
+			args[7] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
+													  TYPALIGN_INT));
+			args[8] = PointerGetDatum(construct_array(t->quotas, n, INT4OID, 4, true,
+													  TYPALIGN_INT));
+			args[9] = PointerGetDatum(construct_array(watermarks, n, INT8OID, 8,
+													  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 			nulls[7] = nulls[8] = nulls[9] = ' ';
 			claimed += claim(queue, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql, args, nulls,
 							 wanted - claimed, t, rsinfo);
@@ -570,58 +705,67 @@ claim_fair(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, ch
 
 /*
  * advance_lane
- *		Move a lane's watermarks (one per tenant of t, or the one of its
- *		jobs without a tenant) up to their first unclaimed job, within the
- *		bound that open pushes allow (see shmem.c).  With t, a tenant that
- *		has no unclaimed job in any lane is not active.
+ *		Move a lane's watermarks (those of the tenants of t marked in only,
+ *		or the one of its jobs without a tenant) up to their first unclaimed
+ *		job, within the bound that open pushes allow (see shmem.c).  With
+ *		t, waiting[i] tells whether tenant i has an unclaimed job in the
+ *		lane.
  */
 static void
-advance_lane(PgqQueue *queue, Lane *lane, Tenants *t, int64 bound, bool *waiting)
+advance_lane(PgqQueue *queue, Lane *lane, Tenants *t, bool *only, int64 bound, bool *waiting)
 {
 	PgqBlock   *block = &queue->blocks[lane->block];
-	int			n = t != NULL ? t->n : 1;
+	int			n = 0;
+	int		   *idx = palloc(sizeof(int) * (t != NULL ? Max(t->n, 1) : 1));
 	Datum		args[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
 	SPIPlanPtr	plan;
-	Datum	   *w = palloc(sizeof(Datum) * n);
+	Datum	   *names = palloc(sizeof(Datum) * (t != NULL ? Max(t->n, 1) : 1));
+	Datum	   *w = palloc(sizeof(Datum) * (t != NULL ? Max(t->n, 1) : 1));
+
+	if (t == NULL)
+	{
+		names[0] = CStringGetTextDatum("");
+		w[0] = Int64GetDatum(lane->watermark);
+		idx[n++] = 0;
+	}
+	else
+		for (int i = 0; i < t->n; i++)
+			if (only[i])
+			{
+				names[n] = t->names[i];
+				w[n] = Int64GetDatum(lane->watermarks[i]);
+				idx[n++] = i;
+			}
+	if (n == 0)
+		return;
 
 	memset(args, 0, sizeof(args));
 	memset(nulls, 'n', sizeof(nulls));
 	args[1] = Int32GetDatum(lane->priority);
-	nulls[1] = ' ';
-	for (int i = 0; i < n; i++)
-		w[i] = Int64GetDatum(t != NULL ? lane->watermarks[i] : lane->watermark);
-	if (t != NULL)
-		args[7] = PointerGetDatum(construct_array(t->names, n, TEXTOID, -1, false,
-												  TYPALIGN_INT));
-	else
-	{
-		Datum		none = CStringGetTextDatum("");
-
-		args[7] = PointerGetDatum(construct_array(&none, 1, TEXTOID, -1, false, TYPALIGN_INT));
-	}
+	args[7] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 	args[9] = PointerGetDatum(construct_array(w, n, INT8OID, 8, FLOAT8PASSBYVAL,
 											  TYPALIGN_DOUBLE));
-	nulls[7] = nulls[9] = ' ';
+	nulls[1] = nulls[7] = nulls[9] = ' ';
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_FIRST_UNCLAIMED, first_unclaimed_sql,
 						  CLAIM_NARGS, claim_argtypes);
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != n)
 		elog(ERROR, "could not read the unclaimed jobs of queue \"%s\"", queue->name);
-	for (int i = 0; i < n; i++)
+	for (int r = 0; r < n; r++)
 	{
 		bool		isnull;
-		Datum		first = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1,
+		Datum		first = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1,
 										  &isnull);
 		int64		target = Min(bound, block->last_id + 1);
-		int64	   *watermark = t != NULL ? &lane->watermarks[i] : &lane->watermark;
+		int64	   *watermark = t != NULL ? &lane->watermarks[idx[r]] : &lane->watermark;
 
 		if (!isnull)
 			target = Min(target, DatumGetInt64(first));
 		if (waiting != NULL && !isnull)
-			waiting[i] = true;
+			waiting[idx[r]] = true;
 		if (target > *watermark)
 		{
-			pgq_lane_advance(queue, block, lane->priority, t != NULL ? t->cnames[i] : "",
+			pgq_lane_advance(queue, block, lane->priority, t != NULL ? t->cnames[idx[r]] : "",
 							 target);
 			*watermark = target;
 		}
@@ -631,14 +775,18 @@ advance_lane(PgqQueue *queue, Lane *lane, Tenants *t, int64 bound, bool *waiting
 /*
  * claim_tenants
  *		The fair claim of one priority's lanes: their tenants, each lane's
- *		watermarks per tenant (advanced if advance), then claim_fair.
+ *		watermarks per tenant, then claim_fair.  With advance, the
+ *		watermarks of the tenants the pop's first deal serves are advanced
+ *		first, and those without unclaimed jobs drop out of the deal.
  */
 static int
 claim_tenants(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, char *nulls,
 			  int wanted, int64 bound, bool advance, TimestampTz now, bool fresh,
 			  ReturnSetInfo *rsinfo)
 {
+	bool	   *window;
 	bool	   *waiting;
+	uint32		start;
 
 	t->fresh = fresh;
 	for (int l = 0; l < nlanes; l++)
@@ -649,6 +797,13 @@ claim_tenants(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args,
 		t->fresh |= list->at == now;
 		add_tenants(queue, list, t);
 	}
+	start = pgq_flow_rotation(Min(Min(t->n, PGQ_TENANTS_PER_POP), wanted));
+
+	/* the tenants of the first deal */
+	share_out(t, wanted, start);
+	window = palloc(sizeof(bool) * Max(t->n, 1));
+	for (int i = 0; i < t->n; i++)
+		window[i] = t->share[i] > 0;
 	waiting = palloc0(sizeof(bool) * Max(t->n, 1));
 	for (int l = 0; l < nlanes; l++)
 	{
@@ -659,11 +814,13 @@ claim_tenants(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args,
 			lanes[l].watermarks[i] = pgq_lane_watermark(queue, block, lanes[l].priority,
 														t->cnames[i]);
 		if (advance)
-			advance_lane(queue, &lanes[l], t, bound, waiting);
+			advance_lane(queue, &lanes[l], t, window, bound, waiting);
 	}
 	if (advance)
-		memcpy(t->active, waiting, sizeof(bool) * t->n);
-	return claim_fair(queue, lanes, nlanes, t, args, nulls, wanted, pgq_flow_rotation(), rsinfo);
+		for (int i = 0; i < t->n; i++)
+			if (window[i])
+				t->active[i] = waiting[i];
+	return claim_fair(queue, lanes, nlanes, t, args, nulls, wanted, start, rsinfo);
 }
 
 /*
@@ -684,6 +841,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	TimestampTz now;
 	Datum		args[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
+	ClaimProbe	probe;
 
 	if (queue->paused)
 		return 0;
@@ -702,6 +860,12 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	remaining = allowed;
 	if (limited != NULL)
 		*limited = allowed < n;
+
+	probe.queue = queue;
+	probe.cxt = CurrentMemoryContext;
+	InitDirtySnapshot(probe.dirty);
+	probe.scans = NIL;
+	current_probe = &probe;
 
 	PG_TRY();
 	{
@@ -731,7 +895,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 				PgqBlock   *block = &queue->blocks[lanes[l].block];
 
 				if (tenants == NULL && advance)
-					advance_lane(queue, &lanes[l], NULL, bound, NULL);
+					advance_lane(queue, &lanes[l], NULL, NULL, bound, NULL);
 				args[1] = Int32GetDatum(lanes[l].priority);
 				args[3] = Int64GetDatum(lanes[l].watermark);
 				remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
@@ -755,9 +919,11 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 			}
 			remaining -= got;
 		}
+		probe_end(&probe);
 	}
 	PG_FINALLY();
 	{
+		current_probe = NULL;
 		pgq_flow_pop_end(allowed, allowed - remaining);
 	}
 	PG_END_TRY();

@@ -111,8 +111,8 @@ qdrop() {
 					echo "- queue_drop('$q', force => true) took $ms ms ($i tries); errors of the"
 					echo "  failed tries and the other sessions 2 s into the last try:"
 					echo '  ```'
-					grep -v '^ *$' "$work/qdrop.errors" | head -6 | sed 's/^/  /'
-					sed 's/^/  /' "$work/qdrop.locks" | head -12
+					grep -v '^ *$' "$work/qdrop.errors" | head -6 | sed 's/^/  /' || true
+					sed 's/^/  /' "$work/qdrop.locks" | head -12 || true
 					echo '  ```'
 				} >> "$work/observations.txt"
 			fi
@@ -128,8 +128,8 @@ qdrop() {
 		echo "  queue was left in place, and maintenance may keep working on it during"
 		echo "  the later scenarios.  Errors, and the other sessions 2 s into the last try:"
 		echo '  ```'
-		grep -v '^ *$' "$work/qdrop.errors" | head -6 | sed 's/^/  /'
-		sed 's/^/  /' "$work/qdrop.locks" | head -12
+		grep -v '^ *$' "$work/qdrop.errors" | head -6 | sed 's/^/  /' || true
+		sed 's/^/  /' "$work/qdrop.locks" | head -12 || true
 		echo '  ```'
 	} >> "$work/observations.txt"
 	echo "warning: could not drop queue $q; left in place" >&2

@@ -26,7 +26,7 @@
 \pset tuples_only true
 \pset pager off
 
-SELECT plan(111);
+SELECT plan(114);
 
 /* ------------------------------------------------------------------------
  * Committed part: what an ack, release or fail frees once it commits
@@ -234,6 +234,24 @@ SELECT is(pg_temp.pop_tenants('f_none', 30), '-:10 A:10 B:10',
 		  'jobs without a tenant form a group of their own: 10 of each of three');
 SELECT is(pg_temp.pop_tenants('f_none', 70), '-:20 A:20 B:20',
 		  'a tenant with fewer jobs than its share gives the rest to the others');
+
+-- many tenants: a pop serves at most 10 of them, the next pop the next ones
+SELECT pgqueue.queue_create('f_many') \g /dev/null
+SELECT pgqueue.queue_push_batch('f_many', array_fill('{}'::jsonb, ARRAY[4]),
+								tenants => array_fill(format('t%s', lpad(g::text, 2, '0')), ARRAY[4]))
+  FROM generate_series(1, 25) g \g /dev/null
+CREATE TEMP TABLE many_pops (pop integer, tenant text);
+INSERT INTO many_pops SELECT 1, tenant FROM pgqueue.queue_pop('f_many', 20);
+INSERT INTO many_pops SELECT 2, tenant FROM pgqueue.queue_pop('f_many', 20);
+INSERT INTO many_pops SELECT 3, tenant FROM pgqueue.queue_pop('f_many', 20);
+SELECT is(ARRAY(SELECT count(*) FROM many_pops WHERE pop = 1 GROUP BY tenant),
+		  array_fill(2::bigint, ARRAY[10]),
+		  '25 tenants: a pop of 20 gives 2 jobs to each of 10 tenants');
+SELECT is((SELECT count(*) FROM many_pops a JOIN many_pops b USING (tenant)
+			WHERE a.pop = 1 AND b.pop = 2), 0::bigint,
+		  'the next pop serves 10 other tenants');
+SELECT is((SELECT count(DISTINCT tenant) FROM many_pops), 25::bigint,
+		  'three pops of 20 reach all 25 tenants');
 
 -- max_in_flight: pops stop at the cap; claims of the transaction count at once
 SELECT pgqueue.queue_create('f_cap', max_in_flight => 3) \g /dev/null

@@ -897,6 +897,32 @@ BEGIN
 END
 $$;
 
+/*
+ * _block_busy: whether a block holds an unfinished job.  It looks from the
+ * newest job down, where a queue drained in order keeps its unfinished
+ * jobs, and stops at the first one, so that maintenance does not count a
+ * whole backlog every round.
+ */
+CREATE FUNCTION pgqueue._block_busy(queue_id integer, block_no integer)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue
+AS $$
+DECLARE
+	found_id bigint;
+BEGIN
+	/* OFFSET 0 keeps the test a probe per job, not an anti-join of all */
+	EXECUTE format('SELECT j.job_id FROM %2$s j WHERE NOT EXISTS'
+				   ' (SELECT 1 FROM %1$s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')'
+				   '   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)'
+				   '  OFFSET 0)'
+				   ' ORDER BY j.job_id DESC LIMIT 1',
+				   pgqueue._rel('s', queue_id, block_no), pgqueue._rel('j', queue_id, block_no))
+		INTO found_id;
+	RETURN found_id IS NOT NULL;
+END
+$$;
+
 /* blocks: each block with its id range, state, counts and size */
 CREATE VIEW pgqueue.blocks AS
 SELECT q.name AS queue, b.block_no, b.first_id, b.last_id, b.state,
@@ -1320,22 +1346,33 @@ AS 'MODULE_PATHNAME', 'pgq_changed_tids';
 
 /*
  * _block_keep: how many jobs a block has, and how many compaction would
- * keep live: unfinished, or finished after cutoff (within the retention)
+ * keep live: unfinished, or finished after cutoff (within the retention).
+ * Counting the kept ones stops once there are clearly too many for the
+ * block to qualify at threshold (keep is then 2 more than the most it
+ * could keep: 1 more could still pass the float division of the test),
+ * looking from the newest job down, where a queue drained in order keeps
+ * them: a block of backlog costs a fifth of a full count at the default
+ * threshold, not a count of every job.
  */
 CREATE FUNCTION pgqueue._block_keep(queue_id integer, block_no integer, cutoff timestamptz,
+									threshold double precision,
 									OUT total bigint, OUT keep bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgqueue
 AS $$
+DECLARE
+	j text := pgqueue._rel('j', queue_id, block_no);
+	s text := pgqueue._rel('s', queue_id, block_no);
 BEGIN
+	EXECUTE format('SELECT count(*) FROM %s', j) INTO total;
 	EXECUTE format($q$
-		SELECT count(*), count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')
-											 OR l.at > $1)
-		  FROM %1$s j
+		SELECT count(*) FROM (
+		  SELECT 1 FROM %1$s j
 		  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
-							  ORDER BY s.seq DESC LIMIT 1) l ON true$q$,
-		pgqueue._rel('j', queue_id, block_no), pgqueue._rel('s', queue_id, block_no))
-	INTO total, keep USING cutoff;
+							  ORDER BY s.seq DESC LIMIT 1) l ON true
+		  WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1
+		  ORDER BY j.job_id DESC LIMIT $2) k$q$, j, s)
+	INTO keep USING cutoff, floor(total * (1 - threshold))::bigint + 2;
 END
 $$;
 
@@ -1461,7 +1498,7 @@ BEGIN
 			AND (run[cardinality(run)].last_id + 1 <> b.first_id
 				 OR cardinality(run) = 4 OR run_bytes + bytes > budget);
 		SELECT k.total, k.keep INTO total, keep
-		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff) k;
+		  FROM pgqueue._block_keep(b.queue_id, b.block_no, cutoff, q.compact_threshold) k;
 		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)
 			AND NOT (keep = total AND b.block_no < 0) THEN
 			run := run || b;
@@ -1659,7 +1696,6 @@ DECLARE
 	closed integer := 0;
 	done integer := 0;
 	created integer := 0;
-	n bigint;
 	newest integer;
 BEGIN
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _maintain_queue.queue_id;
@@ -1684,13 +1720,10 @@ BEGIN
 			PERFORM 1 FROM pgqueue.block bl
 			  WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no
 			  FOR UPDATE SKIP LOCKED;
-			IF FOUND THEN
-				SELECT st.unfinished INTO n FROM pgqueue._block_stats(b.queue_id, b.block_no) st;
-				IF n = 0 THEN
-					UPDATE pgqueue.block bl SET state = 'done'
-					 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
-					done := done + 1;
-				END IF;
+			IF FOUND AND NOT pgqueue._block_busy(b.queue_id, b.block_no) THEN
+				UPDATE pgqueue.block bl SET state = 'done'
+				 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+				done := done + 1;
 			END IF;
 		END IF;
 	END LOOP;

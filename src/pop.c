@@ -336,19 +336,36 @@ lane_cmp(const void *a, const void *b)
 }
 
 /*
+ * pop_open
+ *		Open a block for a pop's statements, once per pop (*opened): false
+ *		if compaction holds or dropped it.  A pop opens only the blocks it
+ *		reads, so that one pop over a long backlog does not take the locks
+ *		of every block.
+ */
+static bool
+pop_open(PgqBlock *block, bool *opened)
+{
+	if (!*opened)
+		*opened = pgq_block_open(block, false);
+	return *opened;
+}
+
+/*
  * block_lanes
  *		The priorities of a block's jobs, highest first, into *lanes, and
- *		whether jobs with a tenant have them into *fair; returns how many.
- *		A closed block takes no new jobs but the late pushes that were
- *		running when it filled up, so its priorities are remembered for
- *		PGQ_LANES_TTL; a job of a new priority pushed that late waits that
- *		long at most.  The open block is read every time.
+ *		whether jobs with a tenant have them into *fair; returns how many,
+ *		or -1 if the block cannot be read now (see pop_open).  A closed
+ *		block takes no new jobs but the late pushes that were running when
+ *		it filled up, so its priorities are remembered for PGQ_LANES_TTL; a
+ *		job of a new priority pushed that late waits that long at most.  The
+ *		open block is read every time.
  */
 #define PGQ_LANES_TTL	(1 * USECS_PER_SEC)
 
 static int
-block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes, bool **fair)
+block_lanes(PgqQueue *queue, int b, TimestampTz now, bool *opened, int32 **lanes, bool **fair)
 {
+	PgqBlock   *block = &queue->blocks[b];
 	SPIPlanPtr	plan;
 	int32	   *read;
 	bool	   *read_fair;
@@ -359,6 +376,8 @@ block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes, bo
 		*fair = block->tenants;
 		return block->nlanes;
 	}
+	if (!pop_open(block, &opened[b]))
+		return -1;
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
 	/* not read-only: a waiting pop must see lanes pushed since it started */
 	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
@@ -390,10 +409,11 @@ block_lanes(PgqQueue *queue, PgqBlock *block, TimestampTz now, int32 **lanes, bo
 /*
  * collect_lanes
  *		Every lane of every block that may hold unfinished jobs, in claim
- *		order.  Returns the number of lanes.
+ *		order.  Returns the number of lanes.  opened[i] tells whether block
+ *		i was opened on the way.
  */
 static int
-collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
+collect_lanes(PgqQueue *queue, TimestampTz now, bool *opened, Lane **lanes_out)
 {
 	int			nlanes = 0;
 	int			maxlanes = 16;
@@ -407,9 +427,9 @@ collect_lanes(PgqQueue *queue, TimestampTz now, Lane **lanes_out)
 		int			n;
 
 		/* skip done blocks, and blocks that compaction holds or dropped */
-		if (block->state == 'd' || !pgq_block_open(block, false))
+		if (block->state == 'd' ||
+			(n = block_lanes(queue, i, now, opened, &priorities, &fair)) < 0)
 			continue;
-		n = block_lanes(queue, block, now, &priorities, &fair);
 		for (int r = 0; r < n; r++)
 		{
 			if (nlanes == maxlanes)
@@ -842,6 +862,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	Datum		args[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
 	ClaimProbe	probe;
+	bool	   *opened;
 
 	if (queue->paused)
 		return 0;
@@ -877,13 +898,15 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 		args[6] = BoolGetDatum(queue->tenant_max_in_flight > 0 || queue->tenant_pop_rate > 0);
 		nulls[7] = nulls[8] = 'n';
 
-		nlanes = remaining > 0 ? collect_lanes(queue, now, &lanes) : 0;
+		opened = palloc0(sizeof(bool) * Max(queue->nblocks, 1));
+		nlanes = remaining > 0 ? collect_lanes(queue, now, opened, &lanes) : 0;
 		for (int i = 0, next; i < nlanes && remaining > 0; i = next)
 		{
 			Tenants    *tenants = NULL;
 			bool		advance = bound > 0 &&
 				GetTopTransactionIdIfAny() == InvalidTransactionId;
 			int			got;
+			int			nfair;
 
 			/* the lanes of one priority: [i, next); shared out if tenants use it */
 			for (next = i; next < nlanes && lanes[next].priority == lanes[i].priority; next++)
@@ -894,6 +917,8 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 			{
 				PgqBlock   *block = &queue->blocks[lanes[l].block];
 
+				if (!pop_open(block, &opened[lanes[l].block]))
+					continue;
 				if (tenants == NULL && advance)
 					advance_lane(queue, &lanes[l], NULL, NULL, bound, NULL);
 				args[1] = Int32GetDatum(lanes[l].priority);
@@ -908,13 +933,18 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 			if (tenants == NULL || remaining <= 0)
 				continue;
 
-			got = claim_tenants(queue, lanes + i, next - i, tenants, args, nulls, remaining,
+			/* the lanes of the priority whose blocks the loop above opened */
+			nfair = 0;
+			for (int l = i; l < next; l++)
+				if (opened[lanes[l].block])
+					lanes[i + nfair++] = lanes[l];
+			got = claim_tenants(queue, lanes + i, nfair, tenants, args, nulls, remaining,
 								bound, advance, now, false, rsinfo);
 			/* a pop that found nothing reads the tenants again, for new ones */
 			if (got == 0 && !tenants->fresh)
 			{
 				memset(tenants, 0, sizeof(Tenants));
-				got = claim_tenants(queue, lanes + i, next - i, tenants, args, nulls, remaining,
+				got = claim_tenants(queue, lanes + i, nfair, tenants, args, nulls, remaining,
 									bound, advance, now, true, rsinfo);
 			}
 			remaining -= got;

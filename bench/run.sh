@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: pgqueue's benchmark suite (DESIGN.md section 6).
 #
-#   bash bench/run.sh            full mode (about 35 minutes on 2 cores)
+#   bash bench/run.sh            full mode (about 30 minutes on 2 cores)
 #   bash bench/run.sh --quick    quick mode (under 2 minutes)
 #
 # Builds and installs the extension, installs gnuplot-nox if it is missing,

@@ -735,13 +735,14 @@ static void
 advance_lane(PgqQueue *queue, Lane *lane, Tenants *t, bool *only, int64 bound, bool *waiting)
 {
 	PgqBlock   *block = &queue->blocks[lane->block];
+	int			max = t != NULL ? Max(t->n, 1) : 1;
 	int			n = 0;
-	int		   *idx = palloc(sizeof(int) * (t != NULL ? Max(t->n, 1) : 1));
+	int		   *idx = palloc(sizeof(int) * max);
+	Datum	   *names = palloc(sizeof(Datum) * max);
+	Datum	   *w = palloc(sizeof(Datum) * max);
 	Datum		args[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
 	SPIPlanPtr	plan;
-	Datum	   *names = palloc(sizeof(Datum) * (t != NULL ? Max(t->n, 1) : 1));
-	Datum	   *w = palloc(sizeof(Datum) * (t != NULL ? Max(t->n, 1) : 1));
 
 	if (t == NULL)
 	{

@@ -154,8 +154,8 @@ lookup_catalog(void)
  *		Prepare a statement and keep its plan past the SPI connection.  The
  *		plan is generic: planned once, not for every call.  (Left to choose,
  *		the plan cache kept planning the claim statements anew on every call,
- *		since their generic cost estimate is above that of a custom plan;
- *		the plans are the same, see pop.c.)
+ *		since their generic cost estimate is above that of a custom plan,
+ *		though both read the same indexes.)
  */
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)

@@ -90,7 +90,7 @@ SQL
 		elif ((pops >= 0)); then
 			pops=$((pops + per * consumers))
 		fi
-		left=$((N - $(psql -At -c "SELECT acked FROM pgqueue._counters('$q')")))
+		left=$((N - $(psql -At -c "SELECT acked FROM pgqueue_internal._counters('$q')")))
 	done
 	t3=$(ms)
 	if [ "$FLOW_STATEMENTS" = 1 ]; then

@@ -724,8 +724,8 @@ END $$;
  * and an ack per job) */
 CREATE FUNCTION progress(OUT pushed bigint, OUT acked bigint) LANGUAGE plpgsql AS $$
 BEGIN
-	IF to_regprocedure('pgqueue._counters(text)') IS NOT NULL THEN
-		EXECUTE 'SELECT pushed, acked FROM pgqueue._counters(''s'')' INTO pushed, acked;
+	IF to_regprocedure('pgqueue_internal._counters(text)') IS NOT NULL THEN
+		EXECUTE 'SELECT pushed, acked FROM pgqueue_internal._counters(''s'')' INTO pushed, acked;
 	END IF;
 	IF pushed IS NULL THEN
 		SELECT coalesce(sum(n_tup_ins) FILTER (WHERE relname LIKE 'j\_%'), 0),
@@ -830,7 +830,7 @@ sample "$s_secs"
 	echo "maintenance $maint"
 	echo "pushed $(ssql "SELECT pushed FROM progress()")"
 	echo "unfinished $(ssql "SELECT unfinished('s')")"
-	echo "progress $(ssql "SELECT CASE WHEN to_regprocedure('pgqueue._counters(text)') IS NULL
+	echo "progress $(ssql "SELECT CASE WHEN to_regprocedure('pgqueue_internal._counters(text)') IS NULL
 		THEN 'table statistics (acked = status rows / 2)' ELSE 'pgqueue''s shared-memory counters' END")"
 	psql -At -F ' ' -d "$sdb" -c "SELECT 'blocks ' || blocks, 'blocks_done ' || blocks_done,
 		'bytes ' || live_bytes, 'archive_bytes ' || archive_bytes, 'dead ' || dead FROM sample" |

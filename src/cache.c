@@ -43,6 +43,7 @@ static Oid	block_relid = InvalidOid;
 /* catalog queries, prepared on first use after each reset */
 static SPIPlanPtr queue_plan = NULL;
 static SPIPlanPtr blocks_plan = NULL;
+static SPIPlanPtr acl_plan = NULL;
 
 PG_FUNCTION_INFO_V1(pgq_cache_invalidate);
 PG_FUNCTION_INFO_V1(pgq_block_lock);
@@ -106,8 +107,11 @@ cache_reset(void)
 		SPI_freeplan(queue_plan);
 	if (blocks_plan != NULL)
 		SPI_freeplan(blocks_plan);
+	if (acl_plan != NULL)
+		SPI_freeplan(acl_plan);
 	queue_plan = NULL;
 	blocks_plan = NULL;
+	acl_plan = NULL;
 
 	if (cache_cxt == NULL)
 		cache_cxt = AllocSetContextCreate(CacheMemoryContext, "pgqueue cache",
@@ -171,9 +175,53 @@ keep_plan(const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
+ * check_version
+ *		Refuse to work with the SQL objects of another version of pgqueue
+ *		than this library's (after an upgrade of one but not the other).
+ */
+static void
+check_version(void)
+{
+	char	   *installed;
+	int			rc;
+
+	rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgqueue'",
+					 true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the version of extension pgqueue: %s",
+			 SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"pgqueue\" is not installed in this database")));
+	installed = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (strcmp(installed, PGQ_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgqueue library version %s cannot use the objects of pgqueue version %s",
+						PGQ_VERSION, installed),
+				 errhint("Run ALTER EXTENSION pgqueue UPDATE, or install the library of version %s.",
+						 installed)));
+}
+
+/*
+ * column
+ *		The value of a named column of an SPI result row.
+ */
+static Datum
+column(HeapTuple tup, TupleDesc desc, const char *name, bool *isnull)
+{
+	int			fnumber = SPI_fnumber(desc, name);
+
+	if (fnumber <= 0)
+		elog(ERROR, "column \"%s\" is missing from a pgqueue catalog", name);
+	return SPI_getbinval(tup, desc, fnumber, isnull);
+}
+
+/*
  * queue_load
- *		Read one queue and its blocks from the catalog into a cache entry.
- *		Returns NULL if there is no such queue.
+ *		Read one queue, its grants and its blocks from the catalog into a
+ *		cache entry.  Returns NULL if there is no such queue.
  */
 static PgqQueue *
 queue_load(const char *name)
@@ -187,29 +235,34 @@ queue_load(const char *name)
 	PgqQueue   *entry;
 	Jsonb	   *weights;
 	bool		found;
+	int			rc;
 
 	lookup_catalog();
 	if (queue_plan == NULL)
 	{
+		check_version();
 		argtype = TEXTOID;
-		queue_plan = keep_plan("SELECT queue_id, block_size, default_lease, max_attempts,"
-							   " backoff_base, backoff_cap, backoff_jitter, paused, notify,"
-							   " ('pgqueue_data.seq_' || queue_id)::regclass::oid,"
-							   " max_in_flight, tenant_max_in_flight, max_depth, tenant_max_depth,"
-							   " push_rate, tenant_push_rate, pop_rate, tenant_pop_rate, tenant_weights"
-							   " FROM pgqueue.queue WHERE name = $1",
+		queue_plan = keep_plan("SELECT q.*, ('pgqueue_data.seq_' || q.queue_id)::regclass::oid AS seq"
+							   " FROM pgqueue.queue q WHERE q.name = $1",
 							   1, &argtype);
 		argtype = INT4OID;
-		blocks_plan = keep_plan("SELECT block_no, first_id, last_id, state,"
-								" to_regclass(pgqueue._rel('j', queue_id, block_no))::oid,"
-								" to_regclass(pgqueue._rel('s', queue_id, block_no))::oid"
-								" FROM pgqueue.block WHERE queue_id = $1 ORDER BY first_id",
+		blocks_plan = keep_plan("SELECT b.block_no, b.first_id, b.last_id, b.state,"
+								" n.jobs, n.status, to_regclass(n.jobs)::oid AS jobs_relid,"
+								" to_regclass(n.status)::oid AS status_relid"
+								" FROM pgqueue.block b, LATERAL (SELECT"
+								"  pgqueue_internal._rel('j', b.queue_id, b.block_no) AS jobs,"
+								"  pgqueue_internal._rel('s', b.queue_id, b.block_no) AS status) n"
+								" WHERE b.queue_id = $1 ORDER BY b.first_id",
 								1, &argtype);
+		acl_plan = keep_plan("SELECT a.grantee, a.privilege FROM pgqueue.queue_acl a"
+							 " WHERE a.queue_id = $1 ORDER BY a.grantee",
+							 1, &argtype);
 	}
 
 	arg = CStringGetTextDatum(name);
-	if (SPI_execute_plan(queue_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read queue \"%s\"", name);
+	rc = SPI_execute_plan(queue_plan, &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read queue \"%s\": %s", name, SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		return NULL;
 
@@ -217,47 +270,74 @@ queue_load(const char *name)
 	strlcpy(q.name, name, NAMEDATALEN);
 	desc = SPI_tuptable->tupdesc;
 	tup = SPI_tuptable->vals[0];
-	q.queue_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-	q.block_size = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-	q.default_lease = *DatumGetIntervalP(SPI_getbinval(tup, desc, 3, &isnull));
-	q.max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-	q.backoff_base = *DatumGetIntervalP(SPI_getbinval(tup, desc, 5, &isnull));
-	q.backoff_cap = *DatumGetIntervalP(SPI_getbinval(tup, desc, 6, &isnull));
-	q.backoff_jitter = DatumGetFloat8(SPI_getbinval(tup, desc, 7, &isnull));
-	q.paused = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
-	q.notify = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
-	q.seq_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
-	q.max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-	q.tenant_max_in_flight = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
-	q.max_depth = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
-	q.tenant_max_depth = DatumGetInt64(SPI_getbinval(tup, desc, 14, &isnull));
-	q.push_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 15, &isnull));
-	q.tenant_push_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 16, &isnull));
-	q.pop_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 17, &isnull));
-	q.tenant_pop_rate = DatumGetFloat8(SPI_getbinval(tup, desc, 18, &isnull));
-	weights = DatumGetJsonbP(SPI_getbinval(tup, desc, 19, &isnull));
+	q.queue_id = DatumGetInt32(column(tup, desc, "queue_id", &isnull));
+	q.block_size = DatumGetInt64(column(tup, desc, "block_size", &isnull));
+	q.default_lease = *DatumGetIntervalP(column(tup, desc, "default_lease", &isnull));
+	q.max_attempts = DatumGetInt32(column(tup, desc, "max_attempts", &isnull));
+	q.backoff_base = *DatumGetIntervalP(column(tup, desc, "backoff_base", &isnull));
+	q.backoff_cap = *DatumGetIntervalP(column(tup, desc, "backoff_cap", &isnull));
+	q.backoff_jitter = DatumGetFloat8(column(tup, desc, "backoff_jitter", &isnull));
+	q.paused = DatumGetBool(column(tup, desc, "paused", &isnull));
+	q.notify = DatumGetBool(column(tup, desc, "notify", &isnull));
+	q.seq_relid = DatumGetObjectId(column(tup, desc, "seq", &isnull));
+	q.max_in_flight = DatumGetInt32(column(tup, desc, "max_in_flight", &isnull));
+	q.tenant_max_in_flight = DatumGetInt32(column(tup, desc, "tenant_max_in_flight", &isnull));
+	q.max_depth = DatumGetInt64(column(tup, desc, "max_depth", &isnull));
+	q.tenant_max_depth = DatumGetInt64(column(tup, desc, "tenant_max_depth", &isnull));
+	q.push_rate = DatumGetFloat8(column(tup, desc, "push_rate", &isnull));
+	q.tenant_push_rate = DatumGetFloat8(column(tup, desc, "tenant_push_rate", &isnull));
+	q.pop_rate = DatumGetFloat8(column(tup, desc, "pop_rate", &isnull));
+	q.tenant_pop_rate = DatumGetFloat8(column(tup, desc, "tenant_pop_rate", &isnull));
+	namestrcpy(&q.owner, NameStr(*DatumGetName(column(tup, desc, "owner", &isnull))));
+	weights = DatumGetJsonbP(column(tup, desc, "tenant_weights", &isnull));
 	q.tenant_weights = MemoryContextAlloc(cache_cxt, VARSIZE(weights));
 	memcpy(q.tenant_weights, weights, VARSIZE(weights));
 
+	/* the grants, one entry per grantee */
 	arg = Int32GetDatum(q.queue_id);
-	if (SPI_execute_plan(blocks_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the blocks of queue \"%s\"", name);
+	rc = SPI_execute_plan(acl_plan, &arg, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the grants of queue \"%s\": %s",
+			 name, SPI_result_code_string(rc));
+	q.acl = MemoryContextAllocZero(cache_cxt, sizeof(PgqGrant) * Max(SPI_processed, 1));
+	desc = SPI_tuptable->tupdesc;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Name		grantee = DatumGetName(column(SPI_tuptable->vals[i], desc, "grantee", &isnull));
+		char	   *privilege = SPI_getvalue(SPI_tuptable->vals[i], desc,
+											 SPI_fnumber(desc, "privilege"));
+		uint8		right = strcmp(privilege, "push") == 0 ? PGQ_RIGHT_PUSH :
+			strcmp(privilege, "consume") == 0 ? PGQ_RIGHT_CONSUME : PGQ_RIGHT_ADMIN;
+
+		if (q.nacl == 0 || strcmp(NameStr(q.acl[q.nacl - 1].grantee), NameStr(*grantee)) != 0)
+			namestrcpy(&q.acl[q.nacl++].grantee, NameStr(*grantee));
+		q.acl[q.nacl - 1].rights |= right;
+		q.restricted |= right;
+	}
+
+	rc = SPI_execute_plan(blocks_plan, &arg, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the blocks of queue \"%s\": %s",
+			 name, SPI_result_code_string(rc));
 	q.nblocks = (int) SPI_processed;
 	q.blocks = MemoryContextAllocZero(cache_cxt, sizeof(PgqBlock) * Max(q.nblocks, 1));
 	desc = SPI_tuptable->tupdesc;
 	for (int i = 0; i < q.nblocks; i++)
 	{
-		char	   *state;
+		PgqBlock   *b = &q.blocks[i];
 
 		tup = SPI_tuptable->vals[i];
-		q.blocks[i].block_no = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		q.blocks[i].first_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		q.blocks[i].last_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		state = SPI_getvalue(tup, desc, 4);
-		q.blocks[i].state = state[0];
-		q.blocks[i].jobs_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
-		q.blocks[i].status_relid = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
-		q.blocks[i].nlanes = -1;
+		b->block_no = DatumGetInt32(column(tup, desc, "block_no", &isnull));
+		b->first_id = DatumGetInt64(column(tup, desc, "first_id", &isnull));
+		b->last_id = DatumGetInt64(column(tup, desc, "last_id", &isnull));
+		b->state = SPI_getvalue(tup, desc, SPI_fnumber(desc, "state"))[0];
+		b->jobs_name = MemoryContextStrdup(cache_cxt,
+										   SPI_getvalue(tup, desc, SPI_fnumber(desc, "jobs")));
+		b->status_name = MemoryContextStrdup(cache_cxt,
+											 SPI_getvalue(tup, desc, SPI_fnumber(desc, "status")));
+		b->jobs_relid = DatumGetObjectId(column(tup, desc, "jobs_relid", &isnull));
+		b->status_relid = DatumGetObjectId(column(tup, desc, "status_relid", &isnull));
+		b->nlanes = -1;
 	}
 
 	entry = hash_search(queue_cache, name, HASH_ENTER, &found);
@@ -266,32 +346,43 @@ queue_load(const char *name)
 }
 
 /*
- * pgq_queue_get
- *		The cached definition of a queue, loading it if needed.  The caller
- *		must be connected to SPI.  An unknown queue is an error.
+ * pgq_queue_find
+ *		The cached definition of a queue, loading it if needed; NULL if
+ *		there is no such queue.  The caller must be connected to SPI.
  */
 PgqQueue *
-pgq_queue_get(text *name)
+pgq_queue_find(text *name)
 {
 	char		key[NAMEDATALEN];
 	int			len = VARSIZE_ANY_EXHDR(name);
-	PgqQueue   *q = NULL;
+	PgqQueue   *q;
 
 	AcceptInvalidationMessages();
 	if (cache_stale || queue_cache == NULL)
 		cache_reset();
 
-	if (len > 0 && len < NAMEDATALEN)
-	{
-		memcpy(key, VARDATA_ANY(name), len);
-		key[len] = '\0';
-		if (strlen(key) == len)
-		{
-			q = hash_search(queue_cache, key, HASH_FIND, NULL);
-			if (q == NULL)
-				q = queue_load(key);
-		}
-	}
+	if (len == 0 || len >= NAMEDATALEN)
+		return NULL;
+	memcpy(key, VARDATA_ANY(name), len);
+	key[len] = '\0';
+	if (strlen(key) != len)
+		return NULL;
+	q = hash_search(queue_cache, key, HASH_FIND, NULL);
+	if (q == NULL)
+		q = queue_load(key);
+	return q;
+}
+
+/*
+ * pgq_queue_get
+ *		The cached definition of a queue; an unknown queue is an error.  The
+ *		caller must be connected to SPI.
+ */
+PgqQueue *
+pgq_queue_get(text *name)
+{
+	PgqQueue   *q = pgq_queue_find(name);
+
 	if (q == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -384,6 +475,7 @@ pgq_block_for_push(PgqQueue **queue, int64 job_id)
 	char		name[NAMEDATALEN];
 	Datum		args[2];
 	Oid			argtypes[2] = {INT4OID, INT4OID};
+	int			rc;
 
 	strlcpy(name, (*queue)->name, NAMEDATALEN);
 	for (int tries = 0;; tries++)
@@ -392,14 +484,21 @@ pgq_block_for_push(PgqQueue **queue, int64 job_id)
 		LOCKTAG		tag;
 
 		if (tries == 5)
-			elog(ERROR, "the blocks of queue \"%s\" keep changing", name);
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("the blocks of queue \"%s\" keep changing", name),
+					 errdetail("Maintenance changed the blocks of the queue while this call looked for the one of job %lld.",
+							   (long long) job_id),
+					 errhint("Retry the transaction.")));
 		args[0] = Int32GetDatum((*queue)->queue_id);
 		if (b == NULL)
 		{
 			args[1] = Int32GetDatum((int32) ((job_id - 1) / (*queue)->block_size));
-			if (SPI_execute_with_args("SELECT pgqueue._block_create($1, $2)",
-									  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not create a block for job %lld", (long long) job_id);
+			rc = SPI_execute_with_args("SELECT pgqueue_internal._block_create($1, $2)",
+									   2, argtypes, args, NULL, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "could not create a block for job %lld: %s",
+					 (long long) job_id, SPI_result_code_string(rc));
 			cache_stale = true;
 			*queue = pgq_queue_get(cstring_to_text(name));
 			continue;
@@ -422,9 +521,11 @@ pgq_block_for_push(PgqQueue **queue, int64 job_id)
 		if (b->state == 'd')
 		{
 			args[1] = Int32GetDatum(b->block_no);
-			if (SPI_execute_with_args("SELECT pgqueue._block_revive($1, $2)",
-									  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not revive the block of job %lld", (long long) job_id);
+			rc = SPI_execute_with_args("SELECT pgqueue_internal._block_revive($1, $2)",
+									   2, argtypes, args, NULL, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "could not revive the block of job %lld: %s",
+					 (long long) job_id, SPI_result_code_string(rc));
 			cache_stale = true;
 			*queue = pgq_queue_get(cstring_to_text(name));
 			continue;
@@ -445,19 +546,8 @@ pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 {
 	if (block->plans[kind] == NULL)
 	{
-		char		num[16];
-		char		jobs[64];
-		char		status[64];
-		char	   *sql;
+		char	   *sql = psprintf(sql_fmt, block->jobs_name, block->status_name);
 
-		/* as pgqueue._rel(): compaction's blocks have negative numbers, c<n> */
-		if (block->block_no < 0)
-			snprintf(num, sizeof(num), "c%d", -block->block_no);
-		else
-			snprintf(num, sizeof(num), "%d", block->block_no);
-		snprintf(jobs, sizeof(jobs), "pgqueue_data.j_%d_%s", queue->queue_id, num);
-		snprintf(status, sizeof(status), "pgqueue_data.s_%d_%s", queue->queue_id, num);
-		sql = psprintf(sql_fmt, jobs, status);
 		block->plans[kind] = keep_plan(sql, nargs, argtypes);
 		pfree(sql);
 	}

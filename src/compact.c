@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * compact.c
- *	  What compaction (pgqueue._compact_step) needs below SQL: which rows a
+ *	  What compaction (pgqueue_internal._compact_step) needs below SQL: which rows a
  *	  snapshot did not see, waiting for the writers of a run of blocks, and
  *	  the rows on pages changed since a WAL position.
  *
@@ -31,12 +31,14 @@
 #include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/fmgrprotos.h"
 #include "utils/pg_lsn.h"
@@ -82,7 +84,7 @@ visible_in(FullTransactionId xid, Datum snap)
 
 /*
  * pgq_unseen
- *		SQL: pgqueue._unseen(xmin, snap) tells whether a row was written by a
+ *		SQL: pgqueue_internal._unseen(xmin, snap) tells whether a row was written by a
  *		transaction that snap did not see and that is not this one (or one
  *		of its subtransactions): compaction's test for what changed after it
  *		took snap.
@@ -147,7 +149,7 @@ writer_ended(VirtualTransactionId vxid, TimestampTz deadline)
 
 /*
  * pgq_wait_writers
- *		SQL: pgqueue._wait_writers(rels, timeout_ms) waits until every
+ *		SQL: pgqueue_internal._wait_writers(rels, timeout_ms) waits until every
  *		other transaction that holds a lock to write into one of the
  *		relations now (RowExclusiveLock or stronger) has ended.  Returns
  *		false if some had not ended after timeout_ms.  Takes no lock on the
@@ -195,7 +197,7 @@ pgq_wait_writers(PG_FUNCTION_ARGS)
 
 /*
  * pgq_changed_tids
- *		SQL: pgqueue._changed_tids(rel, since) returns the tids of the rows
+ *		SQL: pgqueue_internal._changed_tids(rel, since) returns the tids of the rows
  *		(normal line pointers, live or not) on the pages of table rel whose
  *		LSN is past since: every row inserted after WAL position since is
  *		among them.  Pages are read one at a time under a share lock; old
@@ -219,10 +221,13 @@ pgq_changed_tids(PG_FUNCTION_ARGS)
 	int			ntids = 0;
 	int			maxtids = 64;
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION)
+	if (rel->rd_rel->relkind != RELKIND_RELATION ||
+		RelationGetNamespace(rel) != get_namespace_oid("pgqueue_data", false))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
+				 errmsg("\"%s\" is not a table of pgqueue", RelationGetRelationName(rel))));
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, RelationGetRelationName(rel));
 
 	tids = palloc(sizeof(ItemPointerData) * maxtids);
 	nblocks = RelationGetNumberOfBlocks(rel);

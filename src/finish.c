@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 
 #include "pgqueue.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pgq_ack);
 PG_FUNCTION_INFO_V1(pgq_ack_array);
@@ -64,7 +65,8 @@ static const char *finish_sql =
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, state, due_at)"
 " SELECT l.job_id, l.state, l.attempt, l.due_at, i.state, i.due_at,"
-"  l.seq IS NOT NULL OR j.job_id IS NOT NULL, l.want, j.key, j.tenant, %7$s"
+"  l.seq IS NOT NULL OR j.job_id IS NOT NULL, l.want, j.key, j.tenant, %7$s,"
+"  pgqueue_internal._state(l.state, l.due_at, $4)"
 " FROM l LEFT JOIN i ON i.job_id = l.job_id LEFT JOIN %1$s j ON j.job_id = l.job_id";
 
 #define FAIL_EXHAUSTED "l.fails + 1 >= $5"
@@ -99,8 +101,10 @@ static const struct
 	[FINISH_FAIL] = {PGQ_PLAN_FAIL,
 		"CASE WHEN " FAIL_EXHAUSTED " THEN 'x' ELSE 'f' END",
 		"l.fails + 1",
-		"CASE WHEN " FAIL_EXHAUSTED " THEN NULL ELSE $4 + coalesce($6,"
-		" least($8, $7 * power(2, l.fails)) * (1 + $9 * (2 * random() - 1))) END",
+		"CASE WHEN " FAIL_EXHAUSTED " THEN NULL ELSE $4 + coalesce($6, make_interval(secs =>"
+		" least(extract(epoch FROM $8)::float8,"
+		"       extract(epoch FROM $7)::float8 * power(2, least(l.fails, 100)))"
+		" * (1 + $9 * (2 * random() - 1)))) END",
 	"$10", "NULL::int8"},
 	[FINISH_EXTEND] = {PGQ_PLAN_EXTEND, "'e'", "l.fails", "$4 + $11", "l.error", "NULL::int8"},
 	[FINISH_RELEASE] = {PGQ_PLAN_RELEASE, "'a'", "l.fails", "$4", "l.error", "NULL::int8"},
@@ -139,30 +143,6 @@ request_cmp(const void *a, const void *b)
 }
 
 /*
- * state_name
- *		The user-facing name of a stored state for messages.
- */
-static const char *
-state_name(char state, bool due)
-{
-	switch (state)
-	{
-		case PGQ_EXECUTING:
-			return "executing";
-		case PGQ_SUCCEEDED:
-			return "succeeded";
-		case PGQ_ABORTED:
-			return "aborted";
-		case PGQ_FAILED:
-			return due ? "available" : "failed";
-		case PGQ_SCHEDULED:
-			return due ? "available" : "scheduled";
-		default:
-			return "available";
-	}
-}
-
-/*
  * report_unmoved
  *		Raise the error that explains why one job did not move.
  */
@@ -178,6 +158,7 @@ report_unmoved(PgqQueue *queue, HeapTuple tup, TupleDesc desc, TimestampTz now)
 	TimestampTz due = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 	bool		exists = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 	int32		want = DatumGetInt32(SPI_getbinval(tup, desc, 8, &want_null));
+	char	   *state_name = SPI_getvalue(tup, desc, 12);	/* as pgqueue.jobs says */
 
 	if (!exists)
 		ereport(ERROR,
@@ -188,8 +169,7 @@ report_unmoved(PgqQueue *queue, HeapTuple tup, TupleDesc desc, TimestampTz now)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGQ_INVALID_STATE),
 				 errmsg("job %lld is not executing", (long long) job_id),
-				 errdetail("It is %s and has never been claimed.",
-						   state_null ? "available" : state_name(state, !isnull && due <= now))));
+				 errdetail("It is %s and has never been claimed.", state_name)));
 
 	if (state == PGQ_EXECUTING)
 	{
@@ -219,9 +199,9 @@ report_unmoved(PgqQueue *queue, HeapTuple tup, TupleDesc desc, TimestampTz now)
 			(errcode(ERRCODE_PGQ_LEASE_LOST),
 			 errmsg("lease of job %lld was lost", (long long) job_id),
 			 want_null
-			 ? errdetail("The job is %s now (attempt %d).", state_name(state, due <= now), attempt)
+			 ? errdetail("The job is %s now (attempt %d).", state_name, attempt)
 			 : errdetail("The job is %s now (attempt %d); this call is for attempt %d.",
-						 state_name(state, due <= now), attempt, want)));
+						 state_name, attempt, want)));
 }
 
 /*
@@ -244,6 +224,7 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 	int			moved = 0;
 	int			start = 0;
 	int64		key_bound = 0;
+	int			rc;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -263,6 +244,7 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 
 	SPI_connect();
 	queue = pgq_queue_get(name);
+	pgq_require_right(queue, PGQ_RIGHT_CONSUME);
 
 	/*
 	 * Open every block the jobs are in first; one that compaction dropped
@@ -284,7 +266,11 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 		if (opened)
 			break;
 		if (tries == 3)
-			elog(ERROR, "the blocks of queue \"%s\" keep changing", queue->name);
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("the blocks of queue \"%s\" keep changing", queue->name),
+					 errdetail("Maintenance compacted blocks of the queue while this call looked for its jobs."),
+					 errhint("Retry the transaction.")));
 		queue = pgq_queue_get(name);
 	}
 
@@ -353,8 +339,10 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 													  finish_ops[op].next));
 		plan = pgq_block_plan(queue, block, finish_ops[op].kind, op_sql[op],
 							  FINISH_NARGS, finish_argtypes);
-		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not update jobs of queue \"%s\"", queue->name);
+		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not update jobs of queue \"%s\": %s",
+				 queue->name, SPI_result_code_string(rc));
 
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
@@ -434,14 +422,17 @@ finish_one(FunctionCallInfo fcinfo, FinishOp op, int attempt_arg,
 	Datum		attempt = (Datum) 0;
 	bool		attempt_null = PG_ARGISNULL(attempt_arg);
 	FinishResult result;
+	PgqApiCall	call;
 
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "job_id");
 	id = PG_GETARG_DATUM(1);
 	if (!attempt_null)
 		attempt = PG_GETARG_DATUM(attempt_arg);
+	pgq_api_enter(fcinfo, &call);
 	finish_jobs(op, PG_GETARG_TEXT_PP(0), 1, &id, &id_null, &attempt, &attempt_null,
 				retry_in, error, lease, &result);
+	pgq_api_leave(&call);
 	return result;
 }
 
@@ -470,6 +461,8 @@ pgq_ack_array(PG_FUNCTION_ARGS)
 	Datum	   *attempts = NULL;
 	bool	   *attempt_nulls = NULL;
 	int			n;
+	int			acked;
+	PgqApiCall	call;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -498,8 +491,11 @@ pgq_ack_array(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 					 errmsg("attempts and job ids must have the same length")));
 	}
-	PG_RETURN_INT32(finish_jobs(FINISH_ACK, PG_GETARG_TEXT_PP(0), n, ids, id_nulls,
-								attempts, attempt_nulls, NULL, NULL, NULL, NULL));
+	pgq_api_enter(fcinfo, &call);
+	acked = finish_jobs(FINISH_ACK, PG_GETARG_TEXT_PP(0), n, ids, id_nulls,
+						attempts, attempt_nulls, NULL, NULL, NULL, NULL);
+	pgq_api_leave(&call);
+	PG_RETURN_INT32(acked);
 }
 
 /*
@@ -525,8 +521,10 @@ pgq_fail(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("retry_in must not be negative")));
+		pgq_check_interval_max(retry_in, "retry_in", PGQ_MAX_RETRY);
 	}
-	result = finish_one(fcinfo, FINISH_FAIL, 4, retry_in, PG_GETARG_TEXT_PP(2), NULL);
+	result = finish_one(fcinfo, FINISH_FAIL, 4, retry_in,
+						pgq_clip_error(PG_GETARG_TEXT_PP(2)), NULL);
 	PG_RETURN_TEXT_P(cstring_to_text(result.state == PGQ_ABORTED ? "aborted" : "failed"));
 }
 

@@ -10,7 +10,7 @@
  * (shmem.c): then the jobs of a key visible to a claim are a prefix of the
  * key's jobs in id order, and "lowest unfinished job of its key" picks one
  * job per key, so two consumers never hold two jobs of one key.  The test
- * is pgqueue._key_ready(), called by the claim statements for each keyed
+ * is pgqueue_internal._key_ready(), called by the claim statements for each keyed
  * candidate.  It probes the block tables through their (key, job_id)
  * index, starting at the key's shared watermark: no unfinished job of the
  * key below it.  A key's entry also remembers which of its jobs is
@@ -214,7 +214,7 @@ require_shmem(PgqQueue *queue, const char *what)
 		qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
 	if (qs == NULL)
 		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s of queue \"%s\" need pgqueue in shared_preload_libraries",
 						what, queue->name),
 				 pgq_shmem_ready()
@@ -269,14 +269,16 @@ flow_count(PgqQueue *queue, const char *tenant, int64 *depth, int64 *inflight)
 	Datum		args[2];
 	char		nulls[2] = {' ', tenant ? ' ' : 'n'};
 	bool		isnull;
+	int			rc;
 
 	args[0] = Int32GetDatum(queue->queue_id);
 	args[1] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT depth, inflight FROM pgqueue._flow_count($1, $2)",
-							  2, argtypes, args, nulls, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not count the jobs of queue \"%s\"", queue->name);
+	rc = SPI_execute_with_args("SELECT depth, inflight FROM pgqueue_internal._flow_count($1, $2)",
+							   2, argtypes, args, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not count the jobs of queue \"%s\": %s",
+			 queue->name, SPI_result_code_string(rc));
 	*depth = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	*inflight = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	SPI_finish();
@@ -718,7 +720,7 @@ key_ready(FlowPop *pop, text *key, int64 job_id)
 
 /*
  * pgq_key_ready
- *		SQL: pgqueue._key_ready(key, job_id), for the claim statements of
+ *		SQL: pgqueue_internal._key_ready(key, job_id), for the claim statements of
  *		queue_pop only.
  */
 Datum
@@ -727,13 +729,13 @@ pgq_key_ready(PG_FUNCTION_ARGS)
 	if (current_pop == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pgqueue._key_ready can only be used by queue_pop")));
+				 errmsg("pgqueue_internal._key_ready can only be used by queue_pop")));
 	PG_RETURN_BOOL(key_ready(current_pop, PG_GETARG_TEXT_PP(0), PG_GETARG_INT64(1)));
 }
 
 /*
  * pgq_tenant_take
- *		SQL: pgqueue._take(tenant), for the claim statements of queue_pop
+ *		SQL: pgqueue_internal._take(tenant), for the claim statements of queue_pop
  *		only: reserve room for one more claim of the tenant under its
  *		in-flight cap and pop rate.  pgq_flow_claims_done settles the
  *		reservations with what was claimed.
@@ -750,7 +752,7 @@ pgq_tenant_take(PG_FUNCTION_ARGS)
 	if (pop == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pgqueue._take can only be used by queue_pop")));
+				 errmsg("pgqueue_internal._take can only be used by queue_pop")));
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(true);
 	queue = pop->queue;

@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
@@ -31,9 +32,11 @@ static char *pgq_fault_injection = NULL;
 
 /*
  * With pgqueue.fault_injection = 'pause:<step>', maintenance waits at the
- * step while another session holds pg_advisory_lock(PGQ_PAUSE_KEY).
+ * step while another session holds pg_advisory_lock(PGQ_PAUSE_KEY); with
+ * 'error:<step>' it fails there with an error.
  */
 #define PGQ_PAUSE_PREFIX	"pause:"
+#define PGQ_ERROR_PREFIX	"error:"
 #define PGQ_PAUSE_KEY		1885827445
 
 PG_FUNCTION_INFO_V1(pgq_fault);
@@ -90,7 +93,8 @@ _PG_init(void)
 							   "Maintenance step at which to crash or pause on purpose, for tests.",
 							   "The server PANICs when maintenance reaches the named step; "
 							   "with \"pause:step\", maintenance waits there while another "
-							   "session holds pg_advisory_lock(" CppAsString2(PGQ_PAUSE_KEY) ").",
+							   "session holds pg_advisory_lock(" CppAsString2(PGQ_PAUSE_KEY) "); "
+							   "with \"error:step\", it fails there with an error.",
 							   &pgq_fault_injection,
 							   "",
 							   PGC_SUSET,
@@ -134,8 +138,25 @@ pgq_interval_sign(Interval *interval)
 }
 
 /*
+ * pgq_check_interval_max
+ *		Reject an interval above max (text, such as "1 year"), which keeps
+ *		the times computed with it in range.
+ */
+void
+pgq_check_interval_max(Interval *value, const char *what, const char *max)
+{
+	Datum		bound = DirectFunctionCall3(interval_in, CStringGetDatum(max),
+											ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(value), bound)) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most %s", what, max)));
+}
+
+/*
  * pgq_check_lease
- *		Reject a zero or negative lease interval.
+ *		Reject a zero, negative or too long lease interval.
  */
 void
 pgq_check_lease(Interval *lease, const char *what)
@@ -144,6 +165,20 @@ pgq_check_lease(Interval *lease, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a positive interval", what)));
+	pgq_check_interval_max(lease, what, PGQ_MAX_LEASE);
+}
+
+/*
+ * pgq_clip_error
+ *		An error text or reason kept to its first PGQ_MAX_ERROR characters.
+ */
+text *
+pgq_clip_error(text *error)
+{
+	int			len = VARSIZE_ANY_EXHDR(error);
+	int			clip = pg_mbcharcliplen(VARDATA_ANY(error), len, PGQ_MAX_ERROR);
+
+	return clip < len ? cstring_to_text_with_len(VARDATA_ANY(error), clip) : error;
 }
 
 /*
@@ -165,12 +200,13 @@ pgq_check_payload(Datum payload)
 
 /*
  * pgq_fault
- *		SQL: pgqueue._fault(step) crashes the server (PANIC) when
+ *		SQL: pgqueue_internal._fault(step) crashes the server (PANIC) when
  *		pgqueue.fault_injection names the step; tests use it to stop
  *		maintenance at every step and check that nothing is lost.  With
  *		'pause:<step>' it waits at the step until the advisory lock
  *		PGQ_PAUSE_KEY is free, so that tests can order other sessions'
- *		work against a maintenance step.
+ *		work against a maintenance step; with 'error:<step>' it raises an
+ *		error there, as a failing maintenance duty would.
  */
 Datum
 pgq_fault(PG_FUNCTION_ARGS)
@@ -182,6 +218,11 @@ pgq_fault(PG_FUNCTION_ARGS)
 	if (strcmp(pgq_fault_injection, step) == 0)
 		ereport(PANIC,
 				(errmsg("pgqueue fault injection at step \"%s\"", step)));
+	if (strncmp(pgq_fault_injection, PGQ_ERROR_PREFIX, strlen(PGQ_ERROR_PREFIX)) == 0 &&
+		strcmp(pgq_fault_injection + strlen(PGQ_ERROR_PREFIX), step) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("pgqueue fault injection at step \"%s\"", step)));
 	if (strncmp(pgq_fault_injection, PGQ_PAUSE_PREFIX, strlen(PGQ_PAUSE_PREFIX)) == 0 &&
 		strcmp(pgq_fault_injection + strlen(PGQ_PAUSE_PREFIX), step) == 0)
 	{

@@ -41,6 +41,14 @@
 /* largest n a single pop may ask for */
 #define PGQ_MAX_POP		10000
 
+/* longest lease, retry delay and wait a call may ask for (the option bounds) */
+#define PGQ_MAX_LEASE	"1 year"
+#define PGQ_MAX_RETRY	"1 year"
+#define PGQ_MAX_WAIT	"1 day"
+
+/* characters of an error text or abort reason that are kept */
+#define PGQ_MAX_ERROR	2000
+
 /* the statements cached per block, prepared on first use */
 typedef enum PgqPlanKind
 {
@@ -69,6 +77,8 @@ typedef struct PgqBlock
 	int64		first_id;
 	int64		last_id;
 	char		state;			/* 'o'pen, 'c'losed or 'd'one */
+	char	   *jobs_name;		/* qualified, quoted names of the tables */
+	char	   *status_name;
 	Oid			jobs_relid;
 	Oid			status_relid;
 	Oid			key_index;		/* jobs (key, job_id); found on first use */
@@ -90,11 +100,35 @@ typedef struct PgqTenants
 	TimestampTz at;				/* when they were read */
 } PgqTenants;
 
+/* rights on a queue (privilege.c), as bits */
+typedef enum PgqRight
+{
+	PGQ_RIGHT_PUSH = 1,
+	PGQ_RIGHT_CONSUME = 2,
+	PGQ_RIGHT_ADMIN = 4
+} PgqRight;
+
+#define PGQ_RIGHTS_ALL	(PGQ_RIGHT_PUSH | PGQ_RIGHT_CONSUME | PGQ_RIGHT_ADMIN)
+
+/* the rights granted on a queue to one role */
+typedef struct PgqGrant
+{
+	NameData	grantee;
+	uint8		rights;
+} PgqGrant;
+
 /* one queue's definition and its blocks, ordered by first_id */
 typedef struct PgqQueue
 {
 	char		name[NAMEDATALEN];	/* hash key */
 	int32		queue_id;
+	NameData	owner;
+	int			nacl;
+	PgqGrant   *acl;			/* queue_grant's grants, one per role */
+	uint8		restricted;		/* rights granted to some role */
+	Oid			rights_role;	/* rights of this role, as of rights_gen */
+	uint64		rights_gen;
+	uint8		rights;
 	int64		block_size;
 	Interval	default_lease;
 	int32		max_attempts;
@@ -150,6 +184,7 @@ extern int	pgq_naptime;
 extern void pgq_cache_init(void);
 extern MemoryContext pgq_cache_memory(void);
 extern PgqQueue *pgq_queue_get(text *name);
+extern PgqQueue *pgq_queue_find(text *name);
 extern PgqBlock *pgq_block_for_id(PgqQueue *queue, int64 job_id);
 extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
 extern bool pgq_block_open(PgqBlock *block, bool wait);
@@ -197,7 +232,9 @@ extern void pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 jo
 /* shared argument checks (pgqueue.c) */
 extern void pgq_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
 extern int	pgq_interval_sign(Interval *interval);
+extern void pgq_check_interval_max(Interval *value, const char *what, const char *max);
 extern void pgq_check_lease(Interval *lease, const char *what);
+extern text *pgq_clip_error(text *error);
 extern void pgq_check_payload(Datum payload);
 extern void pgq_check_tenant(text *tenant, char *buf);
 

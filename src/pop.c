@@ -40,6 +40,7 @@
 #include "utils/snapmgr.h"
 
 #include "pgqueue.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pgq_pop);
 PG_FUNCTION_INFO_V1(pgq_unclaimed);
@@ -53,7 +54,7 @@ static Oid	claim_argtypes[CLAIM_NARGS] = {
 	INT8OID,					/* $4 lowest id that may be unclaimed */
 	INT4OID,					/* $5 queue id */
 	INTERVALOID,				/* $6 lease */
-	BOOLOID,					/* $7 tenants have limits: pgqueue._take */
+	BOOLOID,					/* $7 tenants have limits: pgqueue_internal._take */
 	TEXTARRAYOID,				/* $8 tenants ('': none) */
 	INT4ARRAYOID,				/* $9 claims per tenant */
 	INT8ARRAYOID				/* $10 watermark per tenant */
@@ -70,7 +71,7 @@ static const char *lanes_sql =
 
 /*
  * The never-claimed test of the statements that claim fresh jobs is
- * pgqueue._unclaimed() (below): a probe of the status table's primary key
+ * pgqueue_internal._unclaimed() (below): a probe of the status table's primary key
  * that also sees status rows its statement's snapshot does not, those of
  * claims still running and of claims committed since the snapshot was
  * taken.  With a test under the statement's snapshot instead, a consumer
@@ -92,8 +93,8 @@ static const char *lanes_sql =
  * of the join, above the scans.
  */
 #define CLAIM_FLOW_FILTERS(x) \
-"    AND (j.key IS NULL OR pgqueue._key_ready(j.key, " x ".job_id))" \
-"    AND (NOT $7 OR (" x ".job_id IS NOT NULL AND pgqueue._take(j.tenant)))"
+"    AND (j.key IS NULL OR pgqueue_internal._key_ready(j.key, " x ".job_id))" \
+"    AND (NOT $7 OR (" x ".job_id IS NOT NULL AND pgqueue_internal._take(j.tenant)))"
 
 static const char *claim_waiting_sql =
 "WITH c AS ("
@@ -127,7 +128,7 @@ static const char *claim_fresh_sql =
 "  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "  FROM %1$s j"
 "  WHERE j.priority = $2 AND coalesce(j.tenant, '') = '' AND j.job_id >= $4"
-"    AND pgqueue._unclaimed(j.job_id)"
+"    AND pgqueue_internal._unclaimed(j.job_id)"
 CLAIM_FLOW_FILTERS("j")
 "  ORDER BY j.job_id LIMIT $3"
 "  FOR UPDATE SKIP LOCKED),"
@@ -160,7 +161,7 @@ static const char *claim_fair_sql =
 "   SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "   FROM %1$s j"
 "   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.wm"
-"     AND pgqueue._unclaimed(j.job_id)"
+"     AND pgqueue_internal._unclaimed(j.job_id)"
 CLAIM_FLOW_FILTERS("j")
 "   ORDER BY j.job_id LIMIT t.quota"
 "   FOR UPDATE SKIP LOCKED) y),"
@@ -208,7 +209,7 @@ typedef struct Tenants
 } Tenants;
 
 /*
- * The open scans of pgqueue._unclaimed during one pop: one per block, each
+ * The open scans of pgqueue_internal._unclaimed during one pop: one per block, each
  * on the status table's primary key with a dirty snapshot.
  */
 typedef struct ProbeScan
@@ -228,7 +229,7 @@ typedef struct ClaimProbe
 	List	   *scans;			/* ProbeScan */
 } ClaimProbe;
 
-/* the pop whose claim statements are running, for pgqueue._unclaimed */
+/* the pop whose claim statements are running, for pgqueue_internal._unclaimed */
 static ClaimProbe *current_probe = NULL;
 
 /*
@@ -292,7 +293,7 @@ probe_end(ClaimProbe *probe)
 
 /*
  * pgq_unclaimed
- *		SQL: pgqueue._unclaimed(job_id), for the claim statements of
+ *		SQL: pgqueue_internal._unclaimed(job_id), for the claim statements of
  *		queue_pop only: true if the job has no status row, committed or
  *		being written (see the claim statements above).
  */
@@ -307,7 +308,7 @@ pgq_unclaimed(PG_FUNCTION_ARGS)
 	if (current_probe == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pgqueue._unclaimed can only be used by queue_pop")));
+				 errmsg("pgqueue_internal._unclaimed can only be used by queue_pop")));
 	ps = probe_scan(current_probe, PG_GETARG_INT64(0));
 	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, PG_GETARG_DATUM(0));
 
@@ -865,6 +866,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	ClaimProbe	probe;
 	bool	   *opened;
 
+	pgq_require_right(queue, PGQ_RIGHT_CONSUME);
 	if (queue->paused)
 		return 0;
 
@@ -977,6 +979,7 @@ pgq_pop(PG_FUNCTION_ARGS)
 	int32		n;
 	Interval   *lease = NULL;
 	Interval   *wait = NULL;
+	PgqApiCall	call;
 
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "n");
@@ -999,6 +1002,7 @@ pgq_pop(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("wait must not be negative")));
+		pgq_check_interval_max(wait, "wait", PGQ_MAX_WAIT);
 		if (pgq_interval_sign(wait) == 0)
 			wait = NULL;
 		else if (IsolationUsesXactSnapshot())
@@ -1009,6 +1013,7 @@ pgq_pop(PG_FUNCTION_ARGS)
 	}
 
 	InitMaterializedSRF(fcinfo, 0);
+	pgq_api_enter(fcinfo, &call);
 	SPI_connect();
 	if (pop_once(name, n, lease, rsinfo, NULL) == 0 && wait != NULL)
 	{
@@ -1035,5 +1040,6 @@ pgq_pop(PG_FUNCTION_ARGS)
 		PG_END_TRY();
 	}
 	SPI_finish();
+	pgq_api_leave(&call);
 	return (Datum) 0;
 }

@@ -23,6 +23,7 @@
 #include "utils/lsyscache.h"
 
 #include "pgqueue.h"
+#include "privilege.h"
 
 PG_FUNCTION_INFO_V1(pgq_push);
 PG_FUNCTION_INFO_V1(pgq_push_batch);
@@ -65,6 +66,7 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 	int			lbs[1] = {1};
 	ArrayType  *idarr = construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	SPIPlanPtr	plan;
+	int			rc;
 
 	values[0] = Int32GetDatum(queue->queue_id);
 	values[1] = PointerGetDatum(idarr);
@@ -82,8 +84,10 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 												   lbs, TEXTOID, -1, false, TYPALIGN_INT));
 
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_PUSH, push_sql, 8, argtypes);
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not insert jobs into queue \"%s\"", queue->name);
+	rc = SPI_execute_plan(plan, values, nulls, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not insert jobs into queue \"%s\": %s",
+			 queue->name, SPI_result_code_string(rc));
 
 	if (run_later)
 	{
@@ -95,8 +99,10 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 		svalues[2] = TimestampTzGetDatum(now);
 		svalues[3] = run_at;
 		plan = pgq_block_plan(queue, block, PGQ_PLAN_SCHEDULE, schedule_sql, 4, stypes);
-		if (SPI_execute_plan(plan, svalues, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not schedule jobs of queue \"%s\"", queue->name);
+		rc = SPI_execute_plan(plan, svalues, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "could not schedule jobs of queue \"%s\": %s",
+				 queue->name, SPI_result_code_string(rc));
 	}
 }
 
@@ -124,6 +130,7 @@ push_jobs(text *name, int n, PushArgs *args, bool has_run_at, Datum run_at, Datu
 
 	SPI_connect();
 	queue = pgq_queue_get(name);
+	pgq_require_right(queue, PGQ_RIGHT_PUSH);
 	run_later = has_run_at && DatumGetTimestampTz(run_at) > now;
 	pgq_flow_push(queue, n, args->key_nulls, args->tenants, args->tenant_nulls,
 				  args->priorities);
@@ -176,6 +183,7 @@ pgq_push(PG_FUNCTION_ARGS)
 	bool		tenant_null = PG_ARGISNULL(5);
 	Datum		id;
 	PushArgs	args;
+	PgqApiCall	call;
 
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "payload");
@@ -191,8 +199,10 @@ pgq_push(PG_FUNCTION_ARGS)
 	args.payloads = &payload;
 	args.tenants = &tenant;
 	args.tenant_nulls = &tenant_null;
+	pgq_api_enter(fcinfo, &call);
 	push_jobs(PG_GETARG_TEXT_PP(0), 1, &args,
 			  !PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4), &id);
+	pgq_api_leave(&call);
 	PG_RETURN_DATUM(id);
 }
 
@@ -253,6 +263,7 @@ pgq_push_batch(PG_FUNCTION_ARGS)
 	Datum	   *ids;
 	int			n;
 	PushArgs	args;
+	PgqApiCall	call;
 
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "payloads");
@@ -293,16 +304,18 @@ pgq_push_batch(PG_FUNCTION_ARGS)
 	ids = palloc(sizeof(Datum) * Max(n, 1));
 	args.priorities = priorities;
 	args.payloads = payloads;
+	pgq_api_enter(fcinfo, &call);
 	if (n > 0)
 		push_jobs(PG_GETARG_TEXT_PP(0), n, &args,
 				  !PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4), ids);
 	else
 	{
-		/* still reject an unknown queue */
+		/* still reject an unknown queue, or one the caller may not push to */
 		SPI_connect();
-		(void) pgq_queue_get(PG_GETARG_TEXT_PP(0));
+		pgq_require_right(pgq_queue_get(PG_GETARG_TEXT_PP(0)), PGQ_RIGHT_PUSH);
 		SPI_finish();
 	}
+	pgq_api_leave(&call);
 	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 										  TYPALIGN_DOUBLE));
 }

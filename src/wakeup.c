@@ -365,7 +365,7 @@ pgq_wait_end(PgqWait *wait)
 
 /*
  * pgq_counters
- *		SQL: pgqueue._counters(queue) returns the shared counters of a queue
+ *		SQL: pgqueue_internal._counters(queue) returns the shared counters of a queue
  *		and its waiting pops now: zeros for a queue nothing happened to since
  *		the server started, NULLs without shared memory.
  */
@@ -400,7 +400,7 @@ pgq_counters(PG_FUNCTION_ARGS)
 
 /*
  * pgq_wake
- *		SQL: pgqueue._wake(queue, due) notes that jobs of the queue become
+ *		SQL: pgqueue_internal._wake(queue, due) notes that jobs of the queue become
  *		claimable at due (now or later), for the SQL-level repair and
  *		maintenance functions; and counts aborted jobs if given.
  */

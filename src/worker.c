@@ -7,8 +7,11 @@
  * databases every pgqueue.naptime and starts one maintenance worker for
  * each database that may have the extension and has none running.  A
  * worker runs rounds until its database loses the extension, is about to
- * be dropped, or an error ends it; each round runs every duty of
- * pgqueue.maintain(), one queue and one unit of work per transaction.
+ * be dropped, or an error ends it; each round runs the duties that
+ * pgqueue_internal._maint_operations lists (those of pgqueue.maintain()),
+ * one queue and one unit of work per transaction.  A duty that fails is
+ * logged and recorded against its queue, which is left alone for a
+ * backoff; the other queues go on.
  * What each database's worker did last lives in shared memory (shmem.c):
  * a database without the extension is looked at again after a minute, and
  * a worker that failed is restarted after a backoff that doubles up to
@@ -29,6 +32,8 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -36,6 +41,7 @@
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -286,118 +292,193 @@ database_in_use(void)
 	return false;
 }
 
-/*
- * run_unit
- *		Run one statement with one int4 argument in a transaction of its
- *		own; returns its first column as text (NULL for NULL), or NULL with
- *		*has_extension false if the extension is gone.
- */
-static char *
-run_unit(const char *sql, int32 arg, bool *has_extension)
+/* one duty of a maintenance round (pgqueue_internal._maint_operations) */
+typedef struct Duty
 {
-	char	   *result = NULL;
-	Oid			argtype = INT4OID;
-	Datum		value = Int32GetDatum(arg);
-	MemoryContext outer = CurrentMemoryContext;
+	int32		queue_id;
+	char	   *queue;
+	char	   *op;				/* a function of pgqueue_internal */
+	bool		repeat;			/* run again while it finds work */
+} Duty;
 
+/* compaction steps of one queue in one round, at most */
+#define PGQ_MAX_REPEATS	100
+
+/*
+ * run_sql
+ *		Run one statement, with an int4 and a text argument, in a
+ *		transaction of its own.  Returns false if the extension is gone.
+ *		Its first row goes to *rows (as a list of text arrays, NULL for
+ *		NULL), if rows is given.  An error rolls the transaction back and
+ *		leaves its message in *error (NULL if none), for the caller to
+ *		report; the worker goes on.  Every transaction first locks the
+ *		extension, as DROP EXTENSION does before anything else, so the two
+ *		wait for each other instead of deadlocking on the tables.
+ */
+static bool
+run_sql(const char *sql, int32 id, const char *arg, List **rows, char **error)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', arg == NULL ? 'n' : ' '};
+	bool		has_extension = false;
+
+	*error = NULL;
+	values[0] = Int32GetDatum(id);
+	values[1] = arg == NULL ? (Datum) 0 : CStringGetTextDatum(arg);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, sql);
-
-	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'pgqueue'", true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for the pgqueue extension");
-	*has_extension = SPI_processed == 1;
-	if (*has_extension)
+	PG_TRY();
 	{
-		if (SPI_execute_with_args(sql, 1, &argtype, &value, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not run \"%s\"", sql);
-		if (SPI_processed > 0)
-		{
-			char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		Oid			ext = get_extension_oid("pgqueue", true);
 
-			if (v != NULL)
-				result = MemoryContextStrdup(outer, v);
+		if (OidIsValid(ext))
+		{
+			LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+			has_extension = OidIsValid(get_extension_oid("pgqueue", true));
 		}
+		if (has_extension)
+		{
+			int			rc;
+
+			SPI_connect();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, sql);
+			rc = SPI_execute_with_args(sql, 2, argtypes, values, nulls, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
+			for (uint64 r = 0; rows != NULL && r < SPI_processed; r++)
+			{
+				List	   *row = NIL;
+
+				for (int c = 1; c <= SPI_tuptable->tupdesc->natts; c++)
+				{
+					char	   *v = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c);
+					MemoryContext old = MemoryContextSwitchTo(outer);
+
+					row = lappend(row, v == NULL ? NULL : pstrdup(v));
+					MemoryContextSwitchTo(old);
+				}
+				{
+					MemoryContext old = MemoryContextSwitchTo(outer);
+
+					*rows = lappend(*rows, row);
+					MemoryContextSwitchTo(old);
+				}
+			}
+			SPI_finish();
+			PopActiveSnapshot();
+		}
+		CommitTransactionCommand();
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(outer);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		*error = edata->message;
+		has_extension = true;
+	}
+	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return result;
+	return has_extension;
 }
 
 /*
- * queue_ids
- *		The ids of the database's queues, or NIL if the extension is gone.
+ * round_duties
+ *		The duties of this round, or NIL with *has_extension false if the
+ *		extension is gone.
  */
 static List *
-queue_ids(bool *has_extension)
+round_duties(bool *has_extension)
 {
-	List	   *ids = NIL;
-	MemoryContext outer = CurrentMemoryContext;
+	List	   *rows = NIL;
+	List	   *duties = NIL;
+	ListCell   *lc;
+	char	   *error;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'pgqueue'", true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for the pgqueue extension");
-	*has_extension = SPI_processed == 1;
-	if (*has_extension)
+	*has_extension = run_sql("SELECT queue_id, queue_name, op, repeat"
+							 " FROM pgqueue_internal._maint_operations(NULL)",
+							 0, NULL, &rows, &error);
+	if (error != NULL)
+		ereport(ERROR,
+				(errmsg("pgqueue maintenance could not list its duties: %s", error)));
+	foreach(lc, rows)
 	{
-		if (SPI_execute("SELECT queue_id FROM pgqueue.queue ORDER BY queue_id", true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not list queues");
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-			MemoryContext old = MemoryContextSwitchTo(outer);
+		List	   *row = lfirst(lc);
+		Duty	   *d = palloc(sizeof(Duty));
 
-			ids = lappend_int(ids, DatumGetInt32(d));
-			MemoryContextSwitchTo(old);
-		}
+		d->queue_id = pg_strtoint32(linitial(row));
+		d->queue = lsecond(row);
+		d->op = lthird(row);
+		d->repeat = strcmp(lfourth(row), "t") == 0;
+		duties = lappend(duties, d);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	return ids;
+	return duties;
 }
 
 /*
  * maintenance_round
- *		One maintenance round over every queue.  Returns false if the
+ *		One maintenance round: every duty of every queue, each in its own
+ *		transaction.  A duty that fails is logged and recorded against its
+ *		queue (pgqueue.maintenance), and the queue's other duties wait for
+ *		its retry time; the other queues go on.  Returns false if the
  *		extension is gone.
  */
 static bool
-maintenance_round(void)
+maintenance_round(MemoryContext round_cxt)
 {
 	bool		has_extension;
-	List	   *ids = queue_ids(&has_extension);
+	List	   *duties;
 	ListCell   *lc;
+	int32		failed = -1;
 
+	MemoryContextReset(round_cxt);
+	MemoryContextSwitchTo(round_cxt);
+	duties = round_duties(&has_extension);
 	if (!has_extension)
 		return false;
-	foreach(lc, ids)
+	foreach(lc, duties)
 	{
-		int32		qid = lfirst_int(lc);
-		char	   *step;
+		Duty	   *d = lfirst(lc);
+		char	   *sql = psprintf("SELECT pgqueue_internal.%s($1)::text",
+								   quote_identifier(d->op));
 
-		(void) run_unit("SELECT pgqueue._maintain_queue($1)", qid, &has_extension);
-		if (!has_extension)
-			return false;
-		for (int i = 0; i < 100; i++)
+		if (d->queue_id == failed)
+			continue;
+		for (int i = 0; i < (d->repeat ? PGQ_MAX_REPEATS : 1); i++)
 		{
-			step = run_unit("SELECT pgqueue._compact_step($1)", qid, &has_extension);
-			if (step == NULL || strcmp(step, "busy") == 0)
+			List	   *rows = NIL;
+			char	   *error;
+			char	   *result;
+
+			if (!run_sql(sql, d->queue_id, NULL, &rows, &error))
+				return false;
+			if (error != NULL)
+			{
+				char	   *ignored;
+
+				ereport(LOG,
+						(errmsg("pgqueue maintenance of queue \"%s\" failed in %s: %s",
+								d->queue, d->op, error)));
+				(void) run_sql("SELECT pgqueue_internal._maint_failed($1, $2)",
+							   d->queue_id, error, NULL, &ignored);
+				failed = d->queue_id;
 				break;
-			elog(LOG, "pgqueue: queue %d: compacted %s", qid, step);
+			}
+			result = rows != NIL ? linitial(linitial(rows)) : NULL;
+			if (result == NULL || strcmp(result, "busy") == 0)
+				break;
+			if (d->repeat)
+				ereport(LOG,
+						(errmsg("pgqueue: queue \"%s\": %s: %s", d->queue, d->op, result)));
 		}
-		(void) run_unit("SELECT pgqueue._archive_expire($1)", qid, &has_extension);
 		CHECK_FOR_INTERRUPTS();
 	}
-	list_free(ids);
 	return true;
 }
 
@@ -409,6 +490,7 @@ void
 pgq_worker_main(Datum arg)
 {
 	Oid			dbid = DatumGetObjectId(arg);
+	MemoryContext round_cxt;
 
 	before_shmem_exit(worker_exit, arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -419,13 +501,15 @@ pgq_worker_main(Datum arg)
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
 	pgq_db_started(dbid);
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "pgqueue maintenance round",
+									  ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
 		TimestampTz round_end;
 
 		/* no extension here: look again in a minute */
-		if (!maintenance_round())
+		if (!maintenance_round(round_cxt))
 		{
 			worker_exit_delay = 60;
 			break;
@@ -465,7 +549,7 @@ pgq_worker_main(Datum arg)
 
 /*
  * pgq_worker_poke
- *		SQL: pgqueue._worker_poke() asks the launcher to start this
+ *		SQL: pgqueue_internal._worker_poke() asks the launcher to start this
  *		database's maintenance worker soon (queue_create calls it).
  */
 Datum

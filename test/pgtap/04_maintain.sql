@@ -19,7 +19,7 @@ SELECT plan(34);
 -- maintain() on an idle queue does nothing and says so
 SELECT pgqueue.queue_create('t_exp', max_attempts => 2, block_size => 100) \g /dev/null
 SELECT is(pgqueue.maintain('t_exp'),
-		  '{"expired_leases": 0, "closed_blocks": 0, "done_blocks": 0, "created_blocks": 0, "compacted": [], "archives_dropped": 0}'::jsonb,
+		  '{"expired_leases": 0, "closed_blocks": 0, "done_blocks": 0, "created_blocks": 0, "compacted": [], "archives_dropped": 0, "errors": []}'::jsonb,
 		  'maintain returns jsonb with what it did, here nothing');
 
 -- an expired lease makes the job available again, counted as a failure
@@ -108,13 +108,13 @@ SELECT is(array_length(pgqueue.queue_push_batch('t_blk', array_fill('{}'::jsonb,
 SELECT is((SELECT count(*) FROM pgqueue.queue_pop('t_blk', 100)), 100::bigint,
 		  'pop the 100 jobs of block 0');
 SELECT results_eq(
-	$$SELECT pgqueue.maintain('t_blk') - ARRAY['expired_leases', 'created_blocks', 'compacted', 'archives_dropped']$$,
+	$$SELECT pgqueue.maintain('t_blk') - ARRAY['expired_leases', 'created_blocks', 'compacted', 'archives_dropped', 'errors']$$,
 	$$VALUES ('{"closed_blocks": 1, "done_blocks": 0}'::jsonb)$$,
 	'maintain closes the full block 0, not done while it has unfinished jobs');
 SELECT is(pgqueue.queue_ack('t_blk', ARRAY(SELECT generate_series(1, 100)::bigint)), 100,
 		  'ack the 100 jobs of block 0');
 SELECT results_eq(
-	$$SELECT pgqueue.maintain('t_blk') - ARRAY['expired_leases', 'created_blocks', 'compacted', 'archives_dropped']$$,
+	$$SELECT pgqueue.maintain('t_blk') - ARRAY['expired_leases', 'created_blocks', 'compacted', 'archives_dropped', 'errors']$$,
 	$$VALUES ('{"closed_blocks": 0, "done_blocks": 1}'::jsonb)$$,
 	'maintain marks the closed block with no unfinished job done');
 SELECT results_eq(

@@ -28,23 +28,23 @@ CREATE FUNCTION pg_temp.orphans() RETURNS SETOF text LANGUAGE sql AS $$
 	  FROM pg_tables t
 	 WHERE t.schemaname = 'pgqueue_data' AND t.tablename ~ '^[js]_'
 	   AND NOT EXISTS (SELECT 1 FROM pgqueue.block b
-						WHERE pgqueue._rel(left(t.tablename, 1), b.queue_id, b.block_no)
+						WHERE pgqueue_internal._rel(left(t.tablename, 1), b.queue_id, b.block_no)
 							  = 'pgqueue_data.' || t.tablename)
 	UNION ALL
 	SELECT format('block %s/%s lacks a table', b.queue_id, b.block_no)
 	  FROM pgqueue.block b
-	 WHERE to_regclass(pgqueue._rel('j', b.queue_id, b.block_no)) IS NULL
-		OR to_regclass(pgqueue._rel('s', b.queue_id, b.block_no)) IS NULL
+	 WHERE to_regclass(pgqueue_internal._rel('j', b.queue_id, b.block_no)) IS NULL
+		OR to_regclass(pgqueue_internal._rel('s', b.queue_id, b.block_no)) IS NULL
 	UNION ALL
 	SELECT 'table ' || t.tablename || ' has no archive row'
 	  FROM pg_tables t
 	 WHERE t.schemaname = 'pgqueue_data' AND t.tablename ~ '^a_'
 	   AND NOT EXISTS (SELECT 1 FROM pgqueue.archive a
-						WHERE pgqueue._archive_rel(a.queue_id, a.day) = 'pgqueue_data.' || t.tablename)
+						WHERE pgqueue_internal._archive_rel(a.queue_id, a.day) = 'pgqueue_data.' || t.tablename)
 	UNION ALL
 	SELECT format('archive %s/%s lacks its table', a.queue_id, a.day)
 	  FROM pgqueue.archive a
-	 WHERE to_regclass(pgqueue._archive_rel(a.queue_id, a.day)) IS NULL
+	 WHERE to_regclass(pgqueue_internal._archive_rel(a.queue_id, a.day)) IS NULL
 $$;
 
 -- each job's id and current state: live from pgqueue.jobs, or the state of
@@ -151,7 +151,7 @@ SELECT results_eq($$SELECT block_no, state, jobs, unfinished FROM pgqueue.blocks
 				  'maintain of one queue leaves the other queue alone');
 SELECT is((SELECT blocks FROM pgqueue.stats WHERE queue = 't_cmp'), 4::bigint,
 		  'pgqueue.stats counts the blocks after compaction');
-SELECT is(pgqueue._compact_step((SELECT queue_id FROM pgqueue.queue WHERE name = 't_cmp')), NULL,
+SELECT is(pgqueue_internal._compact_step((SELECT queue_id FROM pgqueue.queue WHERE name = 't_cmp')), NULL,
 		  '_compact_step returns NULL when nothing qualifies');
 
 -- archived jobs are gone from the hot paths
@@ -177,7 +177,7 @@ SELECT pgqueue.queue_alter('t_cmp', retention => '1 hour') \g /dev/null
 SELECT is(pg_temp.ack('t_cmp', 489, 500), 12, 'ack the 12 jobs moved to block -2');
 SELECT is(pgqueue.queue_abort('t_cmp', 'available', 'operator'), 6::bigint,
 		  'abort the 6 released jobs left in block -1');
-SELECT is(pgqueue.maintain('t_cmp') - ARRAY['expired_leases', 'closed_blocks', 'created_blocks'],
+SELECT is(pgqueue.maintain('t_cmp') - ARRAY['expired_leases', 'closed_blocks', 'created_blocks', 'errors'],
 		  '{"done_blocks": 2, "compacted": [], "archives_dropped": 0}'::jsonb,
 		  'maintain marks blocks -1 and -2 done and compacts nothing (retention 1 hour)');
 SELECT results_eq($$SELECT block_no, state FROM pgqueue.blocks WHERE queue = 't_cmp' ORDER BY first_id$$,

@@ -11,8 +11,8 @@
 \pset tuples_only true
 \pset pager off
 
-\set create_hint 'block_size is 100 to 1000000000, default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1, limits and rates are not negative (0: no limit), tenant_weights maps tenants to integers 1 to 1000.'
-\set alter_hint 'default_lease is positive, max_attempts is 1 to 1000, backoff_base <= backoff_cap, backoff_jitter is 0 to 1, retentions are not negative, compact_threshold is above 0 and at most 1, limits and rates are not negative (0: no limit), tenant_weights maps tenants to integers 1 to 1000.'
+\set create_hint 'block_size is 100 to 1000000000; default_lease is above 0 and at most 1 year; max_attempts is 1 to 1000; 0 <= backoff_base <= backoff_cap <= 1 year; backoff_jitter is 0 to 1; retention and archive_retention are 0 to 100 years; compact_threshold is above 0 and at most 1; limits are not negative and rates are 0 to 1e9 (0: no limit); tenant_weights maps tenants to integers 1 to 1000.'
+\set alter_hint 'block_size is 100 to 1000000000; default_lease is above 0 and at most 1 year; max_attempts is 1 to 1000; 0 <= backoff_base <= backoff_cap <= 1 year; backoff_jitter is 0 to 1; retention and archive_retention are 0 to 100 years; compact_threshold is above 0 and at most 1; limits are not negative and rates are 0 to 1e9 (0: no limit); tenant_weights maps tenants to integers 1 to 1000.'
 
 BEGIN;
 SELECT plan(76);

@@ -371,7 +371,7 @@ DECLARE
 BEGIN
 	FOR a IN SELECT ar.* FROM pgqueue.archive ar JOIN pgqueue.queue q USING (queue_id)
 			  WHERE q.name = queue LOOP
-		EXECUTE format('ALTER TABLE %s RENAME TO %I', pgqueue._archive_rel(a.queue_id, a.day),
+		EXECUTE format('ALTER TABLE %s RENAME TO %I', pgqueue_internal._archive_rel(a.queue_id, a.day),
 					   'a_' || a.queue_id || '_' || to_char(a.day - days, 'YYYYMMDD'));
 		UPDATE pgqueue.archive ar SET day = a.day - days
 		 WHERE ar.queue_id = a.queue_id AND ar.day = a.day;

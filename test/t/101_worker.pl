@@ -9,8 +9,9 @@
 #   - the worker does maintenance: expires a lease, and compacts and
 #     archives a queue with blocks of 100 and retention '0' back to two
 #     blocks, with every job accounted for;
-#   - a worker that fails on every round (a block table dropped by hand) is
-#     restarted after a doubling backoff instead of in a tight loop;
+#   - a queue whose maintenance fails on every round (a block table dropped
+#     by hand) is retried after a doubling backoff, shown in
+#     pgqueue.maintenance, and the worker goes on;
 #   - a reload of pgqueue.naptime reaches the running worker (a naptime of
 #     an hour stops its rounds, going back to 100 ms resumes them at once),
 #     and the worker stays the same process;
@@ -157,10 +158,10 @@ is( $node->safe_psql(
 		   WHERE q.name = 'w'}),
 	'1',
 	'one archive table for the day');
-ok($node->log_contains(qr/pgqueue: queue \d+: compacted \d+ blocks 0\.\.\d: 0 jobs moved, \d+ status rows archived/),
+ok($node->log_contains(qr/pgqueue: queue "w": _compact_step: \d+ blocks 0\.\.\d: 0 jobs moved, \d+ status rows archived/),
 	'the worker logs what it compacted');
 
-# --- backoff of a failing worker ---------------------------------------------
+# --- backoff of a queue whose maintenance fails ------------------------------
 
 $node->safe_psql(
 	'broken', q{
@@ -172,15 +173,19 @@ my $log_offset = -s $node->logfile;
 $node->safe_psql(
 	'broken', q{
 	DO $$ BEGIN
-		EXECUTE 'DROP TABLE ' || pgqueue._rel('s', (SELECT queue_id FROM pgqueue.queue WHERE name = 'b'), 0);
+		EXECUTE 'DROP TABLE ' || pgqueue_internal._rel('s', (SELECT queue_id FROM pgqueue.queue WHERE name = 'b'), 0);
 	END $$;
 });
 usleep(4_500_000);
 my $log = slurp_file($node->logfile, $log_offset);
-my $failures = () = $log =~ /(?:ERROR|FATAL):  relation "pgqueue_data\.s_\d+_0" does not exist/g;
+my $failures = () = $log =~ /pgqueue maintenance of queue "b" failed in _maintain_queue: relation "pgqueue_data\.s_\d+_0" does not exist/g;
 ok($failures >= 2 && $failures <= 3,
-	"a worker that fails on every round is restarted after a backoff: $failures failures in 4.5 s"
+	"a queue whose maintenance fails on every round is retried after a backoff: $failures failures in 4.5 s"
 );
+is(worker_pid('broken'), $broken_pid, 'the worker goes on: it is the same process');
+like($node->safe_psql('broken', q{SELECT failures || ' ' || last_error FROM pgqueue.maintenance WHERE queue = 'b'}),
+	qr/^[23] relation "pgqueue_data\.s_\d+_0" does not exist$/,
+	'pgqueue.maintenance shows the failures in a row and the last error');
 $node->safe_psql('broken', q{SELECT pgqueue.queue_drop('b', force => true)});
 
 # --- reload of pgqueue.naptime ---------------------------------------------

@@ -112,23 +112,23 @@ CREATE FUNCTION orphans() RETURNS SETOF text LANGUAGE sql AS $$
 	  FROM pg_tables t
 	 WHERE t.schemaname = 'pgqueue_data' AND t.tablename ~ '^[js]_'
 	   AND NOT EXISTS (SELECT 1 FROM pgqueue.block b
-						WHERE pgqueue._rel(left(t.tablename, 1), b.queue_id, b.block_no)
+						WHERE pgqueue_internal._rel(left(t.tablename, 1), b.queue_id, b.block_no)
 							  = 'pgqueue_data.' || t.tablename)
 	UNION ALL
 	SELECT format('block %s/%s lacks a table', b.queue_id, b.block_no)
 	  FROM pgqueue.block b
-	 WHERE to_regclass(pgqueue._rel('j', b.queue_id, b.block_no)) IS NULL
-		OR to_regclass(pgqueue._rel('s', b.queue_id, b.block_no)) IS NULL
+	 WHERE to_regclass(pgqueue_internal._rel('j', b.queue_id, b.block_no)) IS NULL
+		OR to_regclass(pgqueue_internal._rel('s', b.queue_id, b.block_no)) IS NULL
 	UNION ALL
 	SELECT 'table ' || t.tablename || ' has no archive row'
 	  FROM pg_tables t
 	 WHERE t.schemaname = 'pgqueue_data' AND t.tablename ~ '^a_'
 	   AND NOT EXISTS (SELECT 1 FROM pgqueue.archive a
-						WHERE pgqueue._archive_rel(a.queue_id, a.day) = 'pgqueue_data.' || t.tablename)
+						WHERE pgqueue_internal._archive_rel(a.queue_id, a.day) = 'pgqueue_data.' || t.tablename)
 	UNION ALL
 	SELECT format('archive %s/%s lacks its table', a.queue_id, a.day)
 	  FROM pgqueue.archive a
-	 WHERE to_regclass(pgqueue._archive_rel(a.queue_id, a.day)) IS NULL
+	 WHERE to_regclass(pgqueue_internal._archive_rel(a.queue_id, a.day)) IS NULL
 $$;
 EOS
 
@@ -216,7 +216,7 @@ for my $step ('block_created', @compaction_steps)
 	is(sql(sprintf($blocks_sql, $step)), $before,
 		"$step: after the crash the blocks are as before (the round was one transaction)");
 	check($step, "$step, after the crash");
-	my $m = sql("SELECT pgqueue.maintain('$step') - 'expired_leases' - 'done_blocks'");
+	my $m = sql("SELECT pgqueue.maintain('$step') - 'expired_leases' - 'done_blocks' - 'errors'");
 	is( $m,
 		qq({"compacted": ["$step: 2 blocks 0..1: 19 jobs moved to block -1, 364 status rows archived"], "closed_blocks": 2, "created_blocks": 1, "archives_dropped": 0}),
 		"$step: the next round does all of it");
@@ -237,7 +237,7 @@ DECLARE
 BEGIN
 	SELECT ar.* INTO STRICT a FROM pgqueue.archive ar JOIN pgqueue.queue q USING (queue_id)
 	 WHERE q.name = 'archive_dropped';
-	EXECUTE format('ALTER TABLE %s RENAME TO %I', pgqueue._archive_rel(a.queue_id, a.day),
+	EXECUTE format('ALTER TABLE %s RENAME TO %I', pgqueue_internal._archive_rel(a.queue_id, a.day),
 				   'a_' || a.queue_id || '_' || to_char(a.day - 2, 'YYYYMMDD'));
 	UPDATE pgqueue.archive ar SET day = a.day - 2
 	 WHERE ar.queue_id = a.queue_id AND ar.day = a.day;

@@ -1,0 +1,314 @@
+/*
+ * internal.sql: helpers that the other parts use, and block storage.
+ * Everything here is in schema pgqueue_internal, which no role but the
+ * extension's owner may use.
+ *
+ * Every function of pgqueue runs with search_path = pg_catalog, pgqueue,
+ * pg_temp.  PostgreSQL never looks up functions or operators in pg_temp
+ * and looks there for types and tables only after pg_catalog and pgqueue,
+ * which only the owner may change; so built-in names are written plainly,
+ * and every other name is schema-qualified.
+ */
+
+/*
+ * _weights_valid: tenant_weights is an object mapping tenant names to
+ * integer weights from 1 to 1000
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._weights_valid(w jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+SELECT jsonb_typeof(w) = 'object'
+   AND NOT EXISTS (SELECT 1 FROM jsonb_each(w) e
+					WHERE jsonb_typeof(e.value) <> 'number'
+					   OR e.value::numeric NOT BETWEEN 1 AND 1000
+					   OR e.value::numeric <> trunc(e.value::numeric)
+					   OR octet_length(e.key) NOT BETWEEN 1 AND 63)
+$$;
+
+/* _cache_invalidate: tell every backend to reload its queue and block cache */
+CREATE OR REPLACE FUNCTION pgqueue_internal._cache_invalidate()
+RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_cache_invalidate';
+
+/*
+ * _block_lock: take a block's lock in exclusive mode until the end of the
+ * transaction.  Pushes hold it in a weaker mode while their transaction is
+ * open, so holding it fences off pushes that have not committed yet.  With
+ * nowait, returns false instead of waiting.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_lock(queue_id integer, block_no integer,
+														nowait boolean)
+RETURNS boolean
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_block_lock';
+
+/*
+ * _wake: jobs of the queue become claimable at due (wake waiting pops at
+ * commit) and aborted jobs to count; for the SQL-level functions
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._wake(queue text, due timestamptz, aborted bigint)
+RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_wake';
+
+/* _caller: the role that called the API function running now */
+CREATE OR REPLACE FUNCTION pgqueue_internal._caller()
+RETURNS name
+LANGUAGE c STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_caller';
+
+/* _state: the user-facing state of a job from its latest status row */
+CREATE OR REPLACE FUNCTION pgqueue_internal._state(state "char", due_at timestamptz,
+												   now timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+	SELECT CASE
+		WHEN state IS NULL THEN 'available'
+		WHEN state = 'e' THEN 'executing'
+		WHEN state = 'd' THEN 'succeeded'
+		WHEN state = 'x' THEN 'aborted'
+		WHEN due_at > now THEN CASE WHEN state = 'f' THEN 'failed' ELSE 'scheduled' END
+		ELSE 'available'
+	END
+$$;
+
+/* _queue_id: resolve a queue name, raising undefined_object if unknown */
+CREATE OR REPLACE FUNCTION pgqueue_internal._queue_id(queue text)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	qid integer;
+BEGIN
+	IF queue IS NULL THEN
+		RAISE EXCEPTION 'queue name must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT q.queue_id INTO qid FROM pgqueue.queue q WHERE q.name = queue;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', queue
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN qid;
+END
+$$;
+
+/*
+ * _rel: qualified name of a block table; kind is 'j' (jobs) or 's' (status).
+ * Blocks made by compaction have negative numbers, written c<n> in names.
+ * The library reads the names from here too (cache.c).
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._rel(kind text, queue_id integer, block_no integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+	SELECT format('pgqueue_data.%I', kind || '_' || queue_id || '_' ||
+				  CASE WHEN block_no < 0 THEN 'c' || -block_no ELSE block_no::text END)
+$$;
+
+/* _archive_rel: qualified name of a queue's archive table for one day */
+CREATE OR REPLACE FUNCTION pgqueue_internal._archive_rel(queue_id integer, day date)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$ SELECT format('pgqueue_data.%I', 'a_' || queue_id || '_' || to_char(day, 'YYYYMMDD')) $$;
+
+/*
+ * _fault: fail the way pgqueue.fault_injection says at a named step of a
+ * queue's maintenance (tests)
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._fault(step text)
+RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_fault';
+
+/*
+ * _block_tables: create the jobs and status tables of a block covering ids
+ * lo to hi, and its catalog row.  Creating a table that inherits from
+ * job_store or status_store locks them (ShareUpdateExclusiveLock) until
+ * commit, against every other such creation; with inherit false, the
+ * tables are created alone, for _block_inherit to attach at the end of a
+ * long transaction (compaction).
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_tables(queue_id integer, block_no integer,
+														  lo bigint, hi bigint, state text,
+														  inherit boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	j text := pgqueue_internal._rel('j', queue_id, block_no);
+	s text := pgqueue_internal._rel('s', queue_id, block_no);
+BEGIN
+	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id))%s',
+				   j, CASE WHEN inherit THEN '' ELSE 'LIKE pgqueue_data.job_store, ' END,
+				   queue_id, lo, hi,
+				   CASE WHEN inherit THEN ' INHERITS (pgqueue_data.job_store)' ELSE '' END);
+	/* pop reads per priority and tenant ('': none) in id order */
+	EXECUTE format('CREATE INDEX ON %s (priority, (coalesce(tenant, '''')), job_id)', j);
+	EXECUTE format('CREATE INDEX ON %s (key, job_id) WHERE key IS NOT NULL', j);
+	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
+				   ' PRIMARY KEY (job_id, seq))%s',
+				   s, CASE WHEN inherit THEN '' ELSE 'LIKE pgqueue_data.status_store, ' END,
+				   queue_id, lo, hi,
+				   CASE WHEN inherit THEN ' INHERITS (pgqueue_data.status_store)' ELSE '' END);
+	/* pop's claim of due retried, released and scheduled jobs, by id */
+	EXECUTE format('CREATE INDEX ON %s (job_id, due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
+	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state = ''e''', s);
+	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id, state)
+	VALUES (_block_tables.queue_id, _block_tables.block_no, lo, hi, _block_tables.state);
+	PERFORM pgqueue_internal._cache_invalidate();
+END
+$$;
+
+/* _block_inherit: attach the tables of a block made with inherit false */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_inherit(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+BEGIN
+	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.job_store',
+				   pgqueue_internal._rel('j', queue_id, block_no));
+	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.status_store',
+				   pgqueue_internal._rel('s', queue_id, block_no));
+END
+$$;
+
+/*
+ * _block_create: create block block_no of a queue if it does not exist yet.
+ * Serialized per block by its lock; called by push when an id crosses into
+ * a new block, by maintenance ahead of that, and by queue_create.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_create(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	bs bigint;
+BEGIN
+	PERFORM pgqueue_internal._block_lock(queue_id, block_no, false);
+	IF EXISTS (SELECT 1 FROM pgqueue.block b
+			   WHERE b.queue_id = _block_create.queue_id
+				 AND b.block_no = _block_create.block_no) THEN
+		RETURN;
+	END IF;
+	SELECT q.block_size INTO STRICT bs FROM pgqueue.queue q
+	 WHERE q.queue_id = _block_create.queue_id;
+	PERFORM pgqueue_internal._block_tables(queue_id, block_no, block_no::bigint * bs + 1,
+										   (block_no::bigint + 1) * bs, 'open', true);
+END
+$$;
+
+/* _block_drop: drop the tables and catalog row of one block */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_drop(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+BEGIN
+	EXECUTE format('DROP TABLE IF EXISTS %s, %s',
+				   pgqueue_internal._rel('j', queue_id, block_no),
+				   pgqueue_internal._rel('s', queue_id, block_no));
+	DELETE FROM pgqueue.block b
+	 WHERE b.queue_id = _block_drop.queue_id AND b.block_no = _block_drop.block_no;
+	PERFORM pgqueue_internal._cache_invalidate();
+END
+$$;
+
+/* _worker_poke: have this database's maintenance worker started soon */
+CREATE OR REPLACE FUNCTION pgqueue_internal._worker_poke()
+RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_worker_poke';
+
+/* _block_revive: a done block got a job back; pop must look at it again */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_revive(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+BEGIN
+	UPDATE pgqueue.block b SET state = 'closed'
+	 WHERE b.queue_id = _block_revive.queue_id AND b.block_no = _block_revive.block_no
+	   AND b.state = 'done';
+	PERFORM pgqueue_internal._cache_invalidate();
+END
+$$;
+
+/*
+ * _key_ready and _take: flow-control tests of queue_pop's claim statements
+ * (flow.c), for those statements only.  Costed high so that they run after
+ * a candidate's other conditions (a probe of an index costs about 10).
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._key_ready(key text, job_id bigint)
+RETURNS boolean
+LANGUAGE c STRICT VOLATILE COST 100000
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_key_ready';
+CREATE OR REPLACE FUNCTION pgqueue_internal._take(tenant text)
+RETURNS boolean
+LANGUAGE c VOLATILE COST 1000000
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_tenant_take';
+
+/*
+ * _unclaimed: the never-claimed test of queue_pop's claim statements (pop.c),
+ * for those statements only
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._unclaimed(job_id bigint)
+RETURNS boolean
+LANGUAGE c STRICT VOLATILE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_unclaimed';
+
+/*
+ * _flow_count: a queue's unfinished and executing jobs, of one tenant if
+ * given; flow control reads them when its counts in shared memory are not
+ * known
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._flow_count(queue_id integer, tenant text,
+														OUT depth bigint, OUT inflight bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	b pgqueue.block;
+	d bigint;
+	f bigint;
+BEGIN
+	depth := 0;
+	inflight := 0;
+	FOR b IN SELECT * FROM pgqueue.block bl
+			  WHERE bl.queue_id = _flow_count.queue_id AND bl.state <> 'done' LOOP
+		EXECUTE format($q$
+			SELECT count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')),
+				   count(*) FILTER (WHERE l.state = 'e')
+			  FROM %1$s j
+			  LEFT JOIN LATERAL (SELECT s.state FROM %2$s s WHERE s.job_id = j.job_id
+								  ORDER BY s.seq DESC LIMIT 1) l ON true
+			 WHERE $1::text IS NULL OR j.tenant = $1$q$,
+			pgqueue_internal._rel('j', b.queue_id, b.block_no),
+			pgqueue_internal._rel('s', b.queue_id, b.block_no))
+		INTO d, f USING tenant;
+		depth := depth + d;
+		inflight := inflight + f;
+	END LOOP;
+END
+$$;

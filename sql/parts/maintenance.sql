@@ -1,0 +1,664 @@
+/*
+ * maintenance.sql: what the maintenance worker and pgqueue.maintain() do:
+ * lease expiry, block bookkeeping, compaction, archiving.  The duties are
+ * listed once, by _maint_operations; the worker runs each one in a
+ * transaction of its own, maintain() in a subtransaction, and both record
+ * a queue's failure and retry that queue later (backoff) while going on
+ * with the others.
+ */
+
+/*
+ * _expire_leases: end the expired leases of one block.  Each counts as a
+ * failed attempt: the job becomes available at once, or aborted when its
+ * attempts are used up.  Returns the number expired.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._expire_leases(b pgqueue.block, max_attempts integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	n bigint;
+	aborted bigint;
+	now_ts timestamptz := clock_timestamp();
+BEGIN
+	EXECUTE format($q$
+		WITH i AS (
+			INSERT INTO %1$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)
+			SELECT s.queue_id, s.job_id, s.seq + 1,
+				   CASE WHEN s.fails + 1 >= $2 THEN 'x' ELSE 'a' END,
+				   s.attempt, s.fails + 1, $1,
+				   CASE WHEN s.fails + 1 >= $2 THEN NULL ELSE $1 END,
+				   format('lease of attempt %%s expired at %%s', s.attempt, s.due_at)
+			  FROM %1$s s
+			 WHERE s.state = 'e' AND s.due_at < $1
+			   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)
+			ON CONFLICT DO NOTHING
+			RETURNING state)
+		SELECT count(*), count(*) FILTER (WHERE state = 'x') FROM i$q$,
+		pgqueue_internal._rel('s', b.queue_id, b.block_no))
+	INTO n, aborted
+	USING now_ts, max_attempts;
+	IF n > 0 THEN
+		PERFORM pgqueue_internal._wake((SELECT q.name FROM pgqueue.queue q WHERE q.queue_id = b.queue_id),
+							  CASE WHEN n > aborted THEN now_ts END, aborted);
+	END IF;
+	RETURN n;
+END
+$$;
+
+/* _archive_table: today's archive table of a queue, created if needed */
+CREATE OR REPLACE FUNCTION pgqueue_internal._archive_table(queue_id integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	today date := clock_timestamp()::date;
+	a text := pgqueue_internal._archive_rel(queue_id, today);
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pgqueue.archive ar
+				   WHERE ar.queue_id = _archive_table.queue_id AND ar.day = today) THEN
+		EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), PRIMARY KEY (job_id, seq))'
+					   ' INHERITS (pgqueue_data.archive_store)', a, queue_id);
+		INSERT INTO pgqueue.archive (queue_id, day) VALUES (_archive_table.queue_id, today);
+	END IF;
+	RETURN a;
+END
+$$;
+
+/*
+ * _unseen: whether a row (by its xmin) was written by a transaction snap did
+ * not see, other than this one; a subtransaction counts as its top-level
+ * transaction.  For compaction, with a snap taken in the same transaction.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._unseen(x xid, snap pg_snapshot)
+RETURNS boolean
+LANGUAGE c STRICT STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_unseen';
+
+/*
+ * _wait_writers: wait until every other transaction that holds a lock to
+ * write into one of rels now has ended; false if some has not after
+ * timeout_ms.  Polls, takes no lock; for compaction.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._wait_writers(rels regclass[], timeout_ms integer)
+RETURNS boolean
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_wait_writers';
+
+/*
+ * _changed_tids: the tids of the rows on the pages of table rel whose LSN is
+ * past since (every row inserted after WAL position since is among them);
+ * for compaction
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._changed_tids(rel regclass, since pg_lsn)
+RETURNS tid[]
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_changed_tids';
+
+/*
+ * _block_keep: how many jobs a block has, and how many compaction would
+ * keep live: unfinished, or finished after cutoff (within the retention).
+ * Counting the kept ones stops once there are clearly too many for the
+ * block to qualify at threshold (keep is then 2 more than the most it
+ * could keep: 1 more could still pass the float division of the test),
+ * looking from the newest job down, where a queue drained in order keeps
+ * them: a block of backlog costs a fifth of a full count at the default
+ * threshold, not a count of every job.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_keep(queue_id integer, block_no integer, cutoff timestamptz,
+									threshold double precision,
+									OUT total bigint, OUT keep bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	j text := pgqueue_internal._rel('j', queue_id, block_no);
+	s text := pgqueue_internal._rel('s', queue_id, block_no);
+BEGIN
+	EXECUTE format('SELECT count(*) FROM %s', j) INTO total;
+	EXECUTE format($q$
+		SELECT count(*) FROM (
+		  SELECT 1 FROM %1$s j
+		  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
+							  ORDER BY s.seq DESC LIMIT 1) l ON true
+		  WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1
+		  ORDER BY j.job_id DESC LIMIT $2) k$q$, j, s)
+	INTO keep USING cutoff, floor(total * (1 - threshold))::bigint + 2;
+END
+$$;
+
+/*
+ * _compact_carry: for a compaction, carry over to its new block (tables nj,
+ * ns) the rows of block b on pages changed after WAL position since that
+ * were written by transactions snap did not see: such status rows, the jobs
+ * they belong to and jobs pushed late.  Rows already there are skipped.
+ * Returns the number of jobs added.  The rows are read by tid: the
+ * planner, which takes each tid for a random page read, would rather scan
+ * a whole table for a few thousand of them, though they lie on a few pages.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._compact_carry(b pgqueue.block, nj text, ns text, snap pg_snapshot,
+									   since pg_lsn)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+SET enable_seqscan = off
+AS $$
+DECLARE
+	j text := pgqueue_internal._rel('j', b.queue_id, b.block_no);
+	s text := pgqueue_internal._rel('s', b.queue_id, b.block_no);
+	jt tid[] := pgqueue_internal._changed_tids(j::regclass, since);
+	st tid[] := pgqueue_internal._changed_tids(s::regclass, since);
+	n bigint;
+BEGIN
+	EXECUTE format($q$
+		WITH d AS (
+			SELECT s.* FROM %2$s s
+			 WHERE s.ctid = ANY ($3) AND pgqueue_internal._unseen(s.xmin, $1)),
+		ids AS (
+			SELECT d.job_id FROM d
+			UNION
+			SELECT j.job_id FROM %1$s j
+			 WHERE j.ctid = ANY ($2) AND pgqueue_internal._unseen(j.xmin, $1)),
+		dj AS (
+			INSERT INTO %3$s
+			SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at, j.payload,
+				   j.tenant
+			  FROM %1$s j
+			 WHERE j.job_id = ANY (ARRAY(SELECT ids.job_id FROM ids))
+			ON CONFLICT DO NOTHING
+			RETURNING 1),
+		ds AS (
+			INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING)
+		SELECT count(*) FROM dj$q$,
+		j, s, nj, ns)
+	INTO n USING snap, jt, st;
+	RETURN n;
+END
+$$;
+
+/*
+ * _compact_step: one unit of compaction for a queue, in the caller's
+ * transaction.  Finds the first contiguous run of closed blocks whose jobs
+ * are mostly done with (finished longer ago than the queue's retention: at
+ * least compact_threshold of them), moves the others (unfinished or
+ * recently finished) with their latest status into one new block keeping
+ * their ids, archives (or discards) all other status rows with their jobs,
+ * and drops the old tables.  A run with nothing to keep is archived and
+ * dropped without a new block.  The copying happens before the run is
+ * fenced; under the fence only the rows on pages changed since the step
+ * began are looked at.  The whole step is one transaction: a crash
+ * anywhere leaves the blocks as they were.  Waits a bounded time for
+ * writers and takes its locks with a short lock_timeout, and gives up
+ * ('busy') rather than stall pushes and pops.  Needs READ COMMITTED (a
+ * snapshot per statement).
+ * Returns what it did, or NULL when nothing qualifies.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._compact_step(queue_id integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	q pgqueue.queue;
+	b pgqueue.block;
+	run pgqueue.block[] := '{}';
+	rels regclass[] := '{}';
+	run_keep bigint := 0;
+	run_jobs bigint := 0;
+	run_bytes bigint := 0;
+	keep bigint;
+	total bigint;
+	bytes bigint;
+	budget bigint := pg_size_bytes(current_setting('shared_buffers')) / 4;
+	cutoff timestamptz := clock_timestamp();
+	new_no integer;
+	nj text;
+	ns text;
+	a text;
+	moved bigint := 0;
+	archived bigint := 0;
+	n bigint;
+	saved_timeout text;
+	since pg_lsn;
+	snap pg_snapshot;
+	caught_up pg_snapshot;
+BEGIN
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'compaction requires the READ COMMITTED isolation level'
+			USING ERRCODE = 'feature_not_supported';
+	END IF;
+	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _compact_step.queue_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue with id % does not exist', _compact_step.queue_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	cutoff := cutoff - q.retention;
+
+	/*
+	 * The first qualifying run of adjacent closed blocks, among the 8 oldest
+	 * closed blocks that may qualify (a block created after the cutoff holds
+	 * no job that finished before it).  The fence reads every page of the
+	 * run's tables, and dropping them takes time too: a run has at most 4
+	 * blocks, and more than one only while their tables fit in a quarter of
+	 * shared_buffers, so that the fence finds them there.  What is seen
+	 * here only chooses the run: the copy below decides what to keep.
+	 */
+	FOR b IN SELECT * FROM pgqueue.block bl
+			  WHERE bl.queue_id = _compact_step.queue_id AND bl.state <> 'open'
+				AND bl.created_at <= cutoff
+			  ORDER BY bl.first_id LIMIT 8 LOOP
+		bytes := pg_relation_size(pgqueue_internal._rel('j', b.queue_id, b.block_no)::regclass)
+			+ pg_relation_size(pgqueue_internal._rel('s', b.queue_id, b.block_no)::regclass);
+		EXIT WHEN cardinality(run) > 0
+			AND (run[cardinality(run)].last_id + 1 <> b.first_id
+				 OR cardinality(run) = 4 OR run_bytes + bytes > budget);
+		SELECT k.total, k.keep INTO total, keep
+		  FROM pgqueue_internal._block_keep(b.queue_id, b.block_no, cutoff, q.compact_threshold) k;
+		IF (total = 0 OR (total - keep)::float8 / total >= q.compact_threshold)
+			AND NOT (keep = total AND b.block_no < 0) THEN
+			run := run || b;
+			run_keep := run_keep + keep;
+			run_jobs := run_jobs + total;
+			run_bytes := run_bytes + bytes;
+		ELSIF cardinality(run) > 0 THEN
+			EXIT;
+		END IF;
+	END LOOP;
+	IF cardinality(run) = 0 OR (cardinality(run) = 1 AND run_keep = run_jobs AND run_jobs > 0) THEN
+		RETURN NULL;
+	END IF;
+	FOR i IN 1 .. cardinality(run) LOOP
+		rels := rels || pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no)::regclass
+					 || pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no)::regclass;
+	END LOOP;
+
+	/*
+	 * Copy before fencing.  Without blocking anyone: note the WAL position
+	 * since, wait for the transactions that may write into the run now
+	 * (they may have written before since), then take snap.  A row snap
+	 * does not see was therefore inserted after since, on a page whose LSN
+	 * is past since (every heap insert into a WAL-logged table stamps its
+	 * page).  Then create the new block (not yet attached to the parent
+	 * tables, whose lock a push that opens a block needs), copy the jobs to
+	 * keep with their latest status and archive every other status row
+	 * that snap sees; then carry over what snap did not see, on the pages
+	 * changed since, as of the snapshot caught_up.  Last, fence the run
+	 * (exclusive locks, taken with a short lock_timeout): no writer is
+	 * left, and the rows caught_up did not see, on the pages changed since,
+	 * are carried over.  The new block is then attached, or dropped if it
+	 * got no job.  If the writers do not end in time or the locks cannot
+	 * be had, the whole step rolls back: 'busy'.
+	 */
+	BEGIN
+		since := pg_current_wal_insert_lsn();
+		IF NOT pgqueue_internal._wait_writers(rels, 1000) THEN
+			RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+		END IF;
+		snap := pg_current_snapshot();
+		IF q.archive THEN
+			a := pgqueue_internal._archive_table(q.queue_id);
+		END IF;
+		SELECT least(min(bl.block_no), 0) - 1 INTO new_no FROM pgqueue.block bl
+		 WHERE bl.queue_id = q.queue_id;
+		PERFORM pgqueue_internal._block_tables(q.queue_id, new_no, run[1].first_id,
+									  run[cardinality(run)].last_id, 'closed', false);
+		nj := pgqueue_internal._rel('j', q.queue_id, new_no);
+		ns := pgqueue_internal._rel('s', q.queue_id, new_no);
+		PERFORM pgqueue_internal._fault('compact_created');
+
+		FOR i IN 1 .. cardinality(run) LOOP
+			/* keep: unfinished, or finished within the retention */
+			EXECUTE format($q$
+				WITH k AS (
+					SELECT j.*, l.seq
+					  FROM %1$s j
+					  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
+										  WHERE s.job_id = j.job_id
+										  ORDER BY s.seq DESC LIMIT 1) l ON true
+					 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
+				kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
+											   enqueued_at, payload, tenant FROM k),
+				ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
+										 ON s.job_id = k.job_id AND s.seq = k.seq)
+				SELECT count(*) FROM k$q$,
+				pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
+				pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
+			INTO n USING cutoff;
+			moved := moved + n;
+			PERFORM pgqueue_internal._fault('compact_copied');
+
+			/*
+			 * archive every status row not moved, with its job's columns;
+			 * rows snap did not see are carried over below
+			 */
+			IF q.archive THEN
+				EXECUTE format($q$
+					WITH x AS (
+						INSERT INTO %3$s
+						SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
+							   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1,
+							   j.tenant
+						  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
+						 WHERE NOT pgqueue_internal._unseen(s.xmin, $2)
+						   AND NOT EXISTS (SELECT 1 FROM %4$s m
+											WHERE m.job_id = s.job_id AND m.seq = s.seq)
+						ON CONFLICT DO NOTHING
+						RETURNING 1)
+					SELECT count(*) FROM x$q$,
+					pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
+					pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no), a, ns)
+				INTO n USING clock_timestamp(), snap;
+				archived := archived + n;
+			ELSE
+				/* discarded: every status row but the latest of each moved job */
+				EXECUTE format('SELECT count(*) FROM %s',
+							   pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no))
+				INTO n;
+				archived := archived + n;
+			END IF;
+			PERFORM pgqueue_internal._fault('compact_archived');
+		END LOOP;
+
+		/* what changed since snap, as far as caught_up sees, still unfenced */
+		caught_up := pg_current_snapshot();
+		FOR i IN 1 .. cardinality(run) LOOP
+			moved := moved + pgqueue_internal._compact_carry(run[i], nj, ns, snap, since);
+		END LOOP;
+		PERFORM pgqueue_internal._fault('compact_caught_up');
+
+		/* fence: no push or claim may change these blocks until commit */
+		saved_timeout := current_setting('lock_timeout');
+		PERFORM set_config('lock_timeout', '50ms', true);
+		FOR i IN 1 .. cardinality(run) LOOP
+			IF NOT pgqueue_internal._block_lock(run[i].queue_id, run[i].block_no, true) THEN
+				RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
+			END IF;
+			EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE',
+						   pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
+						   pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no));
+		END LOOP;
+		PERFORM pgqueue_internal._fault('compact_locked');
+
+		/* what changed since caught_up: on the pages changed since, too */
+		FOR i IN 1 .. cardinality(run) LOOP
+			moved := moved + pgqueue_internal._compact_carry(run[i], nj, ns, caught_up, since);
+		END LOOP;
+
+		/* only now lock the parent tables, which a push that opens a block needs */
+		IF moved > 0 THEN
+			PERFORM pgqueue_internal._block_inherit(q.queue_id, new_no);
+		ELSE
+			PERFORM pgqueue_internal._block_drop(q.queue_id, new_no);
+		END IF;
+		PERFORM set_config('lock_timeout', saved_timeout, true);
+	EXCEPTION WHEN lock_not_available THEN
+		RETURN 'busy';
+	END;
+
+	FOR i IN 1 .. cardinality(run) LOOP
+		PERFORM pgqueue_internal._block_drop(run[i].queue_id, run[i].block_no);
+	END LOOP;
+	PERFORM pgqueue_internal._fault('compact_swapped');
+	RETURN format('%s blocks %s..%s: %s jobs moved%s, %s status rows %s',
+				  cardinality(run), run[1].block_no, run[cardinality(run)].block_no, moved,
+				  CASE WHEN moved > 0 THEN ' to block ' || new_no ELSE '' END,
+				  CASE WHEN q.archive THEN archived ELSE archived - moved END,
+				  CASE WHEN q.archive THEN 'archived' ELSE 'discarded' END);
+END
+$$;
+
+/*
+ * _archive_expire: drop a queue's archive tables whose day is older than
+ * its archive retention.  Returns how many.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._archive_expire(queue_id integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	a record;
+	n integer := 0;
+BEGIN
+	FOR a IN SELECT ar.* FROM pgqueue.archive ar JOIN pgqueue.queue q USING (queue_id)
+			  WHERE ar.queue_id = _archive_expire.queue_id
+				AND ar.day < (clock_timestamp() - q.archive_retention)::date LOOP
+		EXECUTE format('DROP TABLE %s', pgqueue_internal._archive_rel(a.queue_id, a.day));
+		DELETE FROM pgqueue.archive ar WHERE ar.queue_id = a.queue_id AND ar.day = a.day;
+		PERFORM pgqueue_internal._fault('archive_dropped');
+		n := n + 1;
+	END LOOP;
+	RETURN n;
+END
+$$;
+
+/*
+ * _maintain_queue: the bookkeeping part of a round for one queue: expire
+ * leases; close blocks whose id range is used up; mark closed blocks with no
+ * unfinished job done, so that pop skips them; and create the next block
+ * once the open one is half full, so that pushes do not run DDL.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._maintain_queue(queue_id integer)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	q pgqueue.queue;
+	b pgqueue.block;
+	last_value bigint;
+	expired bigint := 0;
+	closed integer := 0;
+	done integer := 0;
+	created integer := 0;
+	newest integer;
+BEGIN
+	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _maintain_queue.queue_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue with id % does not exist', _maintain_queue.queue_id
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	PERFORM pgqueue_internal._fault('maintain_queue:' || q.name);
+	EXECUTE format('SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgqueue_data.%I',
+				   'seq_' || q.queue_id) INTO last_value;
+	FOR b IN SELECT * FROM pgqueue.block bl
+			  WHERE bl.queue_id = q.queue_id AND bl.state <> 'done'
+			  ORDER BY bl.first_id LOOP
+		expired := expired + pgqueue_internal._expire_leases(b, q.max_attempts);
+		IF b.state = 'open' AND last_value >= b.last_id THEN
+			UPDATE pgqueue.block bl SET state = 'closed'
+			 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+			b.state := 'closed';
+			closed := closed + 1;
+		END IF;
+		/*
+		 * A closed block is done when no job in it is unfinished.  The
+		 * block lock fences off pushes that have not committed yet, and the
+		 * row lock on the block serializes with queue_retry reviving it.
+		 */
+		IF b.state = 'closed' AND pgqueue_internal._block_lock(b.queue_id, b.block_no, true) THEN
+			PERFORM 1 FROM pgqueue.block bl
+			  WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no
+			  FOR UPDATE SKIP LOCKED;
+			IF FOUND AND NOT pgqueue_internal._block_busy(b.queue_id, b.block_no) THEN
+				UPDATE pgqueue.block bl SET state = 'done'
+				 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+				done := done + 1;
+			END IF;
+		END IF;
+	END LOOP;
+
+	/* the block after the one the sequence is in, once that is half used */
+	newest := (greatest(last_value - 1, 0) / q.block_size)::integer;
+	IF last_value - newest::bigint * q.block_size >= q.block_size / 2
+		AND NOT EXISTS (SELECT 1 FROM pgqueue.block bl
+						 WHERE bl.queue_id = q.queue_id AND bl.block_no = newest + 1) THEN
+		PERFORM pgqueue_internal._block_create(q.queue_id, newest + 1);
+		PERFORM pgqueue_internal._fault('block_created');
+		created := 1;
+	END IF;
+	IF closed > 0 OR done > 0 THEN
+		PERFORM pgqueue_internal._cache_invalidate();
+	END IF;
+	RETURN jsonb_build_object('expired_leases', expired, 'closed_blocks', closed,
+							  'done_blocks', done, 'created_blocks', created);
+END
+$$;
+
+/*
+ * _block_busy: whether a block holds an unfinished job.  It looks from the
+ * newest job down, where a queue drained in order keeps its unfinished
+ * jobs, and stops at the first one, so that maintenance does not count a
+ * whole backlog every round.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_busy(queue_id integer, block_no integer)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	found_id bigint;
+BEGIN
+	/* OFFSET 0 keeps the test a probe per job, not an anti-join of all */
+	EXECUTE format('SELECT j.job_id FROM %2$s j WHERE NOT EXISTS'
+				   ' (SELECT 1 FROM %1$s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')'
+				   '   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)'
+				   '  OFFSET 0)'
+				   ' ORDER BY j.job_id DESC LIMIT 1',
+				   pgqueue_internal._rel('s', queue_id, block_no), pgqueue_internal._rel('j', queue_id, block_no))
+		INTO found_id;
+	RETURN found_id IS NOT NULL;
+END
+$$;
+
+/*
+ * _maint_operations: the duties of one maintenance round, in order: per
+ * queue (all of them, or the one named) the bookkeeping of
+ * _maintain_queue, compaction steps (repeated while one finds work),
+ * expiry of old archive tables, and _maint_done to record that the queue's
+ * round went well.  Without a name, queues whose maintenance failed
+ * recently are left out until their retry time.  Each duty is a function
+ * of pgqueue_internal taking the queue id and returning text: NULL (or
+ * 'busy') when a repeated duty has nothing more to do.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._maint_operations(queue text)
+RETURNS TABLE (queue_id integer, queue_name text, op text, repeat boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+	SELECT q.queue_id, q.name, o.op, o.repeat
+	  FROM pgqueue.queue q
+	  LEFT JOIN pgqueue.queue_maintenance m ON m.queue_id = q.queue_id
+	 CROSS JOIN (VALUES (1, '_maintain_queue', false), (2, '_compact_step', true),
+						(3, '_archive_expire', false), (4, '_maint_done', false))
+			 AS o(n, op, repeat)
+	 WHERE CASE WHEN _maint_operations.queue IS NULL
+				THEN m.retry_at IS NULL OR m.retry_at <= clock_timestamp()
+				ELSE q.name = _maint_operations.queue END
+	 ORDER BY q.queue_id, o.n
+$$;
+
+/*
+ * _maint_failed: record that a duty of a queue's maintenance failed: count
+ * the failures in a row and leave the queue alone for a backoff that
+ * doubles with each, up to five minutes
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._maint_failed(queue_id integer, error text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+	INSERT INTO pgqueue.queue_maintenance AS m
+		(queue_id, failures, last_error, last_error_at, retry_at)
+	SELECT q.queue_id, 1, error, clock_timestamp(), clock_timestamp() + interval '1 second'
+	  FROM pgqueue.queue q WHERE q.queue_id = _maint_failed.queue_id
+	ON CONFLICT ON CONSTRAINT queue_maintenance_pkey DO UPDATE
+	   SET failures = m.failures + 1, last_error = excluded.last_error,
+		   last_error_at = excluded.last_error_at,
+		   retry_at = excluded.last_error_at
+					  + least(300, 2 ^ least(m.failures, 9)) * interval '1 second'
+$$;
+
+/* _maint_done: a queue's round went well; forget its failures */
+CREATE OR REPLACE FUNCTION pgqueue_internal._maint_done(queue_id integer)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+	DELETE FROM pgqueue.queue_maintenance m WHERE m.queue_id = _maint_done.queue_id;
+	SELECT NULL::text
+$$;
+
+/*
+ * maintain: one round of maintenance for one queue or all of them, in one
+ * transaction: every duty of _maint_operations, each in a subtransaction.
+ * A queue whose duty fails is recorded (pgqueue.maintenance) and left for
+ * this round; the others go on.  Idempotent; returns what it did as jsonb,
+ * with the failures under "errors".
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal.maintain(queue text)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	o record;
+	r text;
+	failed integer := NULL;
+	expired bigint := 0;
+	closed integer := 0;
+	done integer := 0;
+	created integer := 0;
+	compacted text[] := '{}';
+	dropped integer := 0;
+	errors jsonb := '[]';
+BEGIN
+	IF queue IS NOT NULL THEN
+		PERFORM pgqueue_internal._queue_id(queue);
+	END IF;
+	FOR o IN SELECT * FROM pgqueue_internal._maint_operations(queue) LOOP
+		CONTINUE WHEN o.queue_id = failed;
+		LOOP
+			BEGIN
+				EXECUTE format('SELECT pgqueue_internal.%I($1)::text', o.op) INTO r USING o.queue_id;
+			EXCEPTION WHEN OTHERS THEN
+				failed := o.queue_id;
+				PERFORM pgqueue_internal._maint_failed(o.queue_id, SQLERRM);
+				errors := errors || jsonb_build_object('queue', o.queue_name, 'duty', o.op,
+													   'error', SQLERRM);
+				EXIT;
+			END;
+			CASE o.op
+				WHEN '_maintain_queue' THEN
+					expired := expired + (r::jsonb->>'expired_leases')::bigint;
+					closed := closed + (r::jsonb->>'closed_blocks')::integer;
+					done := done + (r::jsonb->>'done_blocks')::integer;
+					created := created + (r::jsonb->>'created_blocks')::integer;
+				WHEN '_compact_step' THEN
+					IF r IS NOT NULL AND r <> 'busy' THEN
+						compacted := compacted || (o.queue_name || ': ' || r);
+					END IF;
+				WHEN '_archive_expire' THEN
+					dropped := dropped + r::integer;
+				ELSE
+			END CASE;
+			EXIT WHEN NOT o.repeat OR r IS NULL OR r = 'busy';
+		END LOOP;
+	END LOOP;
+	RETURN jsonb_build_object('expired_leases', expired, 'closed_blocks', closed,
+							  'done_blocks', done, 'created_blocks', created,
+							  'compacted', to_jsonb(compacted),
+							  'archives_dropped', dropped, 'errors', errors);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgqueue.maintain(queue text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE c
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_admin_call';

@@ -1,0 +1,172 @@
+/*
+ * views.sql: the inspection views and the functions they call.  The
+ * monitor role reads the views; the functions that read pgqueue's tables
+ * for them run as the extension's owner (SECURITY DEFINER), since a view
+ * lends its owner's rights to the tables it names, not to functions.
+ */
+
+/*
+ * _counters: a queue's shared counters since server start and its waiting
+ * pops now (NULL without shared memory)
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._counters(queue text, OUT pushed bigint,
+													  OUT popped bigint, OUT acked bigint,
+													  OUT failed bigint, OUT aborted bigint,
+													  OUT waiters integer)
+RETURNS record
+LANGUAGE c STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_counters';
+
+/*
+ * _key_blocked: whether a job of a queue waits behind its ordering key:
+ * another job of the key with a lower id is unfinished, or one is executing
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._key_blocked(queue_id integer, key text, job_id bigint)
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+SELECT EXISTS (
+	SELECT 1 FROM pgqueue_data.job_store o
+	  LEFT JOIN LATERAL (SELECT st.state FROM pgqueue_data.status_store st
+						  WHERE st.job_id = o.job_id AND st.queue_id = o.queue_id
+						  ORDER BY st.seq DESC LIMIT 1) l ON true
+	 WHERE o.queue_id = $1 AND o.key = $2 AND o.job_id <> $3
+	   AND ((o.job_id < $3 AND (l.state IS NULL OR l.state NOT IN ('d', 'x')))
+			OR l.state = 'e'))
+$$;
+
+/* jobs: every live job with its current state (latest status row) */
+CREATE OR REPLACE VIEW pgqueue.jobs AS
+SELECT q.name AS queue,
+	   j.job_id,
+	   CASE WHEN j.key IS NOT NULL
+				 AND pgqueue_internal._state(s.state, s.due_at, clock_timestamp()) = 'available'
+				 AND pgqueue_internal._key_blocked(j.queue_id, j.key, j.job_id) THEN 'blocked'
+			ELSE pgqueue_internal._state(s.state, s.due_at, clock_timestamp()) END AS state,
+	   j.key,
+	   j.tenant,
+	   j.priority,
+	   coalesce(s.attempt, 0) AS attempt,
+	   coalesce(s.fails, 0) AS failures,
+	   s.error AS last_error,
+	   j.payload,
+	   j.enqueued_at,
+	   CASE WHEN s.state IN ('a', 's', 'f') THEN s.due_at
+			WHEN s.state IS NULL THEN coalesce(j.run_at, j.enqueued_at) END AS run_at,
+	   CASE WHEN s.state = 'e' THEN s.due_at END AS lease_until,
+	   coalesce(s.at, j.enqueued_at) AS updated_at
+  FROM pgqueue_data.job_store j
+  JOIN pgqueue.queue q ON q.queue_id = j.queue_id
+  LEFT JOIN (SELECT DISTINCT ON (st.job_id, st.queue_id) st.*
+			   FROM pgqueue_data.status_store st
+			  ORDER BY st.job_id, st.queue_id, st.seq DESC) s
+	ON s.job_id = j.job_id AND s.queue_id = j.queue_id;
+
+/* job_history: every status transition of every job, live and archived */
+CREATE OR REPLACE VIEW pgqueue.job_history AS
+SELECT q.name AS queue,
+	   s.job_id,
+	   s.seq,
+	   CASE s.state WHEN 'a' THEN 'available' WHEN 's' THEN 'scheduled'
+		   WHEN 'e' THEN 'executing' WHEN 'd' THEN 'succeeded'
+		   WHEN 'f' THEN 'failed' WHEN 'x' THEN 'aborted' END AS state,
+	   s.attempt,
+	   s.fails AS failures,
+	   s.at,
+	   CASE WHEN s.state = 'e' THEN s.due_at END AS lease_until,
+	   CASE WHEN s.state IN ('a', 's', 'f') THEN s.due_at END AS run_at,
+	   s.error,
+	   false AS archived
+  FROM pgqueue_data.status_store s
+  JOIN pgqueue.queue q ON q.queue_id = s.queue_id
+UNION ALL
+SELECT q.name, a.job_id, a.seq,
+	   CASE a.state WHEN 'a' THEN 'available' WHEN 's' THEN 'scheduled'
+		   WHEN 'e' THEN 'executing' WHEN 'd' THEN 'succeeded'
+		   WHEN 'f' THEN 'failed' WHEN 'x' THEN 'aborted' END,
+	   a.attempt, a.fails, a.at,
+	   CASE WHEN a.state = 'e' THEN a.due_at END,
+	   CASE WHEN a.state IN ('a', 's', 'f') THEN a.due_at END,
+	   a.error,
+	   true
+  FROM pgqueue_data.archive_store a
+  JOIN pgqueue.queue q ON q.queue_id = a.queue_id;
+
+/* _block_stats: job counts and size of one block */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_stats(queue_id integer, block_no integer,
+									 OUT jobs bigint, OUT unfinished bigint, OUT bytes bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	j text := pgqueue_internal._rel('j', queue_id, block_no);
+	s text := pgqueue_internal._rel('s', queue_id, block_no);
+BEGIN
+	/* finished: the latest status is terminal (a retry can follow an abort) */
+	EXECUTE format('SELECT count(*), count(*) FILTER (WHERE NOT EXISTS'
+				   ' (SELECT 1 FROM %1$s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')'
+				   '   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)))'
+				   ' FROM %2$s j', s, j) INTO jobs, unfinished;
+	bytes := pg_total_relation_size(j::regclass) + pg_total_relation_size(s::regclass);
+END
+$$;
+
+/* blocks: each block with its id range, state, counts and size */
+CREATE OR REPLACE VIEW pgqueue.blocks AS
+SELECT q.name AS queue, b.block_no, b.first_id, b.last_id, b.state,
+	   st.jobs, st.unfinished, st.bytes, b.created_at
+  FROM pgqueue.block b
+  JOIN pgqueue.queue q ON q.queue_id = b.queue_id
+  CROSS JOIN LATERAL pgqueue_internal._block_stats(b.queue_id, b.block_no) st;
+
+/*
+ * stats: depth per state, jobs in flight, the age of the oldest waiting job,
+ * and counters of committed work since the server started (NULL without
+ * shared_preload_libraries): pushed, popped, acked, failed attempts, aborted
+ * jobs, and pops waiting now
+ */
+CREATE OR REPLACE VIEW pgqueue.stats AS
+SELECT q.name AS queue,
+	   count(j.job_id) FILTER (WHERE j.state = 'available') AS available,
+	   count(j.job_id) FILTER (WHERE j.state = 'blocked') AS blocked,
+	   count(j.job_id) FILTER (WHERE j.state = 'scheduled') AS scheduled,
+	   count(j.job_id) FILTER (WHERE j.state = 'executing') AS executing,
+	   count(j.job_id) FILTER (WHERE j.state = 'failed') AS failed,
+	   count(j.job_id) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+	   count(j.job_id) FILTER (WHERE j.state = 'aborted') AS aborted,
+	   clock_timestamp() - min(j.run_at) FILTER (WHERE j.state = 'available') AS oldest_waiting,
+	   (SELECT count(*) FROM pgqueue.block b WHERE b.queue_id = q.queue_id) AS blocks,
+	   min(c.pushed) AS pushed,
+	   min(c.popped) AS popped,
+	   min(c.acked) AS acked,
+	   min(c.failed) AS failed_attempts,
+	   min(c.aborted) AS aborted_jobs,
+	   min(c.waiters) AS waiters
+  FROM pgqueue.queue q
+  LEFT JOIN pgqueue.jobs j ON j.queue = q.name
+  CROSS JOIN LATERAL pgqueue_internal._counters(q.name) c
+ GROUP BY q.queue_id, q.name;
+
+/* queues: each queue's definition with its live counts */
+CREATE OR REPLACE VIEW pgqueue.queues AS
+SELECT q.name AS queue, q.paused, q.block_size, q.default_lease, q.max_attempts,
+	   q.backoff_base, q.backoff_cap, q.backoff_jitter, q.notify, q.created_at,
+	   q.max_in_flight, q.tenant_max_in_flight, q.max_depth, q.tenant_max_depth,
+	   q.push_rate, q.tenant_push_rate, q.pop_rate, q.tenant_pop_rate, q.tenant_weights,
+	   s.available, s.blocked, s.scheduled, s.executing, s.failed, s.succeeded, s.aborted,
+	   s.oldest_waiting, s.blocks
+  FROM pgqueue.queue q
+  JOIN pgqueue.stats s ON s.queue = q.name;
+
+
+/*
+ * maintenance: the queues whose maintenance failed in its last round: how
+ * many rounds in a row, the last error and when, and when it is tried
+ * again
+ */
+CREATE OR REPLACE VIEW pgqueue.maintenance AS
+SELECT q.name AS queue, m.failures, m.last_error, m.last_error_at, m.retry_at
+  FROM pgqueue.queue_maintenance m
+  JOIN pgqueue.queue q ON q.queue_id = m.queue_id;

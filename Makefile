@@ -3,16 +3,20 @@
 MODULE_big = pgqueue
 OBJS = \
 	src/pgqueue.o \
+	src/args.o \
 	src/cache.o \
-	src/shmem.o \
+	src/privilege.o \
+	src/queueshm.o \
+	src/watermark.o \
+	src/note.o \
+	src/wakeup.o \
+	src/flow.o \
+	src/forget.o \
 	src/push.o \
 	src/pop.o \
 	src/finish.o \
-	src/wakeup.o \
-	src/flow.o \
-	src/worker.o \
 	src/compact.o \
-	src/privilege.o
+	src/worker.o
 
 EXTENSION = pgqueue
 EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'/\1/p" $(EXTENSION).control)

@@ -27,7 +27,8 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
-#include "pgqueue.h"
+#include "cache.h"
+
 
 /* field4 of pgqueue's advisory lock tags; SQL-level advisory locks use 1 and 2 */
 #define PGQ_LOCKTAG_BLOCK	3

@@ -47,7 +47,8 @@
 #include "utils/wait_event.h"
 #include "utils/xid8.h"
 
-#include "pgqueue.h"
+#include "cache.h"
+
 
 /* longest sleep between two looks at a writer that has not ended yet, ms */
 #define WRITER_POLL_MAX_MS	16

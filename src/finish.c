@@ -21,8 +21,13 @@
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 
-#include "pgqueue.h"
+#include "args.h"
+#include "flow.h"
+#include "note.h"
+#include "cache.h"
 #include "privilege.h"
+#include "watermark.h"
+
 
 PG_FUNCTION_INFO_V1(pgq_ack);
 PG_FUNCTION_INFO_V1(pgq_ack_array);

@@ -63,14 +63,16 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "shmem.h"
+#include "args.h"
+#include "flow.h"
+#include "note.h"
 
 PG_FUNCTION_INFO_V1(pgq_key_ready);
 PG_FUNCTION_INFO_V1(pgq_tenant_take);
 
-/* tenants with limits and keys with a cached watermark, per server */
-#define PGQ_MAX_TENANTS		4096
-#define PGQ_MAX_KEYS		16384
+/* tenants with limits and keys with a cached watermark, per server (GUCs) */
+int			pgq_max_tenants = 4096;
+int			pgq_max_keys = 16384;
 
 /* how long a held mark is trusted without a probe */
 #define PGQ_HELD_TTL		(1 * USECS_PER_SEC)
@@ -85,6 +87,8 @@ typedef struct TenantShared
 {
 	TenantTag	tag;			/* hash key */
 	slock_t		mutex;
+	int			pins;			/* backends using the entry (tenant_entry) */
+	TimestampTz full_at;		/* when its token buckets are full again */
 	FlowShared	flow;
 } TenantShared;
 
@@ -136,7 +140,7 @@ typedef struct FlowPop
 	TenantShared **taken;
 } FlowPop;
 
-static LWLock *flow_lock = NULL;	/* protects membership of both hashes */
+static LWLock *flow_lock = NULL;	/* protects membership of both tables */
 static HTAB *tenant_hash = NULL;
 static HTAB *key_hash = NULL;
 static FlowPop *current_pop = NULL;
@@ -148,8 +152,8 @@ static FlowPop *current_pop = NULL;
 Size
 pgq_flow_shmem_size(void)
 {
-	return add_size(hash_estimate_size(PGQ_MAX_TENANTS, sizeof(TenantShared)),
-					hash_estimate_size(PGQ_MAX_KEYS, sizeof(KeyShared)));
+	return add_size(hash_estimate_size(pgq_max_tenants, sizeof(TenantShared)),
+					hash_estimate_size(pgq_max_keys, sizeof(KeyShared)));
 }
 
 /*
@@ -163,24 +167,24 @@ pgq_flow_shmem_request(void)
 }
 
 /*
- * pgq_flow_shmem_startup
+ * pgq_flow_shmem_init
  *		Create or attach to the tenant and key tables; the caller holds
  *		AddinShmemInitLock.
  */
 void
-pgq_flow_shmem_startup(void)
+pgq_flow_shmem_init(void)
 {
 	HASHCTL		ctl;
 
 	flow_lock = &(GetNamedLWLockTranche("pgqueue flow"))->lock;
 	ctl.keysize = sizeof(TenantTag);
 	ctl.entrysize = sizeof(TenantShared);
-	tenant_hash = ShmemInitHash("pgqueue tenants", PGQ_MAX_TENANTS, PGQ_MAX_TENANTS,
-								&ctl, HASH_ELEM | HASH_BLOBS);
+	tenant_hash = ShmemInitHash("pgqueue tenants", pgq_max_tenants, pgq_max_tenants,
+								&ctl, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	ctl.keysize = sizeof(KeyTag);
 	ctl.entrysize = sizeof(KeyShared);
-	key_hash = ShmemInitHash("pgqueue keys", PGQ_MAX_KEYS, PGQ_MAX_KEYS,
-							 &ctl, HASH_ELEM | HASH_BLOBS);
+	key_hash = ShmemInitHash("pgqueue keys", pgq_max_keys, pgq_max_keys,
+							 &ctl, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 }
 
 /*
@@ -316,10 +320,27 @@ ensure_counted(PgqQueue *queue, QueueShared *qs, FlowShared *flow, slock_t *mute
 }
 
 /*
+ * tenant_idle
+ *		Whether a tenant's entry holds nothing that a new entry would not
+ *		(nobody uses it, no running transaction reserved anything, no
+ *		unfinished job counted, full token buckets), so it may be removed.
+ *		Caller holds its mutex.
+ */
+static bool
+tenant_idle(TenantShared *entry, TimestampTz now, bool gone)
+{
+	return entry->pins == 0 && entry->flow.pending == 0 && entry->flow.claiming == 0 &&
+		now >= entry->full_at &&
+		(!gone || !entry->flow.known || (entry->flow.depth == 0 && entry->flow.inflight == 0));
+}
+
+/*
  * tenant_entry
  *		The shared entry of one tenant of a queue, created on first use if
- *		create (else NULL if missing).  Entries are never removed, so the
- *		pointer stays valid.
+ *		create (else NULL if missing), pinned until tenant_unpin.  When the
+ *		table is full, a new tenant takes the place of an idle one (whose
+ *		counts are read from the tables again when it comes back); when no
+ *		entry is idle, the caller gets an error.
  */
 static TenantShared *
 tenant_entry(QueueTag queue, const char *name, bool create)
@@ -327,31 +348,102 @@ tenant_entry(QueueTag queue, const char *name, bool create)
 	TenantTag	tag;
 	TenantShared *entry;
 	bool		found;
+	TimestampTz now = GetCurrentTimestamp();
 
 	memset(&tag, 0, sizeof(tag));
 	tag.queue = queue;
 	strlcpy(tag.name, name, NAMEDATALEN);
 	LWLockAcquire(flow_lock, LW_SHARED);
 	entry = hash_search(tenant_hash, &tag, HASH_FIND, NULL);
-	LWLockRelease(flow_lock);
-	if (entry != NULL || !create)
-		return entry;
-
-	LWLockAcquire(flow_lock, LW_EXCLUSIVE);
-	entry = hash_search(tenant_hash, &tag, HASH_ENTER_NULL, &found);
-	if (entry != NULL && !found)
+	if (entry == NULL && create)
 	{
-		SpinLockInit(&entry->mutex);
-		memset(&entry->flow, 0, sizeof(entry->flow));
+		LWLockRelease(flow_lock);
+		LWLockAcquire(flow_lock, LW_EXCLUSIVE);
+		entry = hash_search(tenant_hash, &tag, HASH_ENTER_NULL, &found);
+		if (entry == NULL)
+		{
+			HASH_SEQ_STATUS status;
+			TenantShared *victim;
+
+			hash_seq_init(&status, tenant_hash);
+			while ((victim = hash_seq_search(&status)) != NULL)
+			{
+				bool		idle;
+
+				SpinLockAcquire(&victim->mutex);
+				idle = tenant_idle(victim, now, false);
+				SpinLockRelease(&victim->mutex);
+				if (idle)
+				{
+					hash_seq_term(&status);
+					hash_search(tenant_hash, &victim->tag, HASH_REMOVE, NULL);
+					entry = hash_search(tenant_hash, &tag, HASH_ENTER, &found);
+					break;
+				}
+			}
+		}
+		if (entry != NULL && !found)
+		{
+			SpinLockInit(&entry->mutex);
+			entry->pins = 0;
+			entry->full_at = 0;
+			memset(&entry->flow, 0, sizeof(entry->flow));
+		}
+	}
+	if (entry != NULL)
+	{
+		SpinLockAcquire(&entry->mutex);
+		entry->pins++;
+		SpinLockRelease(&entry->mutex);
 	}
 	LWLockRelease(flow_lock);
-	if (entry == NULL)
+	if (entry == NULL && create)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("too many tenants with limits"),
-				 errdetail("pgqueue tracks at most %d tenants with limits per server.",
-						   PGQ_MAX_TENANTS)));
+				 errdetail("The %d tenants pgqueue can track with limits (pgqueue.max_tenants) are all in use by running transactions.",
+						   pgq_max_tenants),
+				 errhint("Retry later, or raise pgqueue.max_tenants.")));
 	return entry;
+}
+
+/*
+ * tenant_unpin
+ *		Stop using a tenant's entry; with release, remove it if it is idle
+ *		and has no unfinished job counted either (a tenant that is gone).
+ */
+static void
+tenant_unpin(TenantShared *entry, bool release)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		gone;
+
+	SpinLockAcquire(&entry->mutex);
+	entry->pins--;
+	gone = release && tenant_idle(entry, now, true);
+	SpinLockRelease(&entry->mutex);
+	if (!gone)
+		return;
+	LWLockAcquire(flow_lock, LW_EXCLUSIVE);
+	SpinLockAcquire(&entry->mutex);
+	gone = tenant_idle(entry, now, true);
+	SpinLockRelease(&entry->mutex);
+	if (gone)
+		hash_search(tenant_hash, &entry->tag, HASH_REMOVE, NULL);
+	LWLockRelease(flow_lock);
+}
+
+/*
+ * bucket_used
+ *		A token bucket of a tenant was drawn from: the entry must stay until
+ *		the bucket is full again.  Caller holds its mutex.
+ */
+static void
+bucket_used(TenantShared *entry, double rate, TimestampTz now)
+{
+	TimestampTz full = now + (TimestampTz) (Max(rate, 1.0) / rate * USECS_PER_SEC);
+
+	entry->full_at = Max(entry->full_at, full);
 }
 
 /*
@@ -431,6 +523,7 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 {
 	KeyShared  *entry;
 	bool		found = true;
+	TimestampTz now = GetCurrentTimestamp();
 
 	/* most keys have an entry: look with the shared lock first */
 	LWLockAcquire(flow_lock, LW_SHARED);
@@ -486,7 +579,7 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 	{
 		case 'c':
 			entry->held = job_id;
-			entry->held_at = GetCurrentTimestamp();
+			entry->held_at = now;
 			break;
 		case 'u':
 			if (entry->held == job_id)
@@ -504,7 +597,7 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 				if (executing)
 				{
 					entry->held = blocker;
-					entry->held_at = GetCurrentTimestamp();
+					entry->held_at = now;
 				}
 				if (may_advance && blocker > entry->watermark)
 					entry->watermark = blocker;
@@ -685,6 +778,7 @@ key_ready(FlowPop *pop, text *key, int64 job_id)
 	{
 		KeyShared  *entry;
 		int			verdict = -1;
+		TimestampTz now = GetCurrentTimestamp();
 
 		LWLockAcquire(flow_lock, LW_SHARED);
 		entry = hash_search(key_hash, &tag, HASH_FIND, NULL);
@@ -694,7 +788,7 @@ key_ready(FlowPop *pop, text *key, int64 job_id)
 			if (entry->gen == gen)
 			{
 				if (entry->held != 0 && entry->held != job_id &&
-					GetCurrentTimestamp() - entry->held_at < PGQ_HELD_TTL)
+					now - entry->held_at < PGQ_HELD_TTL)
 					verdict = 0;
 				else if (entry->watermark == job_id &&
 						 (entry->held == 0 || entry->held == job_id))
@@ -748,6 +842,7 @@ pgq_tenant_take(PG_FUNCTION_ARGS)
 	TenantShared *tenant;
 	char		name[NAMEDATALEN];
 	bool		ok = true;
+	TimestampTz now;
 
 	if (pop == NULL)
 		ereport(ERROR,
@@ -758,20 +853,33 @@ pgq_tenant_take(PG_FUNCTION_ARGS)
 	queue = pop->queue;
 	pgq_check_tenant(PG_GETARG_TEXT_PP(0), name);
 	tenant = tenant_entry(pgq_queue_tag(queue), name, true);
-	if (queue->tenant_max_in_flight > 0)
-		ensure_counted(queue, pop->qs, &tenant->flow, &tenant->mutex, name);
+	PG_TRY();
+	{
+		if (queue->tenant_max_in_flight > 0)
+			ensure_counted(queue, pop->qs, &tenant->flow, &tenant->mutex, name);
+	}
+	PG_CATCH();
+	{
+		tenant_unpin(tenant, true);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 
+	now = GetCurrentTimestamp();
 	SpinLockAcquire(&tenant->mutex);
 	if (queue->tenant_max_in_flight > 0 &&
 		tenant->flow.inflight + tenant->flow.claiming >= queue->tenant_max_in_flight)
 		ok = false;
-	if (ok && queue->tenant_pop_rate > 0 &&
-		!bucket_take(&tenant->flow.pop_tokens, &tenant->flow.pop_at, queue->tenant_pop_rate,
-					 GetCurrentTimestamp(), 1.0, 0.0))
-		ok = false;
+	if (ok && queue->tenant_pop_rate > 0)
+	{
+		ok = bucket_take(&tenant->flow.pop_tokens, &tenant->flow.pop_at,
+						 queue->tenant_pop_rate, now, 1.0, 0.0);
+		bucket_used(tenant, queue->tenant_pop_rate, now);
+	}
 	if (ok)
 		tenant->flow.claiming++;
 	SpinLockRelease(&tenant->mutex);
+	tenant_unpin(tenant, !ok);
 
 	if (ok)
 	{
@@ -874,7 +982,7 @@ pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id)
 	if (pop == NULL || pop->qs == NULL ||
 		(key == NULL && !queue_limited(queue) && (tenant == NULL || !tenant_limited(queue))))
 		return;
-	note = pgq_flow_note(queue);
+	note = &pgq_note_for(queue)->flow;
 	if (queue_limited(queue))
 		note->claimed++;
 	if (tenant != NULL && tenant_limited(queue))
@@ -999,6 +1107,7 @@ pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *ten
 	int		   *counts = NULL;
 	int			ntenants = 0;
 	int			done = 0;
+	TenantShared *volatile pinned = NULL;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1012,25 +1121,47 @@ pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *ten
 	if (!queue_limited(queue) && !by_tenant)
 		return;
 
-	/* the distinct tenants of the push with their job counts */
+	/*
+	 * The distinct tenants of the push with their job counts.  One push may
+	 * reserve an eighth of the table of tenants at most, so that it cannot
+	 * fill the table alone while it runs.
+	 */
 	if (by_tenant)
 	{
+		HASHCTL		ctl;
+		HTAB	   *seen;
+
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = NAMEDATALEN + sizeof(int);
+		ctl.hcxt = CurrentMemoryContext;
+		seen = hash_create("pgqueue push tenants", 64, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 		names = palloc(NAMEDATALEN * n);
 		counts = palloc0(sizeof(int) * n);
 		for (int i = 0; i < n; i++)
 		{
 			char		name[NAMEDATALEN];
-			int			t;
+			char	   *entry;
+			bool		found;
 
 			if (tenant_nulls[i])
 				continue;
 			pgq_check_tenant(DatumGetTextPP(tenants[i]), name);
-			for (t = 0; t < ntenants; t++)
-				if (strcmp(names + t * NAMEDATALEN, name) == 0)
-					break;
-			if (t == ntenants)
-				memcpy(names + ntenants++ * NAMEDATALEN, name, NAMEDATALEN);
-			counts[t]++;
+			entry = hash_search(seen, name, HASH_ENTER, &found);
+			if (!found)
+			{
+				if (ntenants >= pgq_max_tenants / 8)
+					ereport(ERROR,
+							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+							 errmsg("a push to queue \"%s\" may name at most %d tenants",
+									queue->name, pgq_max_tenants / 8),
+							 errdetail("The queue has tenant limits, which track each tenant in shared memory (pgqueue.max_tenants is %d).",
+									   pgq_max_tenants),
+							 errhint("Push the jobs in smaller batches.")));
+				memcpy(names + ntenants * NAMEDATALEN, name, NAMEDATALEN);
+				*(int *) (entry + NAMEDATALEN) = ntenants++;
+			}
+			counts[*(int *) (entry + NAMEDATALEN)]++;
 		}
 	}
 
@@ -1066,7 +1197,7 @@ pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *ten
 	}
 	qs->flow.pending += n;
 	SpinLockRelease(&qs->mutex);
-	note = pgq_flow_note(queue);
+	note = &pgq_note_for(queue)->flow;
 	note->pushed += n;
 
 	PG_TRY();
@@ -1077,6 +1208,7 @@ pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *ten
 			TenantShared *tenant = tenant_entry(pgq_queue_tag(queue), name, true);
 			int			c = counts[done];
 
+			pinned = tenant;
 			if (queue->tenant_max_depth > 0)
 				ensure_counted(queue, qs, &tenant->flow, &tenant->mutex, name);
 			SpinLockAcquire(&tenant->mutex);
@@ -1091,6 +1223,8 @@ pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *ten
 								   (long long) queue->tenant_max_depth),
 						 errhint("Retry later, when consumers have caught up.")));
 			}
+			if (queue->tenant_push_rate > 0)
+				bucket_used(tenant, queue->tenant_push_rate, now);
 			if (queue->tenant_push_rate > 0 &&
 				!bucket_take(&tenant->flow.push_tokens, &tenant->flow.push_at,
 							 queue->tenant_push_rate, now, c,
@@ -1107,11 +1241,19 @@ pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants, bool *ten
 			tenant->flow.pending += c;
 			SpinLockRelease(&tenant->mutex);
 			add_event(note, FLOW_TENANT, name, 0)->pushed += c;
+			tenant_unpin(tenant, false);
+			pinned = NULL;
 		}
 	}
 	PG_CATCH();
 	{
-		/* give the queue's tokens back; the note releases the reservations */
+		/*
+		 * Let go of the tenant that refused the push (its entry is removed
+		 * if that leaves it idle) and give the queue's tokens back; the
+		 * note releases the reservations of the others.
+		 */
+		if (pinned != NULL)
+			tenant_unpin(pinned, true);
 		if (queue->push_rate > 0)
 		{
 			SpinLockAcquire(&qs->mutex);
@@ -1142,7 +1284,7 @@ pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char s
 		(!queue_limited(queue) && (tenant == NULL || !tenant_limited(queue)) &&
 		 (key == NULL || !terminal)))
 		return;
-	note = pgq_flow_note(queue);
+	note = &pgq_note_for(queue)->flow;
 	if (queue_limited(queue))
 	{
 		note->ended++;
@@ -1172,8 +1314,10 @@ pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char s
  *		Apply a (sub)transaction's flow note at its end (from wakeup.c).
  */
 void
-pgq_flow_apply(QueueShared *qs, QueueTag tag, FlowNote *note, bool commit)
+pgq_flow_apply(PgqNote *pnote, QueueShared *qs, bool commit)
 {
+	FlowNote   *note = &pnote->flow;
+	QueueTag	tag = pnote->tag;
 	ListCell   *lc;
 	uint64		gen;
 
@@ -1201,6 +1345,8 @@ pgq_flow_apply(QueueShared *qs, QueueTag tag, FlowNote *note, bool commit)
 			SpinLockAcquire(&tenant->mutex);
 			settle(&tenant->flow, ev->pushed, ev->finished, ev->claimed, ev->ended, commit);
 			SpinLockRelease(&tenant->mutex);
+			/* a tenant with nothing left is forgotten */
+			tenant_unpin(tenant, true);
 		}
 		else if (ev->kind == FLOW_KEY_CLAIMED ? !commit : commit)
 		{
@@ -1213,4 +1359,40 @@ pgq_flow_apply(QueueShared *qs, QueueTag tag, FlowNote *note, bool commit)
 					   ev->next, false, false, false);
 		}
 	}
+}
+
+/*
+ * pgq_flow_forget
+ *		Remove the tenants and keys of the queues to forget, but tenants
+ *		that a running transaction uses.
+ */
+void
+pgq_flow_forget(const PgqForget *forget)
+{
+	HASH_SEQ_STATUS status;
+	TenantShared *tenant;
+	KeyShared  *key;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (tenant_hash == NULL)
+		return;
+	LWLockAcquire(flow_lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, tenant_hash);
+	while ((tenant = hash_seq_search(&status)) != NULL)
+	{
+		bool		idle;
+
+		if (!pgq_forgotten(tenant->tag.queue, forget))
+			continue;
+		SpinLockAcquire(&tenant->mutex);
+		idle = tenant_idle(tenant, now, false);
+		SpinLockRelease(&tenant->mutex);
+		if (idle)
+			hash_search(tenant_hash, &tenant->tag, HASH_REMOVE, NULL);
+	}
+	hash_seq_init(&status, key_hash);
+	while ((key = hash_seq_search(&status)) != NULL)
+		if (pgq_forgotten(key->tag.queue, forget))
+			hash_search(key_hash, &key->tag, HASH_REMOVE, NULL);
+	LWLockRelease(flow_lock);
 }

@@ -1,31 +1,54 @@
 /*-------------------------------------------------------------------------
  *
  * pgqueue.c
- *	  Module entry point: _PG_init, GUCs and argument checks shared by the
- *	  SQL-callable functions.
+ *	  Module entry point: _PG_init, the GUCs, and the one owner of
+ *	  pgqueue's shared memory; fault injection for tests.
+ *
+ * Shared memory is reserved at server start, in fixed sizes set by GUCs,
+ * and never grows: each module that keeps a table there says how much it
+ * needs and sets it up when asked (as PostgreSQL's ipci.c does).  When a
+ * table is full, only the caller that needs a new entry is worse off: it
+ * evicts an entry that is only a hint (lanes, keys), goes without (queues:
+ * polling), or gets an error (tenants whose counts running transactions
+ * hold).
+ *
+ * Locking protocol of the shared tables:
+ *   - each table has one LWLock (tranches "pgqueue queues", "pgqueue
+ *     lanes", "pgqueue flow" for tenants and keys, "pgqueue workers"), which
+ *     guards its membership: shared to look an entry up, exclusive to add
+ *     or remove one.  pgqueue never holds two of them at once.
+ *   - the fields of an entry are guarded by the entry's spinlock (queues,
+ *     tenants, keys, push slots), taken while holding the table's lock or
+ *     a pin that keeps the entry (a waiter of a queue, a tenant's pins or
+ *     reservations); lane watermarks and worker slots by the table's lock.
+ *   - a spinlock is held for a few instructions: no call that can fail,
+ *     sleep or take time (no palloc, ereport or clock), never two at once.
+ *   - removing an entry needs the table's lock exclusively and that no
+ *     backend depends on it (no waiter, pin or reservation).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "fmgr.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/lock.h"
+#include "storage/shmem.h"
 #include "utils/builtins.h"
-#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "pgqueue.h"
+#include "args.h"
+#include "flow.h"
+#include "note.h"
+#include "cache.h"
+#include "queueshm.h"
+#include "wakeup.h"
+#include "watermark.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
-
-/* largest payload a push accepts, in bytes */
-int			pgq_max_payload_size = 1024 * 1024;
-
-/* how often a waiting pop polls when it cannot sleep on shared memory, ms */
-int			pgq_poll_interval = 100;
 
 /* the maintenance step at which to fail (or pause) on purpose (tests) */
 static char *pgq_fault_injection = NULL;
@@ -39,14 +62,53 @@ static char *pgq_fault_injection = NULL;
 #define PGQ_ERROR_PREFIX	"error:"
 #define PGQ_PAUSE_KEY		1885827445
 
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
 PG_FUNCTION_INFO_V1(pgq_fault);
 
 void		_PG_init(void);
 
 /*
+ * shmem_request
+ *		shmem_request_hook: reserve what every module needs.
+ */
+static void
+shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(add_size(add_size(pgq_queues_shmem_size(),
+											 pgq_watermarks_shmem_size()),
+									add_size(pgq_flow_shmem_size(),
+											 pgq_workers_shmem_size())));
+	pgq_queues_shmem_request();
+	pgq_watermarks_shmem_request();
+	pgq_flow_shmem_request();
+	pgq_workers_shmem_request();
+}
+
+/*
+ * shmem_startup
+ *		shmem_startup_hook: create or attach to every module's tables.
+ */
+static void
+shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	pgq_queues_shmem_init();
+	pgq_watermarks_shmem_init();
+	pgq_flow_shmem_init();
+	pgq_workers_shmem_init();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
  * _PG_init
- *		Define GUCs, set up the backend-local cache and, when preloaded,
- *		shared memory.
+ *		Define the GUCs, set up the backend-local parts and, when preloaded,
+ *		shared memory and the launcher.
  */
 void
 _PG_init(void)
@@ -100,102 +162,64 @@ _PG_init(void)
 							   PGC_SUSET,
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+	/* the sizes of the shared tables, set only where they are made */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("pgqueue.max_queues",
+								"Queues with an entry in shared memory (wake-ups, counters, flow control).",
+								"Queues beyond it poll, count nothing and cannot use flow control.",
+								&pgq_max_queues,
+								1024,
+								16,
+								1000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("pgqueue.max_lanes",
+								"Lanes (block, priority, tenant) with a shared low watermark.",
+								"Beyond it a lane evicts another, whose pops scan from its block's start.",
+								&pgq_max_lanes,
+								8192,
+								64,
+								10000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("pgqueue.max_tenants",
+								"Tenants of queues with tenant limits tracked in shared memory.",
+								"When all are in use by running transactions, a new tenant's push or pop fails.",
+								&pgq_max_tenants,
+								4096,
+								64,
+								10000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+		DefineCustomIntVariable("pgqueue.max_keys",
+								"Ordering keys whose position is kept in shared memory.",
+								"Beyond it a key evicts another, which then costs an index probe.",
+								&pgq_max_keys,
+								16384,
+								64,
+								10000000,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+	}
 	MarkGUCPrefixReserved("pgqueue");
 
 	pgq_cache_init();
-	pgq_shmem_init();
-	if (process_shared_preload_libraries_in_progress)
-		pgq_worker_register();
-}
-
-/*
- * pgq_require_arg
- *		Raise null_value_not_allowed for a NULL argument.
- */
-void
-pgq_require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
-}
-
-/*
- * pgq_interval_sign
- *		-1, 0 or 1 as the interval is negative, zero or positive.
- */
-int
-pgq_interval_sign(Interval *interval)
-{
-	Interval	zero;
-	int			cmp;
-
-	memset(&zero, 0, sizeof(zero));
-	cmp = DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(interval),
-											IntervalPGetDatum(&zero)));
-	return cmp < 0 ? -1 : (cmp > 0 ? 1 : 0);
-}
-
-/*
- * pgq_check_interval_max
- *		Reject an interval above max (text, such as "1 year"), which keeps
- *		the times computed with it in range.
- */
-void
-pgq_check_interval_max(Interval *value, const char *what, const char *max)
-{
-	Datum		bound = DirectFunctionCall3(interval_in, CStringGetDatum(max),
-											ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-
-	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(value), bound)) > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be at most %s", what, max)));
-}
-
-/*
- * pgq_check_lease
- *		Reject a zero, negative or too long lease interval.
- */
-void
-pgq_check_lease(Interval *lease, const char *what)
-{
-	if (pgq_interval_sign(lease) <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a positive interval", what)));
-	pgq_check_interval_max(lease, what, PGQ_MAX_LEASE);
-}
-
-/*
- * pgq_clip_error
- *		An error text or reason kept to its first PGQ_MAX_ERROR characters.
- */
-text *
-pgq_clip_error(text *error)
-{
-	int			len = VARSIZE_ANY_EXHDR(error);
-	int			clip = pg_mbcharcliplen(VARDATA_ANY(error), len, PGQ_MAX_ERROR);
-
-	return clip < len ? cstring_to_text_with_len(VARDATA_ANY(error), clip) : error;
-}
-
-/*
- * pgq_check_payload
- *		Reject a payload larger than pgqueue.max_payload_size (as stored).
- */
-void
-pgq_check_payload(Datum payload)
-{
-	Size		size = VARSIZE_ANY_EXHDR(DatumGetPointer(payload));
-
-	if (size > (Size) pgq_max_payload_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("job payload is too large"),
-				 errdetail("The payload takes %zu bytes; pgqueue.max_payload_size is %d bytes.",
-						   size, pgq_max_payload_size)));
+	pgq_watermarks_init();
+	/* settle flow-control counts before waking the pops that read them */
+	pgq_note_applier(pgq_flow_apply);
+	pgq_note_applier(pgq_wakeup_apply);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = shmem_startup;
+	pgq_worker_register();
 }
 
 /*
@@ -236,21 +260,3 @@ pgq_fault(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/*
- * pgq_check_tenant
- *		Validate a tenant name and copy it, NUL-padded, into a buffer of
- *		NAMEDATALEN bytes.
- */
-void
-pgq_check_tenant(text *tenant, char *buf)
-{
-	int			len = VARSIZE_ANY_EXHDR(tenant);
-
-	if (len < 1 || len >= NAMEDATALEN || memchr(VARDATA_ANY(tenant), '\0', len) != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid tenant \"%s\"", text_to_cstring(tenant)),
-				 errdetail("A tenant has 1 to %d bytes.", NAMEDATALEN - 1)));
-	memset(buf, 0, NAMEDATALEN);
-	memcpy(buf, VARDATA_ANY(tenant), len);
-}

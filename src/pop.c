@@ -39,8 +39,14 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "pgqueue.h"
+#include "args.h"
+#include "flow.h"
+#include "note.h"
+#include "cache.h"
 #include "privilege.h"
+#include "wakeup.h"
+#include "watermark.h"
+
 
 PG_FUNCTION_INFO_V1(pgq_pop);
 PG_FUNCTION_INFO_V1(pgq_unclaimed);

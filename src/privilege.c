@@ -43,8 +43,9 @@
 #include "utils/inval.h"
 #include "utils/syscache.h"
 
-#include "pgqueue.h"
+#include "cache.h"
 #include "privilege.h"
+
 
 /* the role that called the pgqueue function running now */
 static Oid	current_caller = InvalidOid;
@@ -245,12 +246,14 @@ admin_call_target(FunctionCallInfo fcinfo)
 Datum
 pgq_admin_call(PG_FUNCTION_ARGS)
 {
-	AdminCall  *ac = admin_call_target(fcinfo);
+	AdminCall  *ac;
 	LOCAL_FCINFO(inner, FUNC_MAX_ARGS);
 	PgqApiCall	call;
 	Datum		result;
 
+	/* as the owner: the caller may not look into pgqueue_internal */
 	pgq_api_enter(fcinfo, &call);
+	ac = admin_call_target(fcinfo);
 	if (ac->queue_arg && !PG_ARGISNULL(0))
 	{
 		PgqQueue   *queue;

@@ -11,7 +11,7 @@
 
 #include "fmgr.h"
 
-#include "pgqueue.h"
+#include "cache.h"
 
 /* a call in progress: what pgq_api_leave restores */
 typedef struct PgqApiCall

@@ -22,8 +22,13 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 
-#include "pgqueue.h"
+#include "args.h"
+#include "flow.h"
+#include "note.h"
+#include "cache.h"
 #include "privilege.h"
+#include "watermark.h"
+
 
 PG_FUNCTION_INFO_V1(pgq_push);
 PG_FUNCTION_INFO_V1(pgq_push_batch);

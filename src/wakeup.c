@@ -3,16 +3,15 @@
  * wakeup.c
  *	  Waiting pops and the per-queue counters.
  *
- * Push, pop, ack, fail and the repair functions note what they did in a
- * backend-local list, per subtransaction; once the transaction has
- * committed and sent its cache invalidations and released its locks, the
- * notes are added to the queue's shared counters and wake waiting pops: a push of k jobs signals at most k
- * waiters on the queue's condition variable (no thundering herd), a job
- * that becomes available now (release, retry, resume, lease expiry)
- * broadcasts, and a retry or schedule in the future lowers the queue's
- * next_due, which waiters use as their sleep deadline.  A rolled-back pop
- * (or subtransaction that popped) wakes as many waiters as it had claimed
- * jobs, and counts nothing.  Nothing wakes anyone for a
+ * A waiting pop sleeps on its queue's condition variable in shared memory
+ * (queueshm.c).  What transactions did is applied when they end (note.c);
+ * this file's part of it adds their counts to the queue's shared counters
+ * and wakes waiting pops: a push of k jobs signals at most k waiters (no
+ * thundering herd), a job that becomes available now (release, retry,
+ * resume, lease expiry) broadcasts, and a retry or schedule in the future
+ * lowers the queue's next_due, which waiters use as their sleep deadline.
+ * A rolled-back pop (or subtransaction that popped) wakes as many waiters
+ * as it had claimed jobs, and counts nothing.  Nothing wakes anyone for a
  * push that has not committed or rolled back.
  *
  * Without shared memory, or when the table of queues is full, a waiting
@@ -22,55 +21,38 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "access/htup_details.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/wait_event.h"
 
-#include "shmem.h"
+#include "note.h"
+#include "wakeup.h"
+
 
 PG_FUNCTION_INFO_V1(pgq_counters);
-PG_FUNCTION_INFO_V1(pgq_wake);
 
-/* what one (sub)transaction did to one queue, applied at commit */
-typedef struct Note
-{
-	QueueTag	tag;
-	int32		queue_id;
-	SubTransactionId subid;
-	int64		counts[PGQ_NUM_COUNTERS];
-	TimestampTz min_due;		/* earliest job made due; 0 if none */
-	FlowNote	flow;			/* flow-control changes (flow.c) */
-} Note;
-
-static Note *notes = NULL;
-static int	nnotes = 0;
-static int	maxnotes = 0;
-static bool callbacks_registered = false;
+/* how often a waiting pop polls when it cannot sleep on shared memory, ms */
+int			pgq_poll_interval = 100;
 
 /* the queue this backend waits on, so that exit can unregister it */
 static QueueShared *waiting_on = NULL;
+static bool exit_callback_registered = false;
 
 /*
- * apply_note
- *		Add one note's counts to the shared counters and wake waiters.
+ * pgq_wakeup_apply
+ *		Note applier: add a note's counts to the queue's shared counters and
+ *		wake its waiters.
  */
-static void
-apply_note(Note *note, bool commit)
+void
+pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit)
 {
-	QueueShared *qs = pgq_queue_shared(note->tag, note->queue_id, true);
 	int64		wake;
 	bool		broadcast = false;
-
-	if (qs == NULL)
-		return;
-	pgq_flow_apply(qs, note->tag, &note->flow, commit);
+	TimestampTz now = GetCurrentTimestamp();
 
 	/* at abort only the claims count: the jobs are available again */
 	wake = commit ? note->counts[PGQ_COUNT_PUSHED] : note->counts[PGQ_COUNT_POPPED];
@@ -83,8 +65,6 @@ apply_note(Note *note, bool commit)
 	wake = Min(wake, qs->waiters);
 	if (commit && note->min_due != 0)
 	{
-		TimestampTz now = GetCurrentTimestamp();
-
 		/* a next_due already past is spent: waiters woke up for it */
 		if (note->min_due <= now)
 			broadcast = true;
@@ -101,68 +81,6 @@ apply_note(Note *note, bool commit)
 	else
 		for (int64 i = 0; i < wake; i++)
 			ConditionVariableSignal(&qs->cv);
-}
-
-/*
- * apply_notes
- *		Apply the notes of one subtransaction (InvalidSubTransactionId: all)
- *		and forget them.
- */
-static void
-apply_notes(SubTransactionId subid, bool commit)
-{
-	int			kept = 0;
-	int			n = nnotes;
-	Note	   *done = palloc(sizeof(Note) * Max(n, 1));
-	int			ndone = 0;
-
-	/* forget first, so that an error here cannot apply a note twice */
-	for (int i = 0; i < n; i++)
-	{
-		if (subid == InvalidSubTransactionId || notes[i].subid == subid)
-			done[ndone++] = notes[i];
-		else
-			notes[kept++] = notes[i];
-	}
-	nnotes = kept;
-	for (int i = 0; i < ndone; i++)
-	{
-		apply_note(&done[i], commit);
-		list_free_deep(done[i].flow.events);
-	}
-	pfree(done);
-}
-
-/*
- * release_callback
- *		At the end of the top transaction, after its invalidations went out
- *		and its locks were released, apply the notes: a woken pop then sees
- *		the new queue state and waits on no lock of this transaction.
- */
-static void
-release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
-{
-	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && nnotes > 0)
-		apply_notes(InvalidSubTransactionId, isCommit);
-}
-
-/*
- * subxact_callback
- *		A committed subtransaction's notes become its parent's; an aborted
- *		one's are applied as aborted (its claims are available again).
- */
-static void
-subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-				 SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		for (int i = 0; i < nnotes; i++)
-			if (notes[i].subid == mySubid)
-				notes[i].subid = parentSubid;
-	}
-	else if (event == SUBXACT_EVENT_ABORT_SUB)
-		apply_notes(mySubid, false);
 }
 
 /*
@@ -183,85 +101,6 @@ exit_callback(int code, Datum arg)
 }
 
 /*
- * register_callbacks
- *		Install the callbacks once per backend.
- */
-static void
-register_callbacks(void)
-{
-	if (callbacks_registered)
-		return;
-	RegisterResourceReleaseCallback(release_callback, NULL);
-	RegisterSubXactCallback(subxact_callback, NULL);
-	before_shmem_exit(exit_callback, (Datum) 0);
-	callbacks_registered = true;
-}
-
-/*
- * note_for
- *		This transaction's note for a queue, created empty if needed.
- */
-static Note *
-note_for(PgqQueue *queue)
-{
-	QueueTag	tag = pgq_queue_tag(queue);
-	SubTransactionId subid = GetCurrentSubTransactionId();
-
-	for (int i = 0; i < nnotes; i++)
-		if (notes[i].tag.dbid == tag.dbid && notes[i].tag.seq_relid == tag.seq_relid &&
-			notes[i].subid == subid)
-			return &notes[i];
-	register_callbacks();
-	if (nnotes == maxnotes)
-	{
-		maxnotes = Max(8, maxnotes * 2);
-		notes = notes == NULL
-			? MemoryContextAlloc(TopMemoryContext, sizeof(Note) * maxnotes)
-			: repalloc(notes, sizeof(Note) * maxnotes);
-	}
-	memset(&notes[nnotes], 0, sizeof(Note));
-	notes[nnotes].tag = tag;
-	notes[nnotes].queue_id = queue->queue_id;
-	notes[nnotes].subid = subid;
-	return &notes[nnotes++];
-}
-
-/*
- * pgq_note
- *		Count n events of one kind for the queue, at commit.
- */
-void
-pgq_note(PgqQueue *queue, PgqCounter counter, int64 n)
-{
-	if (n != 0)
-		note_for(queue)->counts[counter] += n;
-}
-
-/*
- * pgq_flow_note
- *		This (sub)transaction's flow-control note for a queue.
- */
-FlowNote *
-pgq_flow_note(PgqQueue *queue)
-{
-	return &note_for(queue)->flow;
-}
-
-/*
- * pgq_note_due
- *		A job of the queue becomes claimable at due: wake waiters at commit
- *		if that is now, or by then.
- */
-void
-pgq_note_due(PgqQueue *queue, TimestampTz due)
-{
-	Note	   *note = note_for(queue);
-
-	if (note->min_due == 0 || due < note->min_due)
-		note->min_due = due;
-}
-
-/*
  * pgq_wait_begin
  *		Register as a waiter of the queue until pgq_wait_end.
  */
@@ -269,15 +108,16 @@ void
 pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline)
 {
 	wait->deadline = deadline;
-	wait->qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
+	wait->qs = pgq_queue_wait_on(pgq_queue_tag(queue), queue->queue_id);
 	if (wait->qs == NULL)
 		return;
-	register_callbacks();
-	ConditionVariablePrepareToSleep(&wait->qs->cv);
-	SpinLockAcquire(&wait->qs->mutex);
-	wait->qs->waiters++;
-	SpinLockRelease(&wait->qs->mutex);
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(exit_callback, (Datum) 0);
+		exit_callback_registered = true;
+	}
 	waiting_on = wait->qs;
+	ConditionVariablePrepareToSleep(&wait->qs->cv);
 }
 
 /*
@@ -398,26 +238,3 @@ pgq_counters(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
-/*
- * pgq_wake
- *		SQL: pgqueue_internal._wake(queue, due) notes that jobs of the queue become
- *		claimable at due (now or later), for the SQL-level repair and
- *		maintenance functions; and counts aborted jobs if given.
- */
-Datum
-pgq_wake(PG_FUNCTION_ARGS)
-{
-	PgqQueue   *queue;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
-		PG_RETURN_VOID();
-	SPI_connect();
-	queue = pgq_queue_get(PG_GETARG_TEXT_PP(0));
-	if (!PG_ARGISNULL(1))
-		pgq_note_due(queue, PG_GETARG_TIMESTAMPTZ(1));
-	pgq_note(queue, PGQ_COUNT_ABORTED, PG_GETARG_INT64(2));
-	/* the jobs' states changed outside the counted paths */
-	pgq_flow_note(queue)->stale = true;
-	SPI_finish();
-	PG_RETURN_VOID();
-}

@@ -51,7 +51,8 @@
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
-#include "shmem.h"
+#include "forget.h"
+#include "worker.h"
 
 PGDLLEXPORT void pgq_launcher_main(Datum arg);
 PG_FUNCTION_INFO_V1(pgq_worker_poke);
@@ -69,6 +70,207 @@ static int	worker_exit_delay = -1;
 
 /* a launcher that ran this long without a crash forgets earlier crashes */
 #define PGQ_STABLE_SECS	60
+
+/* what a database's maintenance worker is doing */
+typedef struct DbSlot
+{
+	Oid			dbid;			/* InvalidOid: free */
+	pid_t		pid;			/* running worker, -1 starting, 0 none */
+	int			failures;		/* in a row */
+	TimestampTz next_start;
+} DbSlot;
+
+/* databases with a maintenance worker; more get none */
+#define PGQ_MAX_DBS		64
+
+typedef struct WorkerShared
+{
+	LWLock	   *lock;			/* protects dbs */
+	DbSlot		dbs[PGQ_MAX_DBS];
+} WorkerShared;
+
+static WorkerShared *workers = NULL;
+
+/*
+ * pgq_workers_shmem_size
+ *		Bytes of shared memory of the registry of workers.
+ */
+Size
+pgq_workers_shmem_size(void)
+{
+	return sizeof(WorkerShared);
+}
+
+/*
+ * pgq_workers_shmem_request
+ *		Reserve the registry's lock (shmem_request_hook).
+ */
+void
+pgq_workers_shmem_request(void)
+{
+	RequestNamedLWLockTranche("pgqueue workers", 1);
+}
+
+/*
+ * pgq_workers_shmem_init
+ *		Create or attach to the registry; the caller holds
+ *		AddinShmemInitLock.
+ */
+void
+pgq_workers_shmem_init(void)
+{
+	bool		found;
+
+	workers = ShmemInitStruct("pgqueue workers", sizeof(WorkerShared), &found);
+	if (!found)
+	{
+		workers->lock = &(GetNamedLWLockTranche("pgqueue workers"))->lock;
+		memset(workers->dbs, 0, sizeof(workers->dbs));
+	}
+}
+
+/*
+ * db_slot
+ *		The slot of a database, taken from the free ones if it has none;
+ *		NULL when all are taken.  Caller holds the lock exclusively.
+ */
+static DbSlot *
+db_slot(Oid dbid)
+{
+	DbSlot	   *free_slot = NULL;
+
+	for (int i = 0; i < PGQ_MAX_DBS; i++)
+	{
+		if (workers->dbs[i].dbid == dbid)
+			return &workers->dbs[i];
+		if (free_slot == NULL && !OidIsValid(workers->dbs[i].dbid))
+			free_slot = &workers->dbs[i];
+	}
+	if (free_slot != NULL)
+	{
+		memset(free_slot, 0, sizeof(DbSlot));
+		free_slot->dbid = dbid;
+	}
+	return free_slot;
+}
+
+/*
+ * db_should_start
+ *		For the launcher: whether to start a worker for the database now;
+ *		if so, the database is marked as starting one.
+ */
+static bool
+db_should_start(Oid dbid)
+{
+	DbSlot	   *slot;
+	bool		start = false;
+
+	LWLockAcquire(workers->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL && slot->pid == 0 && GetCurrentTimestamp() >= slot->next_start)
+	{
+		slot->pid = -1;
+		start = true;
+	}
+	LWLockRelease(workers->lock);
+	return start;
+}
+
+/*
+ * db_started
+ *		A worker runs for the database.
+ */
+static void
+db_started(Oid dbid)
+{
+	DbSlot	   *slot;
+
+	LWLockAcquire(workers->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL)
+		slot->pid = MyProcPid;
+	LWLockRelease(workers->lock);
+}
+
+/*
+ * db_finished
+ *		The database's worker ended: cleanly, to be started again after
+ *		delay seconds, or (delay -1) by failing, to be started again after a
+ *		backoff that doubles with each failure in a row, up to five minutes.
+ */
+static void
+db_finished(Oid dbid, int delay)
+{
+	DbSlot	   *slot;
+
+	LWLockAcquire(workers->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL)
+	{
+		slot->pid = 0;
+		if (delay >= 0)
+			slot->failures = 0;
+		else
+		{
+			slot->failures++;
+			delay = 1 << Min(slot->failures, 8);
+			delay = Min(delay, 300);
+		}
+		slot->next_start = GetCurrentTimestamp() + (TimestampTz) delay * USECS_PER_SEC;
+	}
+	LWLockRelease(workers->lock);
+}
+
+/*
+ * db_poke
+ *		Let the launcher start the database's worker at its next look, if
+ *		none runs: a database that just got the extension (or its first
+ *		queue) need not wait for the minute a worker that found no
+ *		extension there asked for.
+ */
+static void
+db_poke(Oid dbid)
+{
+	DbSlot	   *slot;
+
+	if (workers == NULL)
+		return;
+	LWLockAcquire(workers->lock, LW_EXCLUSIVE);
+	slot = db_slot(dbid);
+	if (slot != NULL && slot->pid == 0)
+		slot->next_start = 0;
+	LWLockRelease(workers->lock);
+}
+
+/*
+ * forget_dropped_databases
+ *		For the launcher: forget what the shared tables keep of databases
+ *		that are gone (not in dbs), and free their slots.
+ */
+static void
+forget_dropped_databases(List *dbs)
+{
+	Oid		   *live = palloc(sizeof(Oid) * Max(list_length(dbs), 1));
+	int			n = 0;
+	ListCell   *lc;
+	PgqForget	forget;
+
+	foreach(lc, dbs)
+		live[n++] = lfirst_oid(lc);
+	forget.dbid = InvalidOid;
+	forget.nlive = n;
+	forget.live = live;
+	forget.seq_relid = InvalidOid;
+	pgq_shmem_forget(&forget);
+
+	LWLockAcquire(workers->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < PGQ_MAX_DBS; i++)
+		if (OidIsValid(workers->dbs[i].dbid) && workers->dbs[i].pid == 0 &&
+			!list_member_oid(dbs, workers->dbs[i].dbid))
+			memset(&workers->dbs[i], 0, sizeof(DbSlot));
+	LWLockRelease(workers->lock);
+	pfree(live);
+}
 
 /*
  * pgq_worker_register
@@ -148,11 +350,11 @@ start_worker(Oid dbid)
 	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
 	{
 		/* no free slot now: try again after a backoff */
-		pgq_db_finished(dbid, -1);
+		db_finished(dbid, -1);
 		return;
 	}
 	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
-		pgq_db_finished(dbid, -1);
+		db_finished(dbid, -1);
 }
 
 /*
@@ -245,16 +447,17 @@ pgq_launcher_main(Datum arg)
 			crashes = 0;
 			write_state(true, 0);
 		}
-		if (pgq_worker_enabled && GetCurrentTimestamp() >= hold_until)
 		{
 			List	   *dbs = list_databases();
 			ListCell   *lc;
 
-			foreach(lc, dbs)
-			{
-				if (pgq_db_should_start(lfirst_oid(lc)))
-					start_worker(lfirst_oid(lc));
-			}
+			forget_dropped_databases(dbs);
+			if (pgq_worker_enabled && GetCurrentTimestamp() >= hold_until)
+				foreach(lc, dbs)
+				{
+					if (db_should_start(lfirst_oid(lc)))
+						start_worker(lfirst_oid(lc));
+				}
 			list_free(dbs);
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -270,7 +473,7 @@ pgq_launcher_main(Datum arg)
 static void
 worker_exit(int code, Datum arg)
 {
-	pgq_db_finished(DatumGetObjectId(arg), worker_exit_delay);
+	db_finished(DatumGetObjectId(arg), worker_exit_delay);
 }
 
 /*
@@ -412,7 +615,8 @@ round_duties(bool *has_extension)
 		List	   *row = lfirst(lc);
 		Duty	   *d = palloc(sizeof(Duty));
 
-		d->queue_id = pg_strtoint32(linitial(row));
+		/* the duties of the database have no queue */
+		d->queue_id = linitial(row) == NULL ? -1 : pg_strtoint32(linitial(row));
 		d->queue = lsecond(row);
 		d->op = lthird(row);
 		d->repeat = strcmp(lfourth(row), "t") == 0;
@@ -445,10 +649,10 @@ maintenance_round(MemoryContext round_cxt)
 	foreach(lc, duties)
 	{
 		Duty	   *d = lfirst(lc);
-		char	   *sql = psprintf("SELECT pgqueue_internal.%s($1)::text",
-								   quote_identifier(d->op));
+		char	   *sql = psprintf("SELECT pgqueue_internal.%s(%s)::text",
+								   quote_identifier(d->op), d->queue_id < 0 ? "" : "$1");
 
-		if (d->queue_id == failed)
+		if (d->queue_id >= 0 && d->queue_id == failed)
 			continue;
 		for (int i = 0; i < (d->repeat ? PGQ_MAX_REPEATS : 1); i++)
 		{
@@ -464,9 +668,10 @@ maintenance_round(MemoryContext round_cxt)
 
 				ereport(LOG,
 						(errmsg("pgqueue maintenance of queue \"%s\" failed in %s: %s",
-								d->queue, d->op, error)));
-				(void) run_sql("SELECT pgqueue_internal._maint_failed($1, $2)",
-							   d->queue_id, error, NULL, &ignored);
+								d->queue ? d->queue : "(all)", d->op, error)));
+				if (d->queue_id >= 0)
+					(void) run_sql("SELECT pgqueue_internal._maint_failed($1, $2)",
+								   d->queue_id, error, NULL, &ignored);
 				failed = d->queue_id;
 				break;
 			}
@@ -500,7 +705,7 @@ pgq_worker_main(Datum arg)
 	/* compaction needs a new snapshot per statement, whatever the default */
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
-	pgq_db_started(dbid);
+	db_started(dbid);
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "pgqueue maintenance round",
 									  ALLOCSET_DEFAULT_SIZES);
 
@@ -508,9 +713,16 @@ pgq_worker_main(Datum arg)
 	{
 		TimestampTz round_end;
 
-		/* no extension here: look again in a minute */
+		/* no extension here: forget its queues, look again in a minute */
 		if (!maintenance_round(round_cxt))
 		{
+			PgqForget	forget;
+
+			forget.dbid = MyDatabaseId;
+			forget.nlive = 0;
+			forget.live = NULL;
+			forget.seq_relid = InvalidOid;
+			pgq_shmem_forget(&forget);
 			worker_exit_delay = 60;
 			break;
 		}
@@ -555,6 +767,6 @@ pgq_worker_main(Datum arg)
 Datum
 pgq_worker_poke(PG_FUNCTION_ARGS)
 {
-	pgq_db_poke(MyDatabaseId);
+	db_poke(MyDatabaseId);
 	PG_RETURN_VOID();
 }

@@ -215,6 +215,33 @@ BEGIN
 END
 $$;
 
+/*
+ * _forget: forget what shared memory keeps of one block of the queue whose
+ * sequence is seq (its lanes), or with block_no NULL of the whole queue
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._forget(seq regclass, block_no integer)
+RETURNS void
+LANGUAGE c
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_forget';
+
+/*
+ * _forget_dropped: forget what shared memory keeps of this database's
+ * queues but those whose sequences are given
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._forget_dropped(seqs oid[])
+RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_forget_dropped';
+
+/* _seq: the id sequence of a queue (NULL once dropped) */
+CREATE OR REPLACE FUNCTION pgqueue_internal._seq(queue_id integer)
+RETURNS regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$ SELECT to_regclass(format('pgqueue_data.%I', 'seq_' || queue_id)) $$;
+
 /* _block_drop: drop the tables and catalog row of one block */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_drop(queue_id integer, block_no integer)
 RETURNS void
@@ -227,6 +254,7 @@ BEGIN
 				   pgqueue_internal._rel('s', queue_id, block_no));
 	DELETE FROM pgqueue.block b
 	 WHERE b.queue_id = _block_drop.queue_id AND b.block_no = _block_drop.block_no;
+	PERFORM pgqueue_internal._forget(pgqueue_internal._seq(queue_id), block_no);
 	PERFORM pgqueue_internal._cache_invalidate();
 END
 $$;

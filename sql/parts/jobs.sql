@@ -184,7 +184,8 @@ BEGIN
 					   CASE WHEN $3 = 'retry' THEN 0 ELSE coalesce(l.fails, 0) END,
 					   $4,
 					   CASE WHEN $3 = 'retry' THEN $4 END,
-					   CASE WHEN $3 = 'retry' THEN l.error ELSE $5 END
+					   /* a reason is kept to 2000 characters, as errors are */
+					   CASE WHEN $3 = 'retry' THEN l.error ELSE left($5, 2000) END
 				  FROM l
 				 WHERE pgqueue_internal._state(l.state, l.due_at, $4) = ANY ($6)
 				ON CONFLICT DO NOTHING

@@ -488,6 +488,7 @@ BEGIN
 			IF FOUND AND NOT pgqueue_internal._block_busy(b.queue_id, b.block_no) THEN
 				UPDATE pgqueue.block bl SET state = 'done'
 				 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
+				PERFORM pgqueue_internal._forget(pgqueue_internal._seq(b.queue_id), b.block_no);
 				done := done + 1;
 			END IF;
 		END IF;
@@ -537,21 +538,40 @@ END
 $$;
 
 /*
- * _maint_operations: the duties of one maintenance round, in order: per
+ * _forget_gone: a duty of the database: forget what shared memory keeps of
+ * queues that are gone
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._forget_gone()
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+	SELECT pgqueue_internal._forget_dropped(
+		ARRAY(SELECT pgqueue_internal._seq(q.queue_id)::oid FROM pgqueue.queue q));
+	SELECT NULL::text
+$$;
+
+/*
+ * _maint_operations: the duties of one maintenance round, in order: those
+ * of the database (queue_id NULL; in a round of all queues only), then per
  * queue (all of them, or the one named) the bookkeeping of
  * _maintain_queue, compaction steps (repeated while one finds work),
  * expiry of old archive tables, and _maint_done to record that the queue's
  * round went well.  Without a name, queues whose maintenance failed
  * recently are left out until their retry time.  Each duty is a function
- * of pgqueue_internal taking the queue id and returning text: NULL (or
- * 'busy') when a repeated duty has nothing more to do.
+ * of pgqueue_internal taking the queue id (none for those of the
+ * database) and returning text: NULL (or 'busy') when a repeated duty has
+ * nothing more to do.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._maint_operations(queue text)
 RETURNS TABLE (queue_id integer, queue_name text, op text, repeat boolean)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
-	SELECT q.queue_id, q.name, o.op, o.repeat
+	SELECT NULL::integer, NULL::text, '_forget_gone', false
+	 WHERE _maint_operations.queue IS NULL
+	UNION ALL
+	(SELECT q.queue_id, q.name, o.op, o.repeat
 	  FROM pgqueue.queue q
 	  LEFT JOIN pgqueue.queue_maintenance m ON m.queue_id = q.queue_id
 	 CROSS JOIN (VALUES (1, '_maintain_queue', false), (2, '_compact_step', true),
@@ -560,7 +580,7 @@ AS $$
 	 WHERE CASE WHEN _maint_operations.queue IS NULL
 				THEN m.retry_at IS NULL OR m.retry_at <= clock_timestamp()
 				ELSE q.name = _maint_operations.queue END
-	 ORDER BY q.queue_id, o.n
+	 ORDER BY q.queue_id, o.n)
 $$;
 
 /*
@@ -625,10 +645,14 @@ BEGIN
 		CONTINUE WHEN o.queue_id = failed;
 		LOOP
 			BEGIN
-				EXECUTE format('SELECT pgqueue_internal.%I($1)::text', o.op) INTO r USING o.queue_id;
+				EXECUTE format('SELECT pgqueue_internal.%I(%s)::text', o.op,
+							   CASE WHEN o.queue_id IS NULL THEN '' ELSE '$1' END)
+				INTO r USING o.queue_id;
 			EXCEPTION WHEN OTHERS THEN
 				failed := o.queue_id;
-				PERFORM pgqueue_internal._maint_failed(o.queue_id, SQLERRM);
+				IF o.queue_id IS NOT NULL THEN
+					PERFORM pgqueue_internal._maint_failed(o.queue_id, SQLERRM);
+				END IF;
 				errors := errors || jsonb_build_object('queue', o.queue_name, 'duty', o.op,
 													   'error', SQLERRM);
 				EXIT;

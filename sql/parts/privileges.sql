@@ -94,5 +94,28 @@ GRANT EXECUTE ON FUNCTION
 	pgqueue.maintain(text)
 	TO pgqueue_admin;
 
+/*
+ * A GRANT in an extension script records the object's whole ACL as the
+ * extension's initial privileges, so in an upgrade the grants users made
+ * on pgqueue's objects would count as the extension's own and pg_dump would
+ * leave them out.  Keep only the extension's grants there: its owner's and
+ * those to PUBLIC and the group roles.
+ */
+UPDATE pg_catalog.pg_init_privs ip
+   SET initprivs = ARRAY(
+		SELECT a FROM unnest(ip.initprivs) a
+		 CROSS JOIN LATERAL (SELECT e.grantee, e.grantor FROM pg_catalog.aclexplode(ARRAY[a]) e
+							  LIMIT 1) g
+		 WHERE g.grantee IN (0, g.grantor)
+			OR g.grantee IN (SELECT r.oid FROM pg_catalog.pg_roles r
+							  WHERE r.rolname IN ('pgqueue_producer', 'pgqueue_consumer',
+												  'pgqueue_monitor', 'pgqueue_admin')))
+ WHERE ip.privtype = 'e'
+   AND (ip.classoid, ip.objoid) IN (SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+									 WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass
+									   AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e
+														  WHERE e.extname = 'pgqueue')
+									   AND d.deptype = 'e');
+
 /* the library and the SQL of another version refuse to work together */
 SELECT pgqueue_internal._cache_invalidate();

@@ -325,6 +325,7 @@ BEGIN
 	FOR b IN SELECT * FROM pgqueue.archive a WHERE a.queue_id = qid LOOP
 		EXECUTE format('DROP TABLE %s', pgqueue_internal._archive_rel(b.queue_id, b.day));
 	END LOOP;
+	PERFORM pgqueue_internal._forget(pgqueue_internal._seq(qid), NULL);
 	EXECUTE format('DROP SEQUENCE pgqueue_data.%I', 'seq_' || qid);
 	DELETE FROM pgqueue.queue q WHERE q.queue_id = qid;
 	PERFORM pgqueue_internal._cache_invalidate();

@@ -1,19 +1,19 @@
 /*-------------------------------------------------------------------------
  *
- * shmem.h
- *	  pgqueue's shared memory objects, for shmem.c and wakeup.c.
+ * queueshm.h
+ *	  Each queue's entry in shared memory (queueshm.c), and what to forget
+ *	  of dropped queues in every table pgqueue keeps there.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef PGQUEUE_SHMEM_H
-#define PGQUEUE_SHMEM_H
+#ifndef PGQUEUE_QUEUESHM_H
+#define PGQUEUE_QUEUESHM_H
 
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
-#include "nodes/pg_list.h"
 #include "storage/spin.h"
 
-#include "pgqueue.h"
+#include "cache.h"
 
 /*
  * A queue is named in shared memory by its database and the OID of its id
@@ -46,7 +46,7 @@ typedef struct FlowShared
 	TimestampTz pop_at;
 } FlowShared;
 
-/* one queue's wake-ups and counters */
+/* one queue's wake-ups, counters and flow-control state */
 typedef struct QueueShared
 {
 	QueueTag	tag;			/* hash key */
@@ -64,33 +64,32 @@ typedef struct QueueShared
 } QueueShared;
 
 /*
- * What one (sub)transaction did to the flow-control state, applied when it
- * ends (wakeup.c keeps the notes, flow.c applies them).  Counts of jobs:
- * pushed (pending until commit), finished (became succeeded or aborted),
- * claimed (claiming until commit) and ended (leases that ended).  events
- * holds the same per tenant, and the key transitions (FlowEvent).
+ * What to forget: the entries of database dbid, but those of the queues in
+ * live (sequence OIDs; nlive -1: keep all but seq_relid's); with dbid
+ * InvalidOid, the entries of every database but those in live (OIDs of
+ * databases).
  */
-typedef struct FlowNote
+typedef struct PgqForget
 {
-	int64		pushed;
-	int64		finished;
-	int64		claimed;
-	int64		ended;
-	bool		stale;			/* repaired by SQL: counts must be read again */
-	List	   *events;
-} FlowNote;
+	Oid			dbid;
+	int			nlive;
+	const Oid  *live;
+	Oid			seq_relid;
+} PgqForget;
 
-extern QueueTag pgq_queue_tag(PgqQueue *queue);
-extern QueueShared *pgq_queue_shared(QueueTag tag, int32 queue_id, bool create);
+/* queues with an entry; more queues poll and count nothing (GUC) */
+extern int	pgq_max_queues;
+
+extern Size pgq_queues_shmem_size(void);
+extern void pgq_queues_shmem_request(void);
+extern void pgq_queues_shmem_init(void);
 extern bool pgq_shmem_ready(void);
 
-/* flow.c */
-extern Size pgq_flow_shmem_size(void);
-extern void pgq_flow_shmem_request(void);
-extern void pgq_flow_shmem_startup(void);
-extern void pgq_flow_apply(QueueShared *qs, QueueTag tag, FlowNote *note, bool commit);
+extern QueueTag pgq_queue_tag(PgqQueue *queue);
+extern bool pgq_same_queue(QueueTag a, QueueTag b);
+extern bool pgq_forgotten(QueueTag tag, const PgqForget *forget);
+extern QueueShared *pgq_queue_shared(QueueTag tag, int32 queue_id, bool create);
+extern QueueShared *pgq_queue_wait_on(QueueTag tag, int32 queue_id);
+extern void pgq_queues_forget(const PgqForget *forget);
 
-/* wakeup.c */
-extern FlowNote *pgq_flow_note(PgqQueue *queue);
-
-#endif							/* PGQUEUE_SHMEM_H */
+#endif							/* PGQUEUE_QUEUESHM_H */

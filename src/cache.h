@@ -1,13 +1,14 @@
 /*-------------------------------------------------------------------------
  *
- * pgqueue.h
- *	  Shared declarations of the pgqueue extension: error codes, job
- *	  states, GUCs and the backend-local cache of queues and blocks.
+ * cache.h
+ *	  The backend-local cache of queues and blocks (cache.c), and the
+ *	  definitions every file of pgqueue shares: error codes, job states,
+ *	  counters, rights.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef PGQUEUE_H
-#define PGQUEUE_H
+#ifndef PGQUEUE_CACHE_H
+#define PGQUEUE_CACHE_H
 
 #include "postgres.h"
 
@@ -40,14 +41,6 @@
 
 /* largest n a single pop may ask for */
 #define PGQ_MAX_POP		10000
-
-/* longest lease, retry delay and wait a call may ask for (the option bounds) */
-#define PGQ_MAX_LEASE	"1 year"
-#define PGQ_MAX_RETRY	"1 year"
-#define PGQ_MAX_WAIT	"1 day"
-
-/* characters of an error text or abort reason that are kept */
-#define PGQ_MAX_ERROR	2000
 
 /* the statements cached per block, prepared on first use */
 typedef enum PgqPlanKind
@@ -163,23 +156,6 @@ typedef enum PgqCounter
 	PGQ_NUM_COUNTERS
 } PgqCounter;
 
-/* a pop waiting for jobs (wakeup.c) */
-typedef struct PgqWait
-{
-	struct QueueShared *qs;		/* NULL: poll */
-	TimestampTz deadline;
-	TimestampTz attempt_at;		/* start of the last attempt to claim */
-	TimestampTz next_due;		/* the queue's next_due before that attempt */
-	uint64		due_gen;
-	bool		limited;		/* flow control held that attempt back: poll */
-} PgqWait;
-
-/* GUCs (pgqueue.c, worker.c) */
-extern int	pgq_max_payload_size;
-extern int	pgq_poll_interval;
-extern bool pgq_worker_enabled;
-extern int	pgq_naptime;
-
 /* cache.c */
 extern void pgq_cache_init(void);
 extern MemoryContext pgq_cache_memory(void);
@@ -191,51 +167,4 @@ extern bool pgq_block_open(PgqBlock *block, bool wait);
 extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 								 const char *sql_fmt, int nargs, Oid *argtypes);
 
-/* shmem.c */
-extern void pgq_shmem_init(void);
-extern void pgq_push_begin(PgqQueue *queue);
-extern void pgq_push_allocated(int64 job_id);
-extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority,
-								const char *tenant);
-extern int64 pgq_lane_bound(PgqQueue *queue);
-extern void pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority,
-							 const char *tenant, int64 watermark);
-
-/* shmem.c: maintenance workers per database */
-extern bool pgq_db_should_start(Oid dbid);
-extern void pgq_db_started(Oid dbid);
-extern void pgq_db_finished(Oid dbid, int delay);
-extern void pgq_db_poke(Oid dbid);
-
-/* worker.c */
-extern void pgq_worker_register(void);
-
-/* wakeup.c */
-extern void pgq_note(PgqQueue *queue, PgqCounter counter, int64 n);
-extern void pgq_note_due(PgqQueue *queue, TimestampTz due);
-extern void pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline);
-extern void pgq_wait_mark(PgqWait *wait);
-extern bool pgq_wait_sleep(PgqWait *wait);
-extern void pgq_wait_end(PgqWait *wait);
-
-/* flow.c */
-extern int	pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_advance);
-extern void pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id);
-extern void pgq_flow_claims_done(text **claimed_tenants, int nclaimed);
-extern void pgq_flow_pop_end(int reserved, int claimed);
-extern uint32 pgq_flow_rotation(uint32 served);
-extern void pgq_flow_push(PgqQueue *queue, int n, bool *key_nulls, Datum *tenants,
-						  bool *tenant_nulls, Datum *priorities);
-extern void pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id,
-							  char state, int64 next);
-
-/* shared argument checks (pgqueue.c) */
-extern void pgq_require_arg(FunctionCallInfo fcinfo, int argno, const char *name);
-extern int	pgq_interval_sign(Interval *interval);
-extern void pgq_check_interval_max(Interval *value, const char *what, const char *max);
-extern void pgq_check_lease(Interval *lease, const char *what);
-extern text *pgq_clip_error(text *error);
-extern void pgq_check_payload(Datum payload);
-extern void pgq_check_tenant(text *tenant, char *buf);
-
-#endif							/* PGQUEUE_H */
+#endif							/* PGQUEUE_CACHE_H */

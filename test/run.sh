@@ -69,6 +69,17 @@ tally_prove "$logdir/pgtap.log"
 run "make -s prove_installcheck" tap
 tally_prove "$logdir/tap.log"
 
+# 4. the README shows the recipe of examples/roles.sql as it is
+if perl -0777 -e 'local $/; open(my $f, "<", "examples/roles.sql") or die;
+		open(my $r, "<", "README.md") or die; my ($recipe, $readme) = (<$f>, <$r>);
+		exit(index($readme, "```sql\n$recipe```") >= 0 ? 0 : 1)'; then
+	echo "ok: README.md shows examples/roles.sql as it is"
+	passed=$((passed + 1))
+else
+	echo "FAILED: README.md does not show examples/roles.sql as it is"
+	failed=$((failed + 1))
+fi
+
 echo
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -19,7 +19,8 @@
 #  - counters that count uncommitted work, or are NULL with pgqueue
 #    preloaded: the counter checks;
 #  - without shared_preload_libraries, a waiting pop that hangs, returns at
-#    once, or does not poll: the 300 ms and poll_interval checks.
+#    once, or does not poll: the 300 ms and poll_interval checks; keys and
+#    limits without it: refused with 55000 and a hint.
 
 use strict;
 use warnings;
@@ -345,6 +346,22 @@ SELECT pushed IS NULL AND popped IS NULL AND acked IS NULL AND failed_attempts I
   FROM pgqueue.stats WHERE queue = 'poll'}),
 	't',
 	'without preload, the shared counters are NULL');
+
+# keys and limits need shared memory: the guard says so, as PostgreSQL's
+# own extensions do (55000), and pushes nothing
+($ret, $o, $e) = $plain->psql('postgres',
+	q{SELECT pgqueue.queue_push('poll', '{}', key => 'k')}, extra_params => ['-v', 'VERBOSITY=verbose']);
+like($e, qr/ERROR:  55000: ordering keys of queue "poll" need pgqueue in shared_preload_libraries/,
+	'without preload, a keyed push fails with 55000');
+like($e, qr/HINT:  Add pgqueue to shared_preload_libraries and restart the server\./,
+	'with a hint to preload pgqueue');
+$plain->safe_psql('postgres', q{SELECT pgqueue.queue_alter('poll', max_in_flight => 1)});
+($ret, $o, $e) = $plain->psql('postgres', q{SELECT * FROM pgqueue.queue_pop('poll')},
+	extra_params => ['-v', 'VERBOSITY=verbose']);
+like($e, qr/ERROR:  55000: the limits of queue "poll" need pgqueue in shared_preload_libraries/,
+	'without preload, a pop of a queue with limits fails with 55000');
+is($plain->safe_psql('postgres', q{SELECT count(*) FROM pgqueue.jobs WHERE queue = 'poll' AND key IS NOT NULL}),
+	'0', 'the refused push left nothing');
 
 $plain->stop;
 

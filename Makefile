@@ -14,7 +14,9 @@ OBJS = \
 	src/forget.o \
 	src/push.o \
 	src/pop.o \
+	src/claim.o \
 	src/finish.o \
+	src/expire.o \
 	src/compact.o \
 	src/worker.o
 

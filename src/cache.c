@@ -14,9 +14,12 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -25,6 +28,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 
 #include "cache.h"
@@ -248,11 +252,13 @@ queue_load(const char *name)
 							   1, &argtype);
 		argtype = INT4OID;
 		blocks_plan = keep_plan("SELECT b.block_no, b.first_id, b.last_id, b.state,"
-								" n.jobs, n.status, to_regclass(n.jobs)::oid AS jobs_relid,"
-								" to_regclass(n.status)::oid AS status_relid"
+								" n.jobs, n.status, n.claims, to_regclass(n.jobs)::oid AS jobs_relid,"
+								" to_regclass(n.status)::oid AS status_relid,"
+								" to_regclass(n.claims)::oid AS claims_relid"
 								" FROM pgqueue.block b, LATERAL (SELECT"
 								"  pgqueue_internal._rel('j', b.queue_id, b.block_no) AS jobs,"
-								"  pgqueue_internal._rel('s', b.queue_id, b.block_no) AS status) n"
+								"  pgqueue_internal._rel('s', b.queue_id, b.block_no) AS status,"
+								"  pgqueue_internal._rel('c', b.queue_id, b.block_no) AS claims) n"
 								" WHERE b.queue_id = $1 ORDER BY b.first_id",
 								1, &argtype);
 		acl_plan = keep_plan("SELECT a.grantee, a.privilege FROM pgqueue.queue_acl a"
@@ -336,8 +342,13 @@ queue_load(const char *name)
 										   SPI_getvalue(tup, desc, SPI_fnumber(desc, "jobs")));
 		b->status_name = MemoryContextStrdup(cache_cxt,
 											 SPI_getvalue(tup, desc, SPI_fnumber(desc, "status")));
+		b->claims_name = MemoryContextStrdup(cache_cxt,
+											 SPI_getvalue(tup, desc, SPI_fnumber(desc, "claims")));
 		b->jobs_relid = DatumGetObjectId(column(tup, desc, "jobs_relid", &isnull));
 		b->status_relid = DatumGetObjectId(column(tup, desc, "status_relid", &isnull));
+		b->claims_relid = DatumGetObjectId(column(tup, desc, "claims_relid", &isnull));
+		if (isnull)
+			b->claims_relid = InvalidOid;
 		b->nlanes = -1;
 	}
 
@@ -372,6 +383,103 @@ pgq_queue_find(text *name)
 	if (q == NULL)
 		q = queue_load(key);
 	return q;
+}
+
+/*
+ * pgq_queue_by_id
+ *		The cached definition of the queue with an id, loading it if needed
+ *		(connecting to SPI itself); NULL if there is none.
+ */
+PgqQueue *
+pgq_queue_by_id(int32 queue_id)
+{
+	HASH_SEQ_STATUS status;
+	PgqQueue   *q;
+	Datum		arg = Int32GetDatum(queue_id);
+	Oid			argtype = INT4OID;
+	int			rc;
+
+	AcceptInvalidationMessages();
+	if (cache_stale || queue_cache == NULL)
+		cache_reset();
+	hash_seq_init(&status, queue_cache);
+	while ((q = hash_seq_search(&status)) != NULL)
+		if (q->queue_id == queue_id)
+		{
+			hash_seq_term(&status);
+			return q;
+		}
+	SPI_connect();
+	rc = SPI_execute_with_args("SELECT q.name FROM pgqueue.queue q WHERE q.queue_id = $1",
+							   1, &argtype, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read queue %d: %s", queue_id, SPI_result_code_string(rc));
+	q = SPI_processed == 1
+		? pgq_queue_find(cstring_to_text(SPI_getvalue(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1)))
+		: NULL;
+	SPI_finish();
+	return q;
+}
+
+/*
+ * pgq_block_indexes
+ *		Find the indexes of a block's tables that pgqueue scans directly,
+ *		once.
+ */
+void
+pgq_block_indexes(PgqBlock *block)
+{
+	Relation	rel;
+	ListCell   *lc;
+
+	if (block->indexes_known)
+		return;
+	rel = table_open(block->jobs_relid, AccessShareLock);
+	foreach(lc, RelationGetIndexList(rel))
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		int2vector *keys = &index->rd_index->indkey;
+
+		if (keys->dim1 == 2 && keys->values[0] == PGQ_JATT_KEY &&
+			keys->values[1] == PGQ_JATT_JOB_ID)
+			block->key_index = RelationGetRelid(index);
+		/* the lane index: (priority, coalesce(tenant, ''), job_id) */
+		if (keys->dim1 == 3 && keys->values[0] == PGQ_JATT_PRIORITY)
+			block->jobs_lane = RelationGetRelid(index);
+		index_close(index, AccessShareLock);
+	}
+	table_close(rel, AccessShareLock);
+	rel = table_open(block->status_relid, AccessShareLock);
+	block->status_pkey = RelationGetPrimaryKeyIndex(rel);
+	table_close(rel, AccessShareLock);
+	if (OidIsValid(block->claims_relid))
+	{
+		rel = table_open(block->claims_relid, AccessShareLock);
+		block->claims_pkey = RelationGetPrimaryKeyIndex(rel);
+		foreach(lc, RelationGetIndexList(rel))
+		{
+			Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+
+			/* the lane index: (priority, coalesce(tenant, ''), lo) */
+			if (index->rd_index->indnatts == 3 &&
+				index->rd_index->indkey.values[0] == PGQ_CATT_PRIORITY)
+				block->claims_lane = RelationGetRelid(index);
+			/* the lease index: (lease_until) */
+			if (index->rd_index->indnatts == 1 &&
+				index->rd_index->indkey.values[0] == PGQ_CATT_LEASE)
+				block->claims_lease = RelationGetRelid(index);
+			index_close(index, AccessShareLock);
+		}
+		table_close(rel, AccessShareLock);
+		if (!OidIsValid(block->claims_pkey) || !OidIsValid(block->claims_lane) ||
+			!OidIsValid(block->claims_lease))
+			elog(ERROR, "the indexes of the claims of block %d are missing", block->block_no);
+	}
+	if (!OidIsValid(block->key_index) || !OidIsValid(block->jobs_lane) ||
+		!OidIsValid(block->status_pkey))
+		elog(ERROR, "the indexes of block %d are missing", block->block_no);
+	block->indexes_known = true;
 }
 
 /*
@@ -417,6 +525,19 @@ pgq_block_for_id(PgqQueue *queue, int64 job_id)
 }
 
 /*
+ * pgq_block_by_no
+ *		The block with a number, or NULL.
+ */
+PgqBlock *
+pgq_block_by_no(PgqQueue *queue, int32 block_no)
+{
+	for (int i = 0; i < queue->nblocks; i++)
+		if (queue->blocks[i].block_no == block_no)
+			return &queue->blocks[i];
+	return NULL;
+}
+
+/*
  * block_locktag
  *		The lock tag of one block of one queue.
  */
@@ -446,14 +567,20 @@ pgq_block_open(PgqBlock *block, bool wait)
 	{
 		LockRelationOid(block->jobs_relid, RowShareLock);
 		LockRelationOid(block->status_relid, RowExclusiveLock);
+		if (OidIsValid(block->claims_relid))
+			LockRelationOid(block->claims_relid, RowExclusiveLock);
 	}
 	else if (!ConditionalLockRelationOid(block->jobs_relid, RowShareLock) ||
-			 !ConditionalLockRelationOid(block->status_relid, RowExclusiveLock))
+			 !ConditionalLockRelationOid(block->status_relid, RowExclusiveLock) ||
+			 (OidIsValid(block->claims_relid) &&
+			  !ConditionalLockRelationOid(block->claims_relid, RowExclusiveLock)))
 		return false;
 
 	/* taking the locks read the invalidations sent by a finished compaction */
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(block->jobs_relid)) ||
-		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(block->status_relid)))
+		!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(block->status_relid)) ||
+		(OidIsValid(block->claims_relid) &&
+		 !SearchSysCacheExists1(RELOID, ObjectIdGetDatum(block->claims_relid))))
 	{
 		cache_stale = true;
 		return false;
@@ -536,10 +663,42 @@ pgq_block_for_push(PgqQueue **queue, int64 job_id)
 }
 
 /*
+ * pgq_sql_fill
+ *		A statement from a template: each %N$s (N from 1 to 9) becomes
+ *		args[N - 1], or stays as it is if there is no such argument (NULL,
+ *		or N > nargs), to be filled later; %% becomes %, so a template
+ *		filled twice must not use it before its last filling.
+ */
+char *
+pgq_sql_fill(const char *fmt, const char *const *args, int nargs)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (const char *p = fmt; *p != '\0'; p++)
+	{
+		if (p[0] == '%' && p[1] == '%')
+		{
+			appendStringInfoChar(&buf, '%');
+			p++;
+		}
+		else if (p[0] == '%' && p[1] >= '1' && p[1] <= '9' && p[2] == '$' && p[3] == 's' &&
+				 p[1] - '1' < nargs && args[p[1] - '1'] != NULL)
+		{
+			appendStringInfoString(&buf, args[p[1] - '1']);
+			p += 3;
+		}
+		else
+			appendStringInfoChar(&buf, *p);
+	}
+	return buf.data;
+}
+
+/*
  * pgq_block_plan
  *		The cached plan of one kind for a block, prepared on first use from
- *		sql_fmt, in which %1$s stands for the jobs table and %2$s for the
- *		status table.
+ *		sql_fmt (pgq_sql_fill), in which %1$s stands for the jobs table,
+ *		%2$s for the status table and %3$s for the claims table.
  */
 SPIPlanPtr
 pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
@@ -547,7 +706,8 @@ pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 {
 	if (block->plans[kind] == NULL)
 	{
-		char	   *sql = psprintf(sql_fmt, block->jobs_name, block->status_name);
+		const char *tables[3] = {block->jobs_name, block->status_name, block->claims_name};
+		char	   *sql = pgq_sql_fill(sql_fmt, tables, 3);
 
 		block->plans[kind] = keep_plan(sql, nargs, argtypes);
 		pfree(sql);

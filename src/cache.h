@@ -34,10 +34,34 @@
 #define PGQ_FAILED		'f'
 #define PGQ_ABORTED		'x'
 
-/* attribute numbers of the block tables (job_store, status_store) */
-#define PGQ_ATT_JOB_ID	2
-#define PGQ_ATT_KEY		3
-#define PGQ_ATT_STATE	4
+/* attribute numbers of the jobs tables (job_store) */
+#define PGQ_JATT_JOB_ID		2
+#define PGQ_JATT_KEY		3
+#define PGQ_JATT_PRIORITY	4
+#define PGQ_JATT_TENANT		8
+
+/* attribute numbers of the status tables (status_store) */
+#define PGQ_SATT_JOB_ID		2
+#define PGQ_SATT_SEQ		3
+#define PGQ_SATT_STATE		4
+#define PGQ_SATT_ATTEMPT	5
+#define PGQ_SATT_FAILS		6
+#define PGQ_SATT_AT			7
+#define PGQ_SATT_DUE		8
+#define PGQ_SATT_ERROR		9
+
+/* attribute numbers of the claims tables (claim_store) */
+#define PGQ_CATT_CLAIM_ID	2
+#define PGQ_CATT_SEQ		3
+#define PGQ_CATT_KIND		4
+#define PGQ_CATT_PRIORITY	5
+#define PGQ_CATT_TENANT		6
+#define PGQ_CATT_LO			7
+#define PGQ_CATT_HI			8
+#define PGQ_CATT_N			9
+#define PGQ_CATT_IDS		10
+#define PGQ_CATT_AT			11
+#define PGQ_CATT_LEASE		12
 
 /* largest n a single pop may ask for */
 #define PGQ_MAX_POP		10000
@@ -49,14 +73,22 @@ typedef enum PgqPlanKind
 	PGQ_PLAN_SCHEDULE,			/* insert scheduled status rows */
 	PGQ_PLAN_LANES,				/* distinct priorities, highest first */
 	PGQ_PLAN_CLAIM_WAITING,		/* claim due retried/released/scheduled jobs */
-	PGQ_PLAN_CLAIM_FRESH,		/* claim never-claimed jobs */
-	PGQ_PLAN_FIRST_UNCLAIMED,	/* lowest never-claimed job of a lane */
+	PGQ_PLAN_CLAIM_FRESH,		/* claim never-claimed jobs one row each */
 	PGQ_PLAN_TENANTS,			/* tenants of a lane */
-	PGQ_PLAN_CLAIM_FAIR,		/* claim never-claimed jobs, shares per tenant */
-	PGQ_PLAN_ACK,				/* the four transitions from executing */
+	PGQ_PLAN_CLAIM_FAIR,		/* the same, shares per tenant */
+	PGQ_PLAN_RANGE,				/* the jobs of a lane in an id range */
+	PGQ_PLAN_CLAIM_RECORD,		/* write a claim record and its holes */
+	PGQ_PLAN_ACK,				/* the transitions from executing by status row */
 	PGQ_PLAN_FAIL,
 	PGQ_PLAN_EXTEND,
 	PGQ_PLAN_RELEASE,
+	PGQ_PLAN_CLAIM_ACK,			/* ... and by claim record */
+	PGQ_PLAN_EXIT_FAIL,
+	PGQ_PLAN_EXIT_EXTEND,
+	PGQ_PLAN_EXIT_RELEASE,
+	PGQ_PLAN_EXIT_EXPIRE,
+	PGQ_PLAN_EXIT_ABORT,
+	PGQ_PLAN_EXPIRE,			/* end expired leases held by status rows */
 	PGQ_NUM_PLANS
 } PgqPlanKind;
 
@@ -72,10 +104,17 @@ typedef struct PgqBlock
 	char		state;			/* 'o'pen, 'c'losed or 'd'one */
 	char	   *jobs_name;		/* qualified, quoted names of the tables */
 	char	   *status_name;
+	char	   *claims_name;
 	Oid			jobs_relid;
 	Oid			status_relid;
-	Oid			key_index;		/* jobs (key, job_id); found on first use */
+	Oid			claims_relid;	/* InvalidOid: a block made before 0.2.0 */
+	bool		indexes_known;	/* the indexes below, found on first use */
+	Oid			key_index;		/* jobs (key, job_id) */
+	Oid			jobs_lane;		/* jobs (priority, tenant, job_id) */
 	Oid			status_pkey;	/* status (job_id, seq) */
+	Oid			claims_pkey;	/* claims (claim_id, seq) */
+	Oid			claims_lane;	/* claims (priority, tenant, lo) of claims (seq 0) */
+	Oid			claims_lease;	/* claims (lease_until) of claims (seq 0) */
 	SPIPlanPtr	plans[PGQ_NUM_PLANS];
 	int			nlanes;			/* priorities in lanes; -1: not known */
 	int32		lanes[PGQ_CACHED_LANES];
@@ -92,6 +131,13 @@ typedef struct PgqTenants
 	char	  **names;			/* '' for the jobs without a tenant */
 	TimestampTz at;				/* when they were read */
 } PgqTenants;
+
+/* a range of job ids, both ends included */
+typedef struct PgqRange
+{
+	int64		lo;
+	int64		hi;
+} PgqRange;
 
 /* rights on a queue (privilege.c), as bits */
 typedef enum PgqRight
@@ -161,9 +207,13 @@ extern void pgq_cache_init(void);
 extern MemoryContext pgq_cache_memory(void);
 extern PgqQueue *pgq_queue_get(text *name);
 extern PgqQueue *pgq_queue_find(text *name);
+extern PgqQueue *pgq_queue_by_id(int32 queue_id);
+extern void pgq_block_indexes(PgqBlock *block);
 extern PgqBlock *pgq_block_for_id(PgqQueue *queue, int64 job_id);
+extern PgqBlock *pgq_block_by_no(PgqQueue *queue, int32 block_no);
 extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
 extern bool pgq_block_open(PgqBlock *block, bool wait);
+extern char *pgq_sql_fill(const char *fmt, const char *const *args, int nargs);
 extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 								 const char *sql_fmt, int nargs, Oid *argtypes);
 

@@ -4,11 +4,16 @@
  *	  The transitions out of a lease: queue_ack, queue_fail, queue_extend
  *	  and queue_release.
  *
- * Each is one compare-and-append per block: read the latest status row of
- * every job, and append seq + 1 only where the job is executing under an
- * unexpired lease of the expected attempt.  ON CONFLICT DO NOTHING makes a
- * concurrent change (lease expiry, abort) win or lose cleanly.  Any job that
- * did not move raises an error, so a call applies to all its jobs or none.
+ * Each is a compare-and-append.  A job with status rows moves by one
+ * statement per block: read the latest status row of every job, and append
+ * seq + 1 only where the job is executing under an unexpired lease of the
+ * expected attempt.  A job that a claim record holds (claim.c) moves by a
+ * record appended to its claim, (claim_id, seq + 1): an ack of the jobs
+ * (one record for all the jobs of a call), or the record that they leave
+ * the claim with the status rows (seq 2) of their new state.  ON CONFLICT
+ * DO NOTHING makes a concurrent change (lease expiry, abort, another call)
+ * win or lose cleanly: the loser reads the claim again.  Any job that did
+ * not move raises an error, so a call applies to all its jobs or none.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,11 +25,14 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "args.h"
+#include "cache.h"
+#include "claim.h"
+#include "finish.h"
 #include "flow.h"
 #include "note.h"
-#include "cache.h"
 #include "privilege.h"
 #include "watermark.h"
 
@@ -34,9 +42,10 @@ PG_FUNCTION_INFO_V1(pgq_ack_array);
 PG_FUNCTION_INFO_V1(pgq_fail);
 PG_FUNCTION_INFO_V1(pgq_extend);
 PG_FUNCTION_INFO_V1(pgq_release);
+PG_FUNCTION_INFO_V1(pgq_claim_abort);
 
-/* parameters shared by the four statements; each uses some of them */
-#define FINISH_NARGS 11
+/* parameters shared by the statements; each uses some of them */
+#define FINISH_NARGS 14
 static Oid	finish_argtypes[FINISH_NARGS] = {
 	INT8ARRAYOID,				/* $1 job ids */
 	INT4ARRAYOID,				/* $2 expected attempts (null: any) */
@@ -48,12 +57,15 @@ static Oid	finish_argtypes[FINISH_NARGS] = {
 	INTERVALOID,				/* $8 backoff cap */
 	FLOAT8OID,					/* $9 backoff jitter */
 	TEXTOID,					/* $10 error */
-	INTERVALOID					/* $11 lease */
+	INTERVALOID,				/* $11 lease */
+	INT8OID,					/* $12 claim id */
+	INT4OID,					/* $13 seq of the claim's next record */
+	INT4OID						/* $14 jobs in it */
 };
 
 /*
  * The statement, with the new row's state, failure count, due time and
- * error left as %3$s .. %6$s for each transition, and as %7$s the next job
+ * error left as %4$s .. %7$s for each transition, and as %8$s the next job
  * of a finished job's key in the block (see pgq_flow_finished), which only
  * an ack looks for.
  */
@@ -65,58 +77,47 @@ static const char *finish_sql =
 "   (SELECT * FROM %2$s s WHERE s.job_id = r.job_id ORDER BY s.seq DESC LIMIT 1) s ON true),"
 " i AS ("
 "  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)"
-"  SELECT $3, l.job_id, l.seq + 1, %3$s, l.attempt, %4$s, $4, %5$s, %6$s FROM l"
+"  SELECT $3, l.job_id, l.seq + 1, %4$s, l.attempt, %5$s, $4, %6$s, %7$s FROM l"
 "  WHERE l.state = 'e' AND l.due_at >= $4 AND (l.want IS NULL OR l.want = l.attempt)"
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, state, due_at)"
 " SELECT l.job_id, l.state, l.attempt, l.due_at, i.state, i.due_at,"
 "  l.seq IS NOT NULL OR j.job_id IS NOT NULL, l.want, j.key, j.tenant, %7$s,"
-"  pgqueue_internal._state(l.state, l.due_at, $4)"
+"  pgqueue_internal._state(l.state, l.due_at, $4), j.priority"
 " FROM l LEFT JOIN i ON i.job_id = l.job_id LEFT JOIN %1$s j ON j.job_id = l.job_id";
+
+/*
+ * A claim's jobs that leave it ($1): the record that says so, and, if it
+ * was appended, their status rows (seq 2: the claim was seq 1) with the
+ * expressions of the transition as %4$s .. %7$s
+ */
+static const char *claim_exit_sql =
+"WITH x AS ("
+"  INSERT INTO %3$s (queue_id, claim_id, seq, kind, n, ids, at)"
+"  VALUES ($3, $12, $13, 'x', $14, $1, $4) ON CONFLICT DO NOTHING RETURNING 1),"
+" l AS (SELECT u.id AS job_id, 0 AS fails, NULL::text AS error"
+"       FROM unnest($1::int8[]) AS u(id))"
+" INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)"
+" SELECT $3, l.job_id, 2, %4$s, 1, %5$s, $4, %6$s, %7$s FROM l WHERE EXISTS (SELECT 1 FROM x)"
+" RETURNING job_id, state, due_at";
+
+/* an ack of a claim's jobs ($1; NULL: all that are left) */
+static const char *claim_ack_sql =
+"INSERT INTO %3$s (queue_id, claim_id, seq, kind, n, ids, at)"
+" VALUES ($3, $12, $13, 'd', $14, $1, $4) ON CONFLICT DO NOTHING";
 
 #define FAIL_EXHAUSTED "l.fails + 1 >= $5"
 
-#define KEY_NEXT \
-"CASE WHEN j.key IS NOT NULL AND i.state = 'd' THEN" \
-" (SELECT n.job_id FROM %1$s n WHERE n.key = j.key AND n.job_id > j.job_id" \
-"  ORDER BY n.job_id LIMIT 1) END"
-
+/* the transitions out of a lease; the last two only of jobs of claims */
 typedef enum FinishOp
 {
 	FINISH_ACK,
 	FINISH_FAIL,
 	FINISH_EXTEND,
-	FINISH_RELEASE
+	FINISH_RELEASE,
+	FINISH_EXPIRE,				/* lease expiry (maintenance) */
+	FINISH_ABORT				/* abort by an operator (repair) */
 } FinishOp;
-
-/*
- * per transition: plan kind, the four expressions of the new row and the
- * next job of the key
- */
-static const struct
-{
-	PgqPlanKind kind;
-	const char *state;
-	const char *fails;
-	const char *due;
-	const char *error;
-	const char *next;
-}			finish_ops[] = {
-	[FINISH_ACK] = {PGQ_PLAN_ACK, "'d'", "l.fails", "NULL", "l.error", KEY_NEXT},
-	[FINISH_FAIL] = {PGQ_PLAN_FAIL,
-		"CASE WHEN " FAIL_EXHAUSTED " THEN 'x' ELSE 'f' END",
-		"l.fails + 1",
-		"CASE WHEN " FAIL_EXHAUSTED " THEN NULL ELSE $4 + coalesce($6, make_interval(secs =>"
-		" least(extract(epoch FROM $8)::float8,"
-		"       extract(epoch FROM $7)::float8 * power(2, least(l.fails, 100)))"
-		" * (1 + $9 * (2 * random() - 1)))) END",
-	"$10", "NULL::int8"},
-	[FINISH_EXTEND] = {PGQ_PLAN_EXTEND, "'e'", "l.fails", "$4 + $11", "l.error", "NULL::int8"},
-	[FINISH_RELEASE] = {PGQ_PLAN_RELEASE, "'a'", "l.fails", "$4", "l.error", "NULL::int8"},
-};
-
-/* finish_sql completed for each transition, built on first use */
-static char *op_sql[lengthof(finish_ops)];
 
 /* the outcome of one job's transition */
 typedef struct FinishResult
@@ -124,6 +125,52 @@ typedef struct FinishResult
 	char		state;			/* new state */
 	TimestampTz due_at;			/* new due time (lease end for extend) */
 } FinishResult;
+
+#define KEY_NEXT \
+"CASE WHEN j.key IS NOT NULL AND (i.state = 'd' OR l.state IS NULL) THEN" \
+" (SELECT n.job_id FROM %1$s n WHERE n.key = j.key AND n.job_id > j.job_id" \
+"  ORDER BY n.job_id LIMIT 1) END"
+
+/*
+ * per transition: the plan kinds of the statement for jobs with status rows
+ * (expiry and abort of such jobs are SQL: maintenance.sql, jobs.sql) and of
+ * the claim's record, the four expressions of the new status row and the
+ * next job of the key
+ */
+static const struct
+{
+	PgqPlanKind kind;
+	PgqPlanKind claim_kind;
+	const char *state;
+	const char *fails;
+	const char *due;
+	const char *error;
+	const char *next;
+}			finish_ops[] = {
+	[FINISH_ACK] = {PGQ_PLAN_ACK, PGQ_PLAN_CLAIM_ACK,
+	"'d'", "l.fails", "NULL", "l.error", KEY_NEXT},
+	[FINISH_FAIL] = {PGQ_PLAN_FAIL, PGQ_PLAN_EXIT_FAIL,
+		"CASE WHEN " FAIL_EXHAUSTED " THEN 'x' ELSE 'f' END",
+		"l.fails + 1",
+		"CASE WHEN " FAIL_EXHAUSTED " THEN NULL ELSE $4 + coalesce($6, make_interval(secs =>"
+		" least(extract(epoch FROM $8)::float8,"
+		"       extract(epoch FROM $7)::float8 * power(2, least(l.fails, 100)))"
+		" * (1 + $9 * (2 * random() - 1)))) END",
+	"$10", "NULL::int8"},
+	[FINISH_EXTEND] = {PGQ_PLAN_EXTEND, PGQ_PLAN_EXIT_EXTEND,
+	"'e'", "l.fails", "$4 + $11", "l.error", "NULL::int8"},
+	[FINISH_RELEASE] = {PGQ_PLAN_RELEASE, PGQ_PLAN_EXIT_RELEASE,
+	"'a'", "l.fails", "$4", "l.error", "NULL::int8"},
+	[FINISH_EXPIRE] = {PGQ_NUM_PLANS, PGQ_PLAN_EXIT_EXPIRE,
+		"CASE WHEN " FAIL_EXHAUSTED " THEN 'x' ELSE 'a' END", "l.fails + 1",
+	"CASE WHEN " FAIL_EXHAUSTED " THEN NULL ELSE $4 END", "$10", "NULL::int8"},
+	[FINISH_ABORT] = {PGQ_NUM_PLANS, PGQ_PLAN_EXIT_ABORT,
+	"'x'", "l.fails", "NULL", "$10", "NULL::int8"},
+};
+
+/* finish_sql and claim_exit_sql completed for each transition, on first use */
+static char *op_sql[lengthof(finish_ops)];
+static char *exit_sql[lengthof(finish_ops)];
 
 /* one requested job; ids are sorted so that each block is one run */
 typedef struct Request
@@ -133,6 +180,70 @@ typedef struct Request
 	bool		any_attempt;
 	int			index;			/* position in the caller's input */
 } Request;
+
+/* what a call found of a job that it could not move */
+typedef struct Unmoved
+{
+	int64		job_id;
+	bool		exists;
+	char		state;			/* '\0': never claimed */
+	int32		attempt;
+	TimestampTz due;			/* of an executing job: its lease end */
+	bool		any_attempt;
+	int32		want;
+	const char *state_name;		/* as pgqueue.jobs says */
+} Unmoved;
+
+/*
+ * A job that no status row holds, left for its claim record: the request
+ * and what the call needs of the job
+ */
+typedef struct Held
+{
+	int64		job_id;
+	bool		any_attempt;
+	int32		want;
+	int32		priority;
+	char		tenant[NAMEDATALEN];	/* '' for none */
+	text	   *key;
+	text	   *tenant_text;
+	int64		next;			/* next job of its key (KEY_NEXT); 0: none */
+	const char *state_name;
+	bool		done;			/* handled with its claim */
+} Held;
+
+/* what a call needs to apply a transition */
+typedef struct Finish
+{
+	FinishOp	op;
+	PgqQueue   *queue;
+	TimestampTz now;
+	int64		key_bound;		/* next jobs of keys below it may go */
+	Datum		args[FINISH_NARGS];
+	char		nulls[FINISH_NARGS];
+	int			n;				/* the caller's input, for results */
+	Datum	   *ids;
+	FinishResult *results;
+	int			moved;
+} Finish;
+
+/*
+ * op_fill
+ *		A statement template completed with the expressions of a transition
+ *		(%4$s .. %8$s), the tables left for pgq_block_plan, in memory that
+ *		lasts.
+ */
+static char *
+op_fill(const char *fmt, FinishOp op)
+{
+	const char *args[8] = {NULL, NULL, NULL, finish_ops[op].state, finish_ops[op].fails,
+	finish_ops[op].due, finish_ops[op].error, finish_ops[op].next};
+	char	   *sql = pgq_sql_fill(fmt, args, 8);
+	char	   *kept = MemoryContextStrdup(TopMemoryContext, sql);
+
+	pfree(sql);
+	return kept;
+}
 
 /*
  * request_cmp
@@ -152,61 +263,290 @@ request_cmp(const void *a, const void *b)
  *		Raise the error that explains why one job did not move.
  */
 static void
-report_unmoved(PgqQueue *queue, HeapTuple tup, TupleDesc desc, TimestampTz now)
+report_unmoved(PgqQueue *queue, Unmoved *u, TimestampTz now)
 {
-	bool		isnull;
-	bool		state_null;
-	bool		want_null;
-	int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	char		state = DatumGetChar(SPI_getbinval(tup, desc, 2, &state_null));
-	int32		attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-	TimestampTz due = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
-	bool		exists = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
-	int32		want = DatumGetInt32(SPI_getbinval(tup, desc, 8, &want_null));
-	char	   *state_name = SPI_getvalue(tup, desc, 12);	/* as pgqueue.jobs says */
-
-	if (!exists)
+	if (!u->exists)
 		ereport(ERROR,
 				(errcode(ERRCODE_PGQ_JOB_NOT_FOUND),
 				 errmsg("job %lld does not exist in queue \"%s\"",
-						(long long) job_id, queue->name)));
-	if (state_null || (attempt == 0 && state != PGQ_EXECUTING))
+						(long long) u->job_id, queue->name)));
+	if (u->state == '\0' || (u->attempt == 0 && u->state != PGQ_EXECUTING))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGQ_INVALID_STATE),
-				 errmsg("job %lld is not executing", (long long) job_id),
-				 errdetail("It is %s and has never been claimed.", state_name)));
+				 errmsg("job %lld is not executing", (long long) u->job_id),
+				 errdetail("It is %s and has never been claimed.", u->state_name)));
 
-	if (state == PGQ_EXECUTING)
+	if (u->state == PGQ_EXECUTING)
 	{
-		if (due < now)
+		if (u->due < now)
 			ereport(ERROR,
 					(errcode(ERRCODE_PGQ_LEASE_LOST),
-					 errmsg("lease of job %lld has expired", (long long) job_id),
+					 errmsg("lease of job %lld has expired", (long long) u->job_id),
 					 errdetail("The lease of attempt %d ended at %s.",
-							   attempt, timestamptz_to_str(due))));
-		if (!want_null && want != attempt)
+							   u->attempt, timestamptz_to_str(u->due))));
+		if (!u->any_attempt && u->want != u->attempt)
 			ereport(ERROR,
 					(errcode(ERRCODE_PGQ_LEASE_LOST),
-					 errmsg("lease of job %lld is held by another attempt", (long long) job_id),
+					 errmsg("lease of job %lld is held by another attempt",
+							(long long) u->job_id),
 					 errdetail("Attempt %d holds the lease; this call is for attempt %d.",
-							   attempt, want)));
+							   u->attempt, u->want)));
 		ereport(ERROR,
 				(errcode(ERRCODE_PGQ_LEASE_LOST),
-				 errmsg("job %lld changed concurrently", (long long) job_id),
+				 errmsg("job %lld changed concurrently", (long long) u->job_id),
 				 errdetail("Another transaction changed its state first.")));
 	}
 	/* an aborted job lost its lease: to expiry, an operator or its own fail */
-	if (state == PGQ_SUCCEEDED && (want_null || want == attempt))
+	if (u->state == PGQ_SUCCEEDED && (u->any_attempt || u->want == u->attempt))
 		ereport(ERROR,
 				(errcode(ERRCODE_PGQ_INVALID_STATE),
-				 errmsg("job %lld has already succeeded", (long long) job_id)));
+				 errmsg("job %lld has already succeeded", (long long) u->job_id)));
 	ereport(ERROR,
 			(errcode(ERRCODE_PGQ_LEASE_LOST),
-			 errmsg("lease of job %lld was lost", (long long) job_id),
-			 want_null
-			 ? errdetail("The job is %s now (attempt %d).", state_name, attempt)
+			 errmsg("lease of job %lld was lost", (long long) u->job_id),
+			 u->any_attempt
+			 ? errdetail("The job is %s now (attempt %d).", u->state_name, u->attempt)
 			 : errdetail("The job is %s now (attempt %d); this call is for attempt %d.",
-						 state_name, attempt, want)));
+						 u->state_name, u->attempt, u->want)));
+}
+
+/*
+ * finished
+ *		One job moved to state (due: its new due time): count it, tell flow
+ *		control, and record the outcome for the caller.
+ */
+static void
+finished(Finish *f, int64 job_id, char state, TimestampTz due, text *key, text *tenant,
+		 int64 next)
+{
+	PgqQueue   *queue = f->queue;
+
+	f->moved++;
+	/* expiry and abort make flow control count again (pgq_claim_leave) */
+	if (f->op == FINISH_ACK || f->op == FINISH_FAIL || f->op == FINISH_RELEASE)
+		pgq_flow_finished(queue, key, tenant, job_id, state,
+						  next != 0 && next < f->key_bound ? next : 0);
+	switch (state)
+	{
+		case PGQ_SUCCEEDED:
+			pgq_note(queue, PGQ_COUNT_ACKED, 1);
+			break;
+		case PGQ_FAILED:
+			pgq_note(queue, PGQ_COUNT_FAILED, 1);
+			pgq_note_due(queue, due);
+			break;
+		case PGQ_ABORTED:
+			/* a repair counts its aborts itself (jobs.sql) */
+			pgq_note(queue, PGQ_COUNT_FAILED, f->op == FINISH_FAIL ? 1 : 0);
+			pgq_note(queue, PGQ_COUNT_ABORTED, f->op == FINISH_ABORT ? 0 : 1);
+			break;
+		case PGQ_AVAILABLE:
+			pgq_note_due(queue, due);
+			break;
+	}
+	if (f->results != NULL)
+		for (int i = 0; i < f->n; i++)
+			if (DatumGetInt64(f->ids[i]) == job_id)
+			{
+				f->results[i].state = state;
+				f->results[i].due_at = due;
+			}
+}
+
+/*
+ * claim_check
+ *		Raise the error of a job that its claim no longer holds for this
+ *		call: acked, left, or under an expired lease or another attempt.
+ */
+static void
+claim_check(Finish *f, PgqClaim *claim, Held *h)
+{
+	TimestampTz at;
+	char		fate = pgq_claim_fate(claim, h->job_id, &at);
+	Unmoved		u;
+
+	u.job_id = h->job_id;
+	u.exists = true;
+	u.attempt = 1;
+	u.due = claim->lease_until;
+	u.any_attempt = h->any_attempt;
+	u.want = h->want;
+	if (fate == PGQ_CLAIM_ACKED)
+	{
+		u.state = PGQ_SUCCEEDED;
+		u.state_name = "succeeded";
+		report_unmoved(f->queue, &u, f->now);
+	}
+	u.state = PGQ_EXECUTING;
+	u.state_name = "executing";
+	if (fate == PGQ_CLAIM_LEFT || claim->lease_until < f->now ||
+		(!h->any_attempt && h->want != 1))
+		report_unmoved(f->queue, &u, f->now);
+}
+
+/*
+ * claim_unshared
+ *		Raise an error if one of a claim's jobs (sorted) got a status row
+ *		that is not its own: a repair that took it for never claimed while
+ *		the claim was being written (it wins: claim.c's rule 1).
+ */
+static void
+claim_unshared(Finish *f, PgqBlock *block, int64 *ids, int nids)
+{
+	int64	   *done;
+	int			ndone;
+	int64	   *pending;
+	int			npending;
+
+	pgq_status_ids(block, ids[0], ids[nids - 1], &done, &ndone, &pending, &npending);
+	for (int i = 0, d = 0, p = 0; i < nids; i++)
+	{
+		while (d < ndone && done[d] < ids[i])
+			d++;
+		while (p < npending && pending[p] < ids[i])
+			p++;
+		if ((d < ndone && done[d] == ids[i]) || (p < npending && pending[p] == ids[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_PGQ_LEASE_LOST),
+					 errmsg("job %lld changed concurrently", (long long) ids[i]),
+					 errdetail("Another transaction changed its state first.")));
+	}
+}
+
+/*
+ * claim_append
+ *		Append the record of a transition of some jobs (ids, sorted) of a
+ *		claim, as (claim_id, last_seq + 1); an ack of all the jobs it still
+ *		holds is written without ids.  Returns false if another record took
+ *		that seq first; otherwise the jobs moved (finished()).
+ */
+static bool
+claim_append(Finish *f, PgqBlock *block, PgqClaim *claim, int64 *ids, text **keys,
+			 text **tenants, int64 *next, int nids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * nids);
+	int			held = claim->all_acked ? 0 : claim->n - claim->nacked - claim->nleft;
+	SPIPlanPtr	plan;
+	int			rc;
+
+	for (int i = 0; i < nids; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	f->args[0] = PointerGetDatum(construct_array(elems, nids, INT8OID, 8, FLOAT8PASSBYVAL,
+												 TYPALIGN_DOUBLE));
+	f->nulls[0] = f->op == FINISH_ACK && nids == held ? 'n' : ' ';
+	f->args[11] = Int64GetDatum(claim->claim_id);
+	f->args[12] = Int32GetDatum(claim->last_seq + 1);
+	f->args[13] = Int32GetDatum(nids);
+	if (f->op == FINISH_ACK)
+		plan = pgq_block_plan(f->queue, block, PGQ_PLAN_CLAIM_ACK, claim_ack_sql,
+							  FINISH_NARGS, finish_argtypes);
+	else
+	{
+		if (exit_sql[f->op] == NULL)
+			exit_sql[f->op] = op_fill(claim_exit_sql, f->op);
+		plan = pgq_block_plan(f->queue, block, finish_ops[f->op].claim_kind, exit_sql[f->op],
+							  FINISH_NARGS, finish_argtypes);
+	}
+	rc = SPI_execute_plan(plan, f->args, f->nulls, false, 0);
+	f->nulls[0] = ' ';
+	if (rc != SPI_OK_INSERT && rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not append to claim %lld of queue \"%s\": %s",
+			 (long long) claim->claim_id, f->queue->name, SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+	if (f->op == FINISH_ACK)
+	{
+		for (int i = 0; i < nids; i++)
+			finished(f, ids[i], PGQ_SUCCEEDED, 0, keys ? keys[i] : NULL,
+					 tenants ? tenants[i] : NULL, next ? next[i] : 0);
+		return true;
+	}
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char		state = DatumGetChar(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		due = SPI_getbinval(tup, desc, 3, &isnull);
+		int			i;
+
+		for (i = 0; i < nids && ids[i] != job_id; i++)
+			;
+		finished(f, job_id, state, isnull ? 0 : DatumGetTimestampTz(due),
+				 keys && i < nids ? keys[i] : NULL, tenants && i < nids ? tenants[i] : NULL, 0);
+	}
+	return true;
+}
+
+/*
+ * finish_held
+ *		Move the jobs that no status row holds (sorted by id), one claim at
+ *		a time: find the claim of each one's lane that holds it, check that
+ *		it still holds every job of the call for it, and append the record
+ *		of the transition.  A record that loses the race for its seq reads
+ *		the claim again and retries, as often as the claim can change.
+ */
+static void
+finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
+{
+	int64	   *ids = palloc(sizeof(int64) * nheld);
+	text	  **keys = palloc(sizeof(text *) * nheld);
+	text	  **tenants = palloc(sizeof(text *) * nheld);
+	int64	   *next = palloc(sizeof(int64) * nheld);
+
+	for (int i = 0; i < nheld; i++)
+	{
+		Held	   *h = &held[i];
+		Snapshot	snap;
+		PgqClaim	claim;
+		int			nids = 0;
+
+		if (h->done)
+			continue;
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		if (!pgq_claim_find(block, h->job_id, h->priority, h->tenant, snap, &claim))
+		{
+			Unmoved		u = {.job_id = h->job_id,.exists = true,.state = '\0',
+			.state_name = h->state_name};
+
+			report_unmoved(f->queue, &u, f->now);
+		}
+		for (int k = i; k < nheld; k++)
+			if (!held[k].done && held[k].priority == h->priority &&
+				strcmp(held[k].tenant, h->tenant) == 0 &&
+				claim.lo <= held[k].job_id && held[k].job_id <= claim.hi)
+			{
+				ids[nids] = held[k].job_id;
+				keys[nids] = held[k].key;
+				tenants[nids] = held[k].tenant_text;
+				next[nids] = held[k].next;
+				held[k].done = true;
+				nids++;
+			}
+		for (int tries = 0;; tries++)
+		{
+			for (int k = i; k < nheld; k++)
+				if (held[k].done && claim.lo <= held[k].job_id && held[k].job_id <= claim.hi &&
+					held[k].priority == h->priority && strcmp(held[k].tenant, h->tenant) == 0)
+					claim_check(f, &claim, &held[k]);
+			claim_unshared(f, block, ids, nids);
+			if (claim_append(f, block, &claim, ids, keys, tenants, next, nids))
+				break;
+			if (tries > claim.n + 2)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("claim %lld of queue \"%s\" keeps changing",
+								(long long) claim.claim_id, f->queue->name),
+						 errhint("Retry the transaction.")));
+			UnregisterSnapshot(snap);
+			snap = RegisterSnapshot(GetLatestSnapshot());
+			if (!pgq_claim_read(block, claim.claim_id, snap, &claim))
+				elog(ERROR, "claim %lld of queue \"%s\" vanished",
+					 (long long) claim.claim_id, f->queue->name);
+		}
+		UnregisterSnapshot(snap);
+	}
 }
 
 /*
@@ -220,15 +560,10 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 			Datum *attempts, bool *attempt_nulls, Interval *retry_in,
 			text *error, Interval *lease, FinishResult *results)
 {
-	PgqQueue   *queue;
 	Request    *reqs = palloc(sizeof(Request) * Max(n, 1));
 	int			nreqs = 0;
-	TimestampTz now = GetCurrentTimestamp();
-	Datum		args[FINISH_NARGS];
-	char		nulls[FINISH_NARGS];
-	int			moved = 0;
 	int			start = 0;
-	int64		key_bound = 0;
+	Finish		f;
 	int			rc;
 
 	for (int i = 0; i < n; i++)
@@ -248,8 +583,14 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 			reqs[nreqs++] = reqs[i];
 
 	SPI_connect();
-	queue = pgq_queue_get(name);
-	pgq_require_right(queue, PGQ_RIGHT_CONSUME);
+	memset(&f, 0, sizeof(f));
+	f.op = op;
+	f.now = GetCurrentTimestamp();
+	f.n = n;
+	f.ids = ids;
+	f.results = results;
+	f.queue = pgq_queue_get(name);
+	pgq_require_right(f.queue, PGQ_RIGHT_CONSUME);
 
 	/*
 	 * Open every block the jobs are in first; one that compaction dropped
@@ -262,7 +603,7 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 
 		for (int i = 0; i < nreqs && opened; i++)
 		{
-			PgqBlock   *block = pgq_block_for_id(queue, reqs[i].job_id);
+			PgqBlock   *block = pgq_block_for_id(f.queue, reqs[i].job_id);
 
 			if (block != NULL && block != last && !pgq_block_open(block, true))
 				opened = false;
@@ -273,24 +614,24 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 		if (tries == 3)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("the blocks of queue \"%s\" keep changing", queue->name),
+					 errmsg("the blocks of queue \"%s\" keep changing", f.queue->name),
 					 errdetail("Maintenance compacted blocks of the queue while this call looked for its jobs."),
 					 errhint("Retry the transaction.")));
-		queue = pgq_queue_get(name);
+		f.queue = pgq_queue_get(name);
 	}
 
-	memset(nulls, ' ', sizeof(nulls));
-	args[2] = Int32GetDatum(queue->queue_id);
-	args[3] = TimestampTzGetDatum(now);
-	args[4] = Int32GetDatum(queue->max_attempts);
-	args[5] = retry_in ? IntervalPGetDatum(retry_in) : (Datum) 0;
-	nulls[5] = retry_in ? ' ' : 'n';
-	args[6] = IntervalPGetDatum(&queue->backoff_base);
-	args[7] = IntervalPGetDatum(&queue->backoff_cap);
-	args[8] = Float8GetDatum(queue->backoff_jitter);
-	args[9] = error ? PointerGetDatum(error) : (Datum) 0;
-	nulls[9] = error ? ' ' : 'n';
-	args[10] = lease ? IntervalPGetDatum(lease) : IntervalPGetDatum(&queue->default_lease);
+	memset(f.nulls, ' ', sizeof(f.nulls));
+	f.args[2] = Int32GetDatum(f.queue->queue_id);
+	f.args[3] = TimestampTzGetDatum(f.now);
+	f.args[4] = Int32GetDatum(f.queue->max_attempts);
+	f.args[5] = retry_in ? IntervalPGetDatum(retry_in) : (Datum) 0;
+	f.nulls[5] = retry_in ? ' ' : 'n';
+	f.args[6] = IntervalPGetDatum(&f.queue->backoff_base);
+	f.args[7] = IntervalPGetDatum(&f.queue->backoff_cap);
+	f.args[8] = Float8GetDatum(f.queue->backoff_jitter);
+	f.args[9] = error ? PointerGetDatum(error) : (Datum) 0;
+	f.nulls[9] = error ? ' ' : 'n';
+	f.args[10] = lease ? IntervalPGetDatum(lease) : IntervalPGetDatum(&f.queue->default_lease);
 
 	/*
 	 * An ack's statements find the next job of each acked job's key: it may
@@ -298,11 +639,11 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 	 * snapshots (no job of the key can still appear between the two).
 	 */
 	if (op == FINISH_ACK && !IsolationUsesXactSnapshot())
-		key_bound = pgq_lane_bound(queue);
+		f.key_bound = pgq_lane_bound(f.queue);
 
 	while (start < nreqs)
 	{
-		PgqBlock   *block = pgq_block_for_id(queue, reqs[start].job_id);
+		PgqBlock   *block = pgq_block_for_id(f.queue, reqs[start].job_id);
 		int			end = start;
 		Datum	   *bids;
 		Datum	   *battempts;
@@ -310,12 +651,14 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 		int			dims[1];
 		int			lbs[1] = {1};
 		SPIPlanPtr	plan;
+		Held	   *held;
+		int			nheld = 0;
 
 		if (block == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_PGQ_JOB_NOT_FOUND),
 					 errmsg("job %lld does not exist in queue \"%s\"",
-							(long long) reqs[start].job_id, queue->name)));
+							(long long) reqs[start].job_id, f.queue->name)));
 		while (end < nreqs && reqs[end].job_id <= block->last_id)
 			end++;
 
@@ -329,88 +672,167 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 			battempts[i - start] = Int32GetDatum(reqs[i].attempt);
 			battempt_nulls[i - start] = reqs[i].any_attempt;
 		}
-		args[0] = PointerGetDatum(construct_array(bids, dims[0], INT8OID, 8,
-												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(construct_md_array(battempts, battempt_nulls, 1, dims, lbs,
-													 INT4OID, 4, true, TYPALIGN_INT));
+		f.args[0] = PointerGetDatum(construct_array(bids, dims[0], INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		f.args[1] = PointerGetDatum(construct_md_array(battempts, battempt_nulls, 1, dims, lbs,
+													   INT4OID, 4, true, TYPALIGN_INT));
 
 		if (op_sql[op] == NULL)
-			op_sql[op] = MemoryContextStrdup(TopMemoryContext,
-											 psprintf(finish_sql, "%1$s", "%2$s",
-													  finish_ops[op].state,
-													  finish_ops[op].fails,
-													  finish_ops[op].due,
-													  finish_ops[op].error,
-													  finish_ops[op].next));
-		plan = pgq_block_plan(queue, block, finish_ops[op].kind, op_sql[op],
+			op_sql[op] = op_fill(finish_sql, op);
+		plan = pgq_block_plan(f.queue, block, finish_ops[op].kind, op_sql[op],
 							  FINISH_NARGS, finish_argtypes);
-		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+		rc = SPI_execute_plan(plan, f.args, f.nulls, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not update jobs of queue \"%s\": %s",
-				 queue->name, SPI_result_code_string(rc));
+				 f.queue->name, SPI_result_code_string(rc));
 
+		/*
+		 * The columns: job_id, state, attempt, due_at, new state, new due,
+		 * exists, want, key, tenant, next, state name, priority
+		 */
+		held = palloc(sizeof(Held) * Max(SPI_processed, 1));
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			Datum		new_state = SPI_getbinval(tup, desc, 5, &isnull);
-			Datum		due;
-			bool		due_null;
-			Datum		key;
-			bool		key_null;
-			Datum		tenant;
-			bool		tenant_null;
-			Datum		next;
-			bool		next_null;
+			bool		state_null;
+			bool		new_state_null;
+			Datum		new_state = SPI_getbinval(tup, desc, 5, &new_state_null);
+			int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			char		state = DatumGetChar(SPI_getbinval(tup, desc, 2, &state_null));
+			bool		exists = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+			Datum		want = SPI_getbinval(tup, desc, 8, &isnull);
+			bool		want_null = isnull;
+			Datum		key = SPI_getbinval(tup, desc, 9, &isnull);
+			text	   *key_text = isnull ? NULL : DatumGetTextPCopy(key);
+			Datum		tenant = SPI_getbinval(tup, desc, 10, &isnull);
+			text	   *tenant_text = isnull ? NULL : DatumGetTextPCopy(tenant);
+			Datum		next = SPI_getbinval(tup, desc, 11, &isnull);
+			int64		next_id = isnull ? 0 : DatumGetInt64(next);
 
-			if (isnull)
-				report_unmoved(queue, tup, desc, now);
-			moved++;
-			due = SPI_getbinval(tup, desc, 6, &due_null);
-			key = SPI_getbinval(tup, desc, 9, &key_null);
-			tenant = SPI_getbinval(tup, desc, 10, &tenant_null);
-			next = SPI_getbinval(tup, desc, 11, &next_null);
-			if (op != FINISH_EXTEND)
-				pgq_flow_finished(queue, key_null ? NULL : DatumGetTextPP(key),
-								  tenant_null ? NULL : DatumGetTextPP(tenant),
-								  DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-								  DatumGetChar(new_state),
-								  !next_null && DatumGetInt64(next) < key_bound
-								  ? DatumGetInt64(next) : 0);
-			switch (DatumGetChar(new_state))
+			if (new_state_null && state_null && exists &&
+				OidIsValid(block->claims_relid))
 			{
-				case PGQ_SUCCEEDED:
-					pgq_note(queue, PGQ_COUNT_ACKED, 1);
-					break;
-				case PGQ_FAILED:
-					pgq_note(queue, PGQ_COUNT_FAILED, 1);
-					pgq_note_due(queue, DatumGetTimestampTz(due));
-					break;
-				case PGQ_ABORTED:
-					pgq_note(queue, PGQ_COUNT_FAILED, 1);
-					pgq_note(queue, PGQ_COUNT_ABORTED, 1);
-					break;
-				case PGQ_AVAILABLE:
-					pgq_note_due(queue, DatumGetTimestampTz(due));
-					break;
+				Held	   *h = &held[nheld++];
+
+				/* no status row: its claim record, if any, holds it */
+				h->job_id = job_id;
+				h->any_attempt = want_null;
+				h->want = want_null ? 0 : DatumGetInt32(want);
+				h->priority = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+				h->tenant[0] = '\0';
+				if (tenant_text != NULL)
+					text_to_cstring_buffer(tenant_text, h->tenant, NAMEDATALEN);
+				h->key = key_text;
+				h->tenant_text = tenant_text;
+				h->next = next_id;
+				h->state_name = SPI_getvalue(tup, desc, 12);
+				h->done = false;
+				continue;
 			}
-			if (results != NULL)
+			if (new_state_null)
 			{
-				int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+				Unmoved		u;
 
-				for (int i = 0; i < n; i++)
-					if (DatumGetInt64(ids[i]) == job_id)
-					{
-						results[i].state = DatumGetChar(new_state);
-						results[i].due_at = due_null ? 0 : DatumGetTimestampTz(due);
-					}
+				u.job_id = job_id;
+				u.exists = exists;
+				u.state = state_null ? '\0' : state;
+				u.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+				u.due = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+				u.any_attempt = want_null;
+				u.want = want_null ? 0 : DatumGetInt32(want);
+				u.state_name = SPI_getvalue(tup, desc, 12);
+				report_unmoved(f.queue, &u, f.now);
+			}
+			{
+				bool		due_null;
+				Datum		due = SPI_getbinval(tup, desc, 6, &due_null);
+
+				finished(&f, job_id, DatumGetChar(new_state),
+						 due_null ? 0 : DatumGetTimestampTz(due), key_text, tenant_text,
+						 next_id);
 			}
 		}
+		if (nheld > 0)
+			finish_held(&f, block, held, nheld);
 		start = end;
 	}
 	SPI_finish();
-	return moved;
+	return f.moved;
+}
+
+/*
+ * pgq_claim_leave
+ *		Lease expiry (expire, maintenance) or abort (reason, a repair) of
+ *		jobs (ids, sorted) that a claim still holds, as one record: the jobs
+ *		leave the claim for status rows "available" or "aborted".  Returns
+ *		how many moved: 0 if the claim changed since it was read (the caller
+ *		reads it again).
+ */
+int
+pgq_claim_leave(PgqQueue *queue, PgqBlock *block, PgqClaim *claim, int64 *ids, int nids,
+				text *reason)
+{
+	Finish		f;
+
+	memset(&f, 0, sizeof(f));
+	f.op = reason == NULL ? FINISH_EXPIRE : FINISH_ABORT;
+	f.queue = queue;
+	f.now = GetCurrentTimestamp();
+	memset(f.nulls, ' ', sizeof(f.nulls));
+	f.nulls[1] = f.nulls[5] = f.nulls[6] = f.nulls[7] = f.nulls[8] = f.nulls[10] = 'n';
+	f.args[2] = Int32GetDatum(queue->queue_id);
+	f.args[3] = TimestampTzGetDatum(f.now);
+	f.args[4] = Int32GetDatum(queue->max_attempts);
+	f.args[9] = PointerGetDatum(reason != NULL ? reason
+								: cstring_to_text(psprintf("lease of attempt 1 expired at %s",
+														   timestamptz_to_str(claim->lease_until))));
+	if (!claim_append(&f, block, claim, ids, NULL, NULL, NULL, nids))
+		return 0;
+	/* the jobs' states changed outside the counted paths of flow control */
+	pgq_note_for(queue)->flow.stale = true;
+	return f.moved;
+}
+
+/*
+ * pgq_claim_abort
+ *		SQL: pgqueue_internal._claim_abort(queue_id, job_id, priority,
+ *		tenant, reason) aborts one job that a claim holds, for queue_abort;
+ *		false if no claim holds it now.
+ */
+Datum
+pgq_claim_abort(PG_FUNCTION_ARGS)
+{
+	int64		job_id = PG_GETARG_INT64(1);
+	char		tenant[NAMEDATALEN] = "";
+	PgqQueue   *queue;
+	PgqBlock   *block;
+	PgqClaim	claim;
+	Snapshot	snap;
+	int64	   *ids;
+	int			nids;
+	bool		moved = false;
+
+	if (!PG_ARGISNULL(3))
+		text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), tenant, NAMEDATALEN);
+	SPI_connect();
+	queue = pgq_queue_by_id(PG_GETARG_INT32(0));
+	block = queue != NULL ? pgq_block_for_id(queue, job_id) : NULL;
+	if (block != NULL && pgq_block_open(block, true))
+	{
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		if (pgq_claim_find(block, job_id, PG_GETARG_INT32(2), tenant, snap, &claim))
+		{
+			nids = pgq_claim_held(block, &claim, snap, &ids);
+			if (pgq_in_sorted(ids, nids, job_id))
+				moved = pgq_claim_leave(queue, block, &claim, &job_id, 1,
+										pgq_clip_error(PG_GETARG_TEXT_PP(4))) > 0;
+		}
+		UnregisterSnapshot(snap);
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(moved);
 }
 
 /*

@@ -64,6 +64,7 @@
 #include "utils/snapmgr.h"
 
 #include "args.h"
+#include "claim.h"
 #include "flow.h"
 #include "note.h"
 
@@ -138,6 +139,10 @@ typedef struct FlowPop
 	int			ntaken;			/* tenant reservations of this statement */
 	int			maxtaken;
 	TenantShared **taken;
+	int			ntenants;		/* distinct tenants reserved by this pop */
+	int			maxtenants;
+	NameData   *tenants;		/* (at most pgq_max_tenants / 8) */
+	MemoryContext cxt;			/* lives as long as the pop */
 } FlowPop;
 
 static LWLock *flow_lock = NULL;	/* protects membership of both tables */
@@ -174,17 +179,10 @@ pgq_flow_shmem_request(void)
 void
 pgq_flow_shmem_init(void)
 {
-	HASHCTL		ctl;
-
 	flow_lock = &(GetNamedLWLockTranche("pgqueue flow"))->lock;
-	ctl.keysize = sizeof(TenantTag);
-	ctl.entrysize = sizeof(TenantShared);
-	tenant_hash = ShmemInitHash("pgqueue tenants", pgq_max_tenants, pgq_max_tenants,
-								&ctl, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
-	ctl.keysize = sizeof(KeyTag);
-	ctl.entrysize = sizeof(KeyShared);
-	key_hash = ShmemInitHash("pgqueue keys", pgq_max_keys, pgq_max_keys,
-							 &ctl, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	tenant_hash = pgq_shmem_hash("pgqueue tenants", pgq_max_tenants, sizeof(TenantTag),
+								 sizeof(TenantShared));
+	key_hash = pgq_shmem_hash("pgqueue keys", pgq_max_keys, sizeof(KeyTag), sizeof(KeyShared));
 }
 
 /*
@@ -206,6 +204,17 @@ tenant_limited(PgqQueue *queue)
 }
 
 /*
+ * tenant_claims_counted
+ *		Whether a queue's pops reserve each claim of a tenant (pgq_flow_take)
+ *		and count the tenant's jobs in flight.
+ */
+static bool
+tenant_claims_counted(PgqQueue *queue)
+{
+	return queue->tenant_max_in_flight > 0 || queue->tenant_pop_rate > 0;
+}
+
+/*
  * require_shmem
  *		The queue's shared entry; an error when flow control cannot work.
  */
@@ -214,16 +223,21 @@ require_shmem(PgqQueue *queue, const char *what)
 {
 	QueueShared *qs = NULL;
 
-	if (pgq_shmem_ready())
-		qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
-	if (qs == NULL)
+	if (!pgq_shmem_ready())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s of queue \"%s\" need pgqueue in shared_preload_libraries",
 						what, queue->name),
-				 pgq_shmem_ready()
-				 ? errdetail("The shared table of queues is full.")
-				 : errhint("Add pgqueue to shared_preload_libraries and restart the server.")));
+				 errhint("Add pgqueue to shared_preload_libraries and restart the server.")));
+	qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, true);
+	if (qs == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many queues in shared memory for %s of queue \"%s\"",
+						what, queue->name),
+				 errdetail("The %d entries of the shared table of queues (pgqueue.max_queues) are in use.",
+						   pgq_max_queues),
+				 errhint("Drop unused queues, or raise pgqueue.max_queues.")));
 	return qs;
 }
 
@@ -616,58 +630,6 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 }
 
 /*
- * block_indexes
- *		Find a block's (key, job_id) index on its jobs and the primary key
- *		of its status, once.
- */
-static void
-block_indexes(PgqBlock *block, Relation jobs, Relation status)
-{
-	ListCell   *lc;
-
-	if (OidIsValid(block->key_index))
-		return;
-	foreach(lc, RelationGetIndexList(jobs))
-	{
-		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
-		int2vector *keys = &index->rd_index->indkey;
-
-		if (keys->dim1 == 2 && keys->values[0] == PGQ_ATT_KEY &&
-			keys->values[1] == PGQ_ATT_JOB_ID)
-			block->key_index = RelationGetRelid(index);
-		index_close(index, AccessShareLock);
-	}
-	block->status_pkey = RelationGetPrimaryKeyIndex(status);
-	if (!OidIsValid(block->key_index) || !OidIsValid(block->status_pkey))
-		elog(ERROR, "indexes of block %d are missing", block->block_no);
-}
-
-/*
- * latest_state
- *		The state of a job's latest status row, '\0' if it has none.
- */
-static char
-latest_state(Relation status, Relation pkey, int64 job_id, Snapshot snapshot,
-			 TupleTableSlot *slot)
-{
-	ScanKeyData skey;
-	IndexScanDesc scan;
-	char		state = '\0';
-
-	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
-	scan = index_beginscan(status, pkey, snapshot, 1, 0);
-	index_rescan(scan, &skey, 1, NULL, 0);
-	if (index_getnext_slot(scan, BackwardScanDirection, slot))
-	{
-		bool		isnull;
-
-		state = DatumGetChar(slot_getattr(slot, PGQ_ATT_STATE, &isnull));
-	}
-	index_endscan(scan);
-	return state;
-}
-
-/*
  * key_probe_block
  *		The first unfinished job of a key with an id in [lo, hi) in one
  *		block (0: none), read through the block's indexes with snapshot.
@@ -677,20 +639,15 @@ key_probe_block(PgqBlock *block, text *key, int64 lo, int64 hi, Snapshot snapsho
 				bool *executing)
 {
 	Relation	jobs = table_open(block->jobs_relid, NoLock);
-	Relation	status = table_open(block->status_relid, NoLock);
 	Relation	index;
-	Relation	pkey;
 	ScanKeyData skeys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *jslot;
-	TupleTableSlot *sslot;
 	int64		found = 0;
 
-	block_indexes(block, jobs, status);
+	pgq_block_indexes(block);
 	index = index_open(block->key_index, AccessShareLock);
-	pkey = index_open(block->status_pkey, AccessShareLock);
 	jslot = table_slot_create(jobs, NULL);
-	sslot = table_slot_create(status, NULL);
 
 	ScanKeyEntryInitialize(&skeys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(key));
@@ -700,24 +657,27 @@ key_probe_block(PgqBlock *block, text *key, int64 lo, int64 hi, Snapshot snapsho
 	while (found == 0 && index_getnext_slot(scan, ForwardScanDirection, jslot))
 	{
 		bool		isnull;
-		int64		job_id = DatumGetInt64(slot_getattr(jslot, PGQ_ATT_JOB_ID, &isnull));
-		char		state;
+		int64		job_id = DatumGetInt64(slot_getattr(jslot, PGQ_JATT_JOB_ID, &isnull));
+		Datum		tenant = slot_getattr(jslot, PGQ_JATT_TENANT, &isnull);
+		char		name[NAMEDATALEN] = "";
+		PgqJobState st;
 
 		if (job_id >= hi)
 			break;
-		state = latest_state(status, pkey, job_id, snapshot, sslot);
-		if (state != PGQ_SUCCEEDED && state != PGQ_ABORTED)
+		if (!isnull)
+			text_to_cstring_buffer(DatumGetTextPP(tenant), name, NAMEDATALEN);
+		pgq_job_state(block, job_id,
+					  DatumGetInt32(slot_getattr(jslot, PGQ_JATT_PRIORITY, &isnull)), name,
+					  snapshot, &st);
+		if (st.state != PGQ_SUCCEEDED && st.state != PGQ_ABORTED)
 		{
 			found = job_id;
-			*executing = state == PGQ_EXECUTING;
+			*executing = st.state == PGQ_EXECUTING;
 		}
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(jslot);
-	ExecDropSingleTupleTableSlot(sslot);
-	index_close(pkey, AccessShareLock);
 	index_close(index, AccessShareLock);
-	table_close(status, NoLock);
 	table_close(jobs, NoLock);
 	return found;
 }
@@ -813,6 +773,18 @@ key_ready(FlowPop *pop, text *key, int64 job_id)
 }
 
 /*
+ * pgq_flow_key_ready
+ *		Whether job_id, a job of key, may be claimed now by the running pop
+ *		(see the file header).
+ */
+bool
+pgq_flow_key_ready(text *key, int64 job_id)
+{
+	Assert(current_pop != NULL);
+	return key_ready(current_pop, key, job_id);
+}
+
+/*
  * pgq_key_ready
  *		SQL: pgqueue_internal._key_ready(key, job_id), for the claim statements of
  *		queue_pop only.
@@ -829,29 +801,63 @@ pgq_key_ready(PG_FUNCTION_ARGS)
 
 /*
  * pgq_tenant_take
- *		SQL: pgqueue_internal._take(tenant), for the claim statements of queue_pop
- *		only: reserve room for one more claim of the tenant under its
- *		in-flight cap and pop rate.  pgq_flow_claims_done settles the
- *		reservations with what was claimed.
+ *		SQL: pgqueue_internal._take(tenant), pgq_flow_take for the claim
+ *		statements of queue_pop only.
  */
 Datum
 pgq_tenant_take(PG_FUNCTION_ARGS)
 {
+	if (current_pop == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pgqueue_internal._take can only be used by queue_pop")));
+	PG_RETURN_BOOL(PG_ARGISNULL(0) || pgq_flow_take(PG_GETARG_TEXT_PP(0)));
+}
+
+/*
+ * pgq_flow_take
+ *		Reserve room for one more claim of a tenant by the running pop under
+ *		its in-flight cap and pop rate; false if there is none.
+ *		pgq_flow_claims_done settles the reservations with what was claimed.
+ */
+bool
+pgq_flow_take(text *tenant_name)
+{
 	FlowPop    *pop = current_pop;
-	PgqQueue   *queue;
+	PgqQueue   *queue = pop->queue;
 	TenantShared *tenant;
 	char		name[NAMEDATALEN];
 	bool		ok = true;
 	TimestampTz now;
 
-	if (pop == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("pgqueue_internal._take can only be used by queue_pop")));
-	if (PG_ARGISNULL(0))
-		PG_RETURN_BOOL(true);
-	queue = pop->queue;
-	pgq_check_tenant(PG_GETARG_TEXT_PP(0), name);
+	if (!tenant_claims_counted(queue))
+		return true;
+	pgq_check_tenant(tenant_name, name);
+
+	/*
+	 * One pop reserves entries of at most max_tenants / 8 tenants, as one
+	 * push may name: the others have no room in it
+	 */
+	{
+		int			i;
+
+		for (i = 0; i < pop->ntenants; i++)
+			if (strcmp(NameStr(pop->tenants[i]), name) == 0)
+				break;
+		if (i == pop->ntenants)
+		{
+			if (pop->ntenants >= pgq_max_tenants / 8)
+				return false;
+			if (pop->ntenants == pop->maxtenants)
+			{
+				pop->maxtenants = Max(16, pop->maxtenants * 2);
+				pop->tenants = pop->tenants == NULL
+					? MemoryContextAlloc(pop->cxt, sizeof(NameData) * pop->maxtenants)
+					: repalloc(pop->tenants, sizeof(NameData) * pop->maxtenants);
+			}
+			namestrcpy(&pop->tenants[pop->ntenants++], name);
+		}
+	}
 	tenant = tenant_entry(pgq_queue_tag(queue), name, true);
 	PG_TRY();
 	{
@@ -892,7 +898,7 @@ pgq_tenant_take(PG_FUNCTION_ARGS)
 		}
 		pop->taken[pop->ntaken++] = tenant;
 	}
-	PG_RETURN_BOOL(ok);
+	return ok;
 }
 
 /*
@@ -900,10 +906,12 @@ pgq_tenant_take(PG_FUNCTION_ARGS)
  *		Start a pop: check that the queue's flow control can work, reserve
  *		up to n claims under the queue's cap and pop rate and return how many
  *		may be claimed.  bound is the bound of open pushes (0: keyed jobs
- *		cannot be claimed now).
+ *		cannot be claimed now).  Key probes may move a key's shared watermark
+ *		only in a transaction that has written nothing yet, which sees no
+ *		finished job of its own that could still roll back.
  */
 int
-pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_advance)
+pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound)
 {
 	static FlowPop pop;
 	QueueShared *qs = NULL;
@@ -938,7 +946,8 @@ pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_advance)
 	pop.queue = queue;
 	pop.qs = qs;
 	pop.bound = qs != NULL ? bound : 0;
-	pop.may_advance = may_advance;
+	pop.may_advance = GetTopTransactionIdIfAny() == InvalidTransactionId;
+	pop.cxt = CurrentMemoryContext;
 	current_pop = &pop;
 	return allowed;
 }
@@ -980,12 +989,13 @@ pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id)
 	FlowNote   *note;
 
 	if (pop == NULL || pop->qs == NULL ||
-		(key == NULL && !queue_limited(queue) && (tenant == NULL || !tenant_limited(queue))))
+		(key == NULL && !queue_limited(queue) &&
+		 (tenant == NULL || !tenant_claims_counted(queue))))
 		return;
 	note = &pgq_note_for(queue)->flow;
 	if (queue_limited(queue))
 		note->claimed++;
-	if (tenant != NULL && tenant_limited(queue))
+	if (tenant != NULL && tenant_claims_counted(queue))
 	{
 		char		name[NAMEDATALEN];
 
@@ -1297,7 +1307,7 @@ pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char s
 
 		pgq_check_tenant(tenant, name);
 		ev = add_event(note, FLOW_TENANT, name, 0);
-		ev->ended++;
+		ev->ended += tenant_claims_counted(queue) ? 1 : 0;
 		ev->finished += terminal ? 1 : 0;
 	}
 	if (key != NULL && terminal)
@@ -1321,6 +1331,8 @@ pgq_flow_apply(PgqNote *pnote, QueueShared *qs, bool commit)
 	ListCell   *lc;
 	uint64		gen;
 
+	if (qs == NULL)
+		return;
 	SpinLockAcquire(&qs->mutex);
 	settle(&qs->flow, note->pushed, note->finished, note->claimed, note->ended, commit);
 	if (commit && note->stale)

@@ -22,7 +22,9 @@ extern void pgq_flow_shmem_init(void);
 extern void pgq_flow_apply(PgqNote *note, QueueShared *qs, bool commit);
 extern void pgq_flow_forget(const PgqForget *forget);
 
-extern int	pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound, bool may_advance);
+extern int	pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound);
+extern bool pgq_flow_key_ready(text *key, int64 job_id);
+extern bool pgq_flow_take(text *tenant);
 extern void pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id);
 extern void pgq_flow_claims_done(text **claimed_tenants, int nclaimed);
 extern void pgq_flow_pop_end(int reserved, int claimed);

@@ -77,9 +77,10 @@ apply_notes(SubTransactionId subid, bool commit)
 	{
 		QueueShared *qs = pgq_queue_shared(done[i].tag, done[i].queue_id, true);
 
-		for (int a = 0; qs != NULL && a < nappliers; a++)
+		for (int a = 0; a < nappliers; a++)
 			appliers[a] (&done[i], qs, commit);
 		list_free_deep(done[i].flow.events);
+		list_free_deep(done[i].reservations);
 	}
 	pfree(done);
 }
@@ -171,6 +172,28 @@ pgq_note_due(PgqQueue *queue, TimestampTz due)
 
 	if (note->min_due == 0 || due < note->min_due)
 		note->min_due = due;
+}
+
+/*
+ * pgq_note_reservation
+ *		A claim of this (sub)transaction took the ids lo to hi of a lane:
+ *		give them back to the lane if it aborts.
+ */
+void
+pgq_note_reservation(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
+					 int64 lo, int64 hi)
+{
+	PgqNote    *note = pgq_note_for(queue);
+	PgqReservation *r = MemoryContextAlloc(TopMemoryContext, sizeof(PgqReservation));
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	r->block_no = block->block_no;
+	r->priority = priority;
+	strlcpy(r->tenant, tenant, NAMEDATALEN);
+	r->lo = lo;
+	r->hi = hi;
+	note->reservations = lappend(note->reservations, r);
+	MemoryContextSwitchTo(old);
 }
 
 /*

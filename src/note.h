@@ -30,6 +30,16 @@ typedef struct FlowNote
 	List	   *events;
 } FlowNote;
 
+/* ids of a lane that a claim of this transaction took (watermark.c) */
+typedef struct PgqReservation
+{
+	int32		block_no;
+	int32		priority;
+	char		tenant[NAMEDATALEN];
+	int64		lo;
+	int64		hi;
+} PgqReservation;
+
 /* what one (sub)transaction did to one queue */
 typedef struct PgqNote
 {
@@ -39,12 +49,13 @@ typedef struct PgqNote
 	int64		counts[PGQ_NUM_COUNTERS];
 	TimestampTz min_due;		/* earliest job made due; 0 if none */
 	FlowNote	flow;
+	List	   *reservations;	/* PgqReservation: given back if it aborts */
 } PgqNote;
 
 /*
  * A module's part of applying a note, at the end of the transaction (after
  * its locks are released) or of an aborted subtransaction; qs is the
- * queue's entry in shared memory.
+ * queue's entry in shared memory, NULL if it has none.
  */
 typedef void (*PgqNoteApplier) (PgqNote *note, QueueShared *qs, bool commit);
 
@@ -52,5 +63,7 @@ extern void pgq_note_applier(PgqNoteApplier applier);
 extern PgqNote *pgq_note_for(PgqQueue *queue);
 extern void pgq_note(PgqQueue *queue, PgqCounter counter, int64 n);
 extern void pgq_note_due(PgqQueue *queue, TimestampTz due);
+extern void pgq_note_reservation(PgqQueue *queue, PgqBlock *block, int32 priority,
+								 const char *tenant, int64 lo, int64 hi);
 
 #endif							/* PGQUEUE_NOTE_H */

@@ -170,7 +170,7 @@ _PG_init(void)
 								"Queues beyond it poll, count nothing and cannot use flow control.",
 								&pgq_max_queues,
 								1024,
-								16,
+								32,
 								1000000,
 								PGC_POSTMASTER,
 								0,
@@ -210,7 +210,11 @@ _PG_init(void)
 
 	pgq_cache_init();
 	pgq_watermarks_init();
-	/* settle flow-control counts before waking the pops that read them */
+	/*
+	 * Give rolled-back claims back to their lanes and settle flow-control
+	 * counts before waking the pops that look for them
+	 */
+	pgq_note_applier(pgq_watermarks_apply);
 	pgq_note_applier(pgq_flow_apply);
 	pgq_note_applier(pgq_wakeup_apply);
 	if (!process_shared_preload_libraries_in_progress)

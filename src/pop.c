@@ -3,21 +3,36 @@
  * pop.c
  *	  queue_pop: claim up to n available jobs under a lease.
  *
- * A claim is a compare-and-append: the job row is locked with FOR UPDATE
- * SKIP LOCKED (so consumers pass over each other's claims instead of
- * waiting), then status row seq + 1 is inserted with ON CONFLICT DO
- * NOTHING.  A consumer whose snapshot predates another consumer's committed
- * claim finds the row unlocked but loses on the unique (job_id, seq) index,
- * so no job is ever leased twice.  If the claiming transaction rolls back,
- * its status row and row lock vanish together and the job is available at
- * once.
+ * Jobs that were never claimed are claimed in ranges: a pop takes a range
+ * of ids of a lane (the jobs of one priority and one tenant in one block)
+ * from the lane's cursor (watermark.c), reads the lane's jobs in it and
+ * writes one claim record for all those it takes (claim.c), with no row
+ * lock and no row per job.  The cursor hands out disjoint ranges, so two
+ * pops never claim the same job; a range whose claim rolls back goes back
+ * to the lane.  In a range, a job that has status rows is not a fresh
+ * job (it was scheduled, or repaired) and is passed over; one whose status
+ * row is being written, or whose key is busy, cannot be taken now and gets
+ * a status row "available" of its own (a hole: it is claimed one row at a
+ * time later); a tenant out of room ends the range there.
+ *
+ * Every other job is claimed one status row at a time: due retried,
+ * released and scheduled jobs and holes always, never-claimed jobs above
+ * a lane's cursor (those that pushes still running hold back from ranges:
+ * a push that stays open does not hold back the jobs pushed after it),
+ * and never-claimed jobs where there are no claim records (without
+ * shared_preload_libraries, under REPEATABLE READ or SERIALIZABLE, in
+ * blocks made before 0.2.0 until maintenance gives them a table).  A
+ * claim of one row is a compare-and-append: the job row is locked with FOR
+ * UPDATE SKIP LOCKED, then status row seq + 1 is inserted with ON CONFLICT
+ * DO NOTHING; a consumer whose snapshot predates another consumer's
+ * committed claim finds the row unlocked but loses on the unique (job_id,
+ * seq) index, so no job is ever leased twice.  If the claiming transaction
+ * rolls back, its rows and locks (or its claim record) vanish and the jobs
+ * are available at once.
  *
  * Order: higher priority first; within a priority, older blocks first; in a
  * block, due retried, released and scheduled jobs before never-claimed ones,
- * each by job id.  Each block is read per priority ("lane"), so a scan never
- * walks other priorities' jobs; both the jobs and the status side of a
- * never-claimed scan start at the lane's watermark ($4), so a scan does not
- * walk the status rows of the jobs claimed before it either.
+ * each by job id.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,30 +55,30 @@
 #include "utils/snapmgr.h"
 
 #include "args.h"
+#include "cache.h"
+#include "claim.h"
 #include "flow.h"
 #include "note.h"
-#include "cache.h"
 #include "privilege.h"
+#include "queueshm.h"
 #include "wakeup.h"
 #include "watermark.h"
-
 
 PG_FUNCTION_INFO_V1(pgq_pop);
 PG_FUNCTION_INFO_V1(pgq_unclaimed);
 
-/* parameters shared by the claim statements; each uses some of them */
-#define CLAIM_NARGS 10
+/* parameters shared by the claim statements of one status row a job */
+#define CLAIM_NARGS 9
 static Oid	claim_argtypes[CLAIM_NARGS] = {
 	TIMESTAMPTZOID,				/* $1 now */
 	INT4OID,					/* $2 priority */
 	INT4OID,					/* $3 how many */
-	INT8OID,					/* $4 lowest id that may be unclaimed */
-	INT4OID,					/* $5 queue id */
-	INTERVALOID,				/* $6 lease */
-	BOOLOID,					/* $7 tenants have limits: pgqueue_internal._take */
-	TEXTARRAYOID,				/* $8 tenants ('': none) */
-	INT4ARRAYOID,				/* $9 claims per tenant */
-	INT8ARRAYOID				/* $10 watermark per tenant */
+	INT4OID,					/* $4 queue id */
+	INTERVALOID,				/* $5 lease */
+	BOOLOID,					/* $6 tenants have limits: pgqueue_internal._take */
+	TEXTARRAYOID,				/* $7 tenants ('': none) */
+	INT4ARRAYOID,				/* $8 claims per tenant */
+	INT8ARRAYOID				/* $9 lowest id per tenant (the fresh claim: [1]) */
 };
 
 /* the priorities of a block, highest first, and whether tenants use them */
@@ -76,19 +91,15 @@ static const char *lanes_sql =
 " FROM l WHERE p IS NOT NULL";
 
 /*
- * The never-claimed test of the statements that claim fresh jobs is
- * pgqueue_internal._unclaimed() (below): a probe of the status table's primary key
- * that also sees status rows its statement's snapshot does not, those of
- * claims still running and of claims committed since the snapshot was
- * taken.  With a test under the statement's snapshot instead, a consumer
- * locked jobs that another had claimed meanwhile, lost them on the unique
- * index and ran the statement again (one pop in ten with 4 consumers).
- * The unique index still decides; the probe only keeps a claim from trying.
- * The lowest never-claimed job (first_unclaimed_sql) is looked for under
- * the snapshot: a running claim may still roll back.  Its test is a
- * subplan per candidate (OFFSET 0 keeps it from becoming an anti-join,
- * which the planner may run as a merge over every status row from the
- * watermark on).
+ * The never-claimed test of the statements that claim fresh jobs one row
+ * each is pgqueue_internal._unclaimed() (below): a probe of the status
+ * table's primary key and of the claim records that also sees rows its
+ * statement's snapshot does not, those of claims still running and of
+ * claims committed since the snapshot was taken.  With a test under the
+ * statement's snapshot instead, a consumer locked jobs that another had
+ * claimed meanwhile, lost them on the unique index and ran the statement
+ * again.  The unique index still decides; the probe only keeps a claim
+ * from trying.
  *
  * The filters every claim applies to a candidate: a job with a key waits
  * for the earlier jobs of its key, and with tenant limits the tenant must
@@ -100,7 +111,7 @@ static const char *lanes_sql =
  */
 #define CLAIM_FLOW_FILTERS(x) \
 "    AND (j.key IS NULL OR pgqueue_internal._key_ready(j.key, " x ".job_id))" \
-"    AND (NOT $7 OR (" x ".job_id IS NOT NULL AND pgqueue_internal._take(j.tenant)))"
+"    AND (NOT $6 OR (" x ".job_id IS NOT NULL AND pgqueue_internal._take(j.tenant)))"
 
 static const char *claim_waiting_sql =
 "WITH c AS ("
@@ -114,33 +125,25 @@ CLAIM_FLOW_FILTERS("s")
 "  FOR UPDATE OF j SKIP LOCKED),"
 " i AS ("
 "  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)"
-"  SELECT $5, c.job_id, c.seq + 1, 'e', c.attempt + 1, c.fails, $1, $1 + $6, c.error FROM c"
+"  SELECT $4, c.job_id, c.seq + 1, 'e', c.attempt + 1, c.fails, $1, $1 + $5, c.error FROM c"
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, attempt, due_at)"
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
-/* the lowest never-claimed job of each tenant's lane (null: none), in order */
-static const char *first_unclaimed_sql =
-"SELECT (SELECT j.job_id FROM %1$s j"
-"        WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.wm"
-"          AND NOT EXISTS (SELECT 1 FROM %2$s s WHERE s.job_id = j.job_id AND s.job_id >= t.wm"
-"                          OFFSET 0)"
-"        ORDER BY j.job_id LIMIT 1)"
-" FROM unnest($8::text[], $10::int8[]) WITH ORDINALITY AS t(tenant, wm, i) ORDER BY t.i";
-
+/* claim never-claimed jobs of a lane one status row each, from id $9[1] on */
 static const char *claim_fresh_sql =
 "WITH c AS ("
 "  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "  FROM %1$s j"
-"  WHERE j.priority = $2 AND coalesce(j.tenant, '') = '' AND j.job_id >= $4"
-"    AND pgqueue_internal._unclaimed(j.job_id)"
+"  WHERE j.priority = $2 AND coalesce(j.tenant, '') = '' AND j.job_id >= $9[1]"
+"    AND pgqueue_internal._unclaimed(j.job_id, j.priority, j.tenant)"
 CLAIM_FLOW_FILTERS("j")
 "  ORDER BY j.job_id LIMIT $3"
 "  FOR UPDATE SKIP LOCKED),"
 " i AS ("
 "  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
-"  SELECT $5, c.job_id, 1, 'e', 1, 0, $1, $1 + $6 FROM c"
+"  SELECT $4, c.job_id, 1, 'e', 1, 0, $1, $1 + $5 FROM c"
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, attempt, due_at)"
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
@@ -157,42 +160,63 @@ static const char *tenants_sql =
 " SELECT v FROM t WHERE v IS NOT NULL";
 
 /*
- * claim never-claimed jobs of a lane, each tenant its quota ($8, $9); each
- * tenant's scan skips the jobs other pops hold, so it fills its quota
+ * claim never-claimed jobs of a lane one status row each, each tenant its
+ * quota ($7, $8) from its lowest id on ($9)
  */
 static const char *claim_fair_sql =
 "WITH c AS ("
-"  SELECT y.* FROM unnest($8::text[], $9::int[], $10::int8[]) AS t(tenant, quota, wm)"
+"  SELECT y.* FROM unnest($7::text[], $8::int[], $9::int8[]) AS t(tenant, quota, floor)"
 "  CROSS JOIN LATERAL ("
 "   SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "   FROM %1$s j"
-"   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.wm"
-"     AND pgqueue_internal._unclaimed(j.job_id)"
+"   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.floor"
+"     AND pgqueue_internal._unclaimed(j.job_id, j.priority, j.tenant)"
 CLAIM_FLOW_FILTERS("j")
 "   ORDER BY j.job_id LIMIT t.quota"
 "   FOR UPDATE SKIP LOCKED) y),"
 " i AS ("
 "  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
-"  SELECT $5, c.job_id, 1, 'e', 1, 0, $1, $1 + $6 FROM c"
+"  SELECT $4, c.job_id, 1, 'e', 1, 0, $1, $1 + $5 FROM c"
 "  ON CONFLICT DO NOTHING"
 "  RETURNING job_id, attempt, due_at)"
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
+/* the jobs of a lane in a range of ids, in order ($1 priority, $2 tenant) */
+static const char *range_sql =
+"SELECT j.job_id, j.key, j.payload, j.enqueued_at, j.tenant FROM %1$s j"
+" WHERE j.priority = $1 AND coalesce(j.tenant, '') = $2 AND j.job_id BETWEEN $3 AND $4"
+" ORDER BY j.job_id LIMIT $5";
+static Oid	range_argtypes[5] = {INT4OID, TEXTOID, INT8OID, INT8OID, INT4OID};
+
+/*
+ * write a claim record ($4: its id, NULL for none) and the status rows of
+ * the holes of its range ($3)
+ */
+static const char *claim_record_sql =
+"WITH h AS ("
+"  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
+"  SELECT $1, u.id, 1, 'a', 0, 0, $2, $2 FROM unnest($3::int8[]) AS u(id)"
+"  ON CONFLICT DO NOTHING)"
+" INSERT INTO %3$s (queue_id, claim_id, seq, kind, priority, tenant, lo, hi, n, at, lease_until)"
+" SELECT $1, $4, 0, 'c', $5, $6, $7, $8, $9, t.at, t.at + $10"
+" FROM (SELECT clock_timestamp() AS at) t WHERE $4 IS NOT NULL"
+" RETURNING lease_until";
+static Oid	claim_record_argtypes[10] = {INT4OID, TIMESTAMPTZOID, INT8ARRAYOID, INT8OID,
+	INT4OID, TEXTOID, INT8OID, INT8OID, INT4OID, INTERVALOID};
+
 /* rounds of one claim statement that lost jobs to concurrent claims */
 #define PGQ_CLAIM_TRIES 8
 
-/*
- * one lane: the jobs of one priority in one block, and its tenants' lanes
- * when jobs with a tenant use it (fair)
- */
+/* gaps between claims kept when a lane is read back (more: read again) */
+#define PGQ_REBUILD_GAPS 8
+
+/* one lane: the jobs of one priority in one block; fair if tenants use it */
 typedef struct Lane
 {
 	int32		priority;
 	int			block;			/* index into queue->blocks */
 	bool		fair;			/* has jobs with a tenant: claims are shared */
-	int64		watermark;		/* no unclaimed job without a tenant below this */
-	int64	   *watermarks;		/* fair: the same per tenant of Tenants */
 } Lane;
 
 /*
@@ -214,9 +238,24 @@ typedef struct Tenants
 	bool		fresh;			/* read now, not remembered */
 } Tenants;
 
+/* one pop: what its claims need */
+typedef struct Pop
+{
+	PgqQueue   *queue;
+	ReturnSetInfo *rsinfo;
+	text	   *qname;
+	TimestampTz now;
+	Interval   *lease;
+	int64		bound;			/* claim records only below this id; 0: none now */
+	bool		ranges;			/* claim never-claimed jobs in ranges */
+	Datum		args[CLAIM_NARGS];
+	char		nulls[CLAIM_NARGS];
+	bool	   *opened;			/* per block: opened for this pop */
+} Pop;
+
 /*
- * The open scans of pgqueue_internal._unclaimed during one pop: one per block, each
- * on the status table's primary key with a dirty snapshot.
+ * The open scans of pgqueue_internal._unclaimed during one pop: one per
+ * block, each on the status table's primary key with a dirty snapshot.
  */
 typedef struct ProbeScan
 {
@@ -262,12 +301,11 @@ probe_scan(ClaimProbe *probe, int64 job_id)
 			 (long long) job_id, probe->queue->name);
 
 	/* the claim statement reading the block holds its locks */
+	pgq_block_indexes(block);
 	old = MemoryContextSwitchTo(probe->cxt);
 	ps = palloc(sizeof(ProbeScan));
 	ps->block = block;
 	ps->status = table_open(block->status_relid, NoLock);
-	if (!OidIsValid(block->status_pkey))
-		block->status_pkey = RelationGetPrimaryKeyIndex(ps->status);
 	ps->pkey = index_open(block->status_pkey, AccessShareLock);
 	ps->slot = table_slot_create(ps->status, NULL);
 	ps->scan = index_beginscan(ps->status, ps->pkey, &probe->dirty, 1, 0);
@@ -299,9 +337,10 @@ probe_end(ClaimProbe *probe)
 
 /*
  * pgq_unclaimed
- *		SQL: pgqueue_internal._unclaimed(job_id), for the claim statements of
- *		queue_pop only: true if the job has no status row, committed or
- *		being written (see the claim statements above).
+ *		SQL: pgqueue_internal._unclaimed(job_id, priority, tenant), for the
+ *		claim statements of queue_pop only: true if the job has no status
+ *		row and no claim record holds it, committed or being written (see
+ *		the claim statements above).
  */
 Datum
 pgq_unclaimed(PG_FUNCTION_ARGS)
@@ -310,13 +349,14 @@ pgq_unclaimed(PG_FUNCTION_ARGS)
 	ScanKeyData skey;
 	bool		found;
 	MemoryContext old;
+	int64		job_id = PG_GETARG_INT64(0);
 
 	if (current_probe == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("pgqueue_internal._unclaimed can only be used by queue_pop")));
-	ps = probe_scan(current_probe, PG_GETARG_INT64(0));
-	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, PG_GETARG_DATUM(0));
+	ps = probe_scan(current_probe, job_id);
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
 
 	/* what the scan keeps between calls (such as killed items) must last */
 	old = MemoryContextSwitchTo(current_probe->cxt);
@@ -324,6 +364,16 @@ pgq_unclaimed(PG_FUNCTION_ARGS)
 	found = index_getnext_slot(ps->scan, ForwardScanDirection, ps->slot);
 	ExecClearTuple(ps->slot);
 	MemoryContextSwitchTo(old);
+	if (!found && OidIsValid(ps->block->claims_relid))
+	{
+		PgqClaim	claim;
+		char		tenant[NAMEDATALEN] = "";
+
+		if (!PG_ARGISNULL(2))
+			text_to_cstring_buffer(PG_GETARG_TEXT_PP(2), tenant, NAMEDATALEN);
+		found = pgq_claim_find(ps->block, job_id, PG_GETARG_INT32(1), tenant,
+							   &current_probe->dirty, &claim);
+	}
 	PG_RETURN_BOOL(!found);
 }
 
@@ -447,90 +497,12 @@ collect_lanes(PgqQueue *queue, TimestampTz now, bool *opened, Lane **lanes_out)
 			lanes[nlanes].priority = priorities[r];
 			lanes[nlanes].block = i;
 			lanes[nlanes].fair = fair[r];
-			lanes[nlanes].watermark = pgq_lane_watermark(queue, block, priorities[r], "");
-			lanes[nlanes].watermarks = NULL;
 			nlanes++;
 		}
 	}
 	qsort(lanes, nlanes, sizeof(Lane), lane_cmp);
 	*lanes_out = lanes;
 	return nlanes;
-}
-
-/*
- * claim
- *		Run one claim statement and add the jobs it claimed to the result;
- *		with tenants, count each tenant's claims in tenants->got.  A job
- *		locked but lost to a claim that committed after this statement's
- *		snapshot is not returned; such losses make the statement run again
- *		with a new snapshot, a bounded number of times (not for the fair
- *		claim, whose caller shares out the rest again).  Returns how many
- *		jobs it claimed.
- */
-static int
-claim(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind, const char *sql,
-	  Datum *args, char *nulls, int wanted, Tenants *tenants, ReturnSetInfo *rsinfo)
-{
-	SPIPlanPtr	plan = pgq_block_plan(queue, block, kind, sql, CLAIM_NARGS, claim_argtypes);
-	text	   *qname = cstring_to_text(queue->name);
-	int			claimed = 0;
-	int			tries = 0;
-	int			request;
-	int			locked;
-	int			got;
-
-	do
-	{
-		text	  **claimed_tenants;
-
-		request = wanted - claimed;
-		args[2] = Int32GetDatum(request);
-		if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not claim jobs of queue \"%s\"", queue->name);
-		locked = (int) SPI_processed;
-		got = 0;
-		claimed_tenants = palloc(sizeof(text *) * Max(locked, 1));
-		for (int r = 0; r < locked; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			Datum		values[9];
-			bool		nulls_out[9];
-
-			/*
-			 * job_id, queue, key, payload, priority, attempt, enqueued_at,
-			 * lease_until, tenant
-			 */
-			values[5] = SPI_getbinval(tup, desc, 5, &nulls_out[5]);
-			if (nulls_out[5])
-				continue;		/* lost to a concurrent claim */
-			values[0] = SPI_getbinval(tup, desc, 1, &nulls_out[0]);
-			values[1] = PointerGetDatum(qname);
-			nulls_out[1] = false;
-			values[2] = SPI_getbinval(tup, desc, 2, &nulls_out[2]);
-			values[3] = SPI_getbinval(tup, desc, 3, &nulls_out[3]);
-			values[4] = SPI_getbinval(tup, desc, 4, &nulls_out[4]);
-			values[6] = SPI_getbinval(tup, desc, 6, &nulls_out[6]);
-			values[7] = SPI_getbinval(tup, desc, 7, &nulls_out[7]);
-			values[8] = SPI_getbinval(tup, desc, 8, &nulls_out[8]);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls_out);
-			claimed_tenants[got] = nulls_out[8] ? NULL : DatumGetTextPP(values[8]);
-			pgq_flow_claimed(queue, nulls_out[2] ? NULL : DatumGetTextPP(values[2]),
-							 claimed_tenants[got], DatumGetInt64(values[0]));
-			if (tenants != NULL)
-			{
-				const char *t = nulls_out[8] ? "" : TextDatumGetCString(values[8]);
-
-				for (int k = 0; k < tenants->n; k++)
-					if (strcmp(tenants->cnames[k], t) == 0)
-						tenants->got[k]++;
-			}
-			got++;
-		}
-		pgq_flow_claims_done(claimed_tenants, got);
-		claimed += got;
-	} while (tenants == NULL && locked == request && got < locked && ++tries < PGQ_CLAIM_TRIES);
-	return claimed;
 }
 
 /*
@@ -676,6 +648,340 @@ share_out(Tenants *t, int wanted, uint32 start)
 	return served;
 }
 
+
+/*
+ * emit
+ *		Add one claimed job to the result (job_id, queue, key, payload,
+ *		priority, attempt, enqueued_at, lease_until, tenant), note it for
+ *		flow control, and count it for its tenant in tenants, if given.
+ */
+static void
+emit(Pop *pop, Datum *values, bool *nulls, Tenants *tenants)
+{
+	values[1] = PointerGetDatum(pop->qname);
+	nulls[1] = false;
+	tuplestore_putvalues(pop->rsinfo->setResult, pop->rsinfo->setDesc, values, nulls);
+	pgq_flow_claimed(pop->queue, nulls[2] ? NULL : DatumGetTextPP(values[2]),
+					 nulls[8] ? NULL : DatumGetTextPP(values[8]), DatumGetInt64(values[0]));
+	if (tenants != NULL)
+	{
+		const char *t = nulls[8] ? "" : TextDatumGetCString(values[8]);
+
+		for (int k = 0; k < tenants->n; k++)
+			if (strcmp(tenants->cnames[k], t) == 0)
+				tenants->got[k]++;
+	}
+}
+
+/*
+ * claim
+ *		Run one statement that claims jobs one status row each and add the
+ *		jobs it claimed to the result; with tenants, count each tenant's
+ *		claims in tenants->got.  A job locked but lost to a claim that
+ *		committed after this statement's snapshot is not returned; such
+ *		losses make the statement run again with a new snapshot, a bounded
+ *		number of times (not for the fair claim, whose caller shares out the
+ *		rest again).  Returns how many jobs it claimed.
+ */
+static int
+claim(Pop *pop, PgqBlock *block, PgqPlanKind kind, const char *sql, int wanted,
+	  Tenants *tenants)
+{
+	SPIPlanPtr	plan = pgq_block_plan(pop->queue, block, kind, sql, CLAIM_NARGS,
+									  claim_argtypes);
+	int			claimed = 0;
+	int			tries = 0;
+	int			request;
+	int			locked;
+	int			got;
+	int			rc;
+
+	do
+	{
+		text	  **claimed_tenants;
+
+		request = wanted - claimed;
+		pop->args[2] = Int32GetDatum(request);
+		rc = SPI_execute_plan(plan, pop->args, pop->nulls, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not claim jobs of queue \"%s\": %s",
+				 pop->queue->name, SPI_result_code_string(rc));
+		locked = (int) SPI_processed;
+		got = 0;
+		claimed_tenants = palloc(sizeof(text *) * Max(locked, 1));
+		for (int r = 0; r < locked; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			Datum		values[9];
+			bool		nulls[9];
+
+			/* job_id, key, payload, priority, attempt, enqueued_at, lease, tenant */
+			values[5] = SPI_getbinval(tup, desc, 5, &nulls[5]);
+			if (nulls[5])
+				continue;		/* lost to a concurrent claim */
+			values[0] = SPI_getbinval(tup, desc, 1, &nulls[0]);
+			values[2] = SPI_getbinval(tup, desc, 2, &nulls[2]);
+			values[3] = SPI_getbinval(tup, desc, 3, &nulls[3]);
+			values[4] = SPI_getbinval(tup, desc, 4, &nulls[4]);
+			values[6] = SPI_getbinval(tup, desc, 6, &nulls[6]);
+			values[7] = SPI_getbinval(tup, desc, 7, &nulls[7]);
+			values[8] = SPI_getbinval(tup, desc, 8, &nulls[8]);
+			claimed_tenants[got++] = nulls[8] ? NULL : DatumGetTextPP(values[8]);
+			emit(pop, values, nulls, tenants);
+		}
+		pgq_flow_claims_done(claimed_tenants, got);
+		claimed += got;
+	} while (tenants == NULL && locked == request && got < locked && ++tries < PGQ_CLAIM_TRIES);
+	return claimed;
+}
+
+/*
+ * rebuild_lane
+ *		Read a lane's cursor and the gaps between its claims back from its
+ *		claim records, for a lane that does not know them (watermark.c).
+ */
+static void
+rebuild_lane(Pop *pop, PgqBlock *block, int32 priority, const char *tenant)
+{
+	PgqRange	gaps[PGQ_REBUILD_GAPS];
+	int			ngaps;
+	bool		more;
+	int64		cursor;
+
+	PG_TRY();
+	{
+		cursor = pgq_claims_lane(block, priority, tenant, gaps, PGQ_REBUILD_GAPS, &ngaps, &more);
+	}
+	PG_CATCH();
+	{
+		pgq_lane_rebuild_failed(pop->queue, block, priority, tenant);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	pgq_lane_rebuilt(pop->queue, block, priority, tenant, cursor, gaps, ngaps, more);
+}
+
+/*
+ * claim_reserved
+ *		Claim the jobs of a lane in a reserved range r, up to wanted: read
+ *		them, pass over those with status rows, make holes of those that
+ *		cannot be taken now (a status row being written, a busy key), stop
+ *		at a tenant out of room, and write one claim record for the others.
+ *		The part of the range not used goes back to the lane.  Returns how
+ *		many it claimed; *stop tells that a limit ended the range.
+ */
+static int
+claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, PgqRange *r,
+			   int wanted, Tenants *tenants, bool *stop)
+{
+	SPITupleTable *rows;
+	int			nrows;
+	int64		used = r->hi;
+	int		   *take;
+	int			ntake = 0;
+	Datum	   *holes;
+	int			nholes = 0;
+	text	  **claimed_tenants;
+	TimestampTz lease_until = 0;
+	int			rc;
+
+	*stop = false;
+	PG_TRY();
+	{
+		Datum		args[10];
+		char		nulls[10];
+		int64	   *done;
+		int			ndone;
+		int64	   *pending;
+		int			npending;
+		SPIPlanPtr	plan;
+
+		args[0] = Int32GetDatum(priority);
+		args[1] = CStringGetTextDatum(tenant);
+		args[2] = Int64GetDatum(r->lo);
+		args[3] = Int64GetDatum(r->hi);
+		args[4] = Int32GetDatum(wanted);
+		plan = pgq_block_plan(pop->queue, block, PGQ_PLAN_RANGE, range_sql, 5, range_argtypes);
+		rc = SPI_execute_plan(plan, args, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read the jobs of queue \"%s\": %s",
+				 pop->queue->name, SPI_result_code_string(rc));
+		rows = SPI_tuptable;
+		nrows = (int) SPI_processed;
+		if (nrows == wanted)
+		{
+			bool		isnull;
+
+			used = DatumGetInt64(SPI_getbinval(rows->vals[nrows - 1], rows->tupdesc, 1, &isnull));
+		}
+
+		/* jobs with status rows, committed (not fresh) or being written */
+		pgq_status_ids(block, r->lo, used, &done, &ndone, &pending, &npending);
+		take = palloc(sizeof(int) * Max(nrows, 1));
+		holes = palloc(sizeof(Datum) * Max(nrows, 1));
+		claimed_tenants = palloc(sizeof(text *) * Max(nrows, 1));
+		for (int i = 0; i < nrows; i++)
+		{
+			HeapTuple	tup = rows->vals[i];
+			bool		key_null;
+			bool		tenant_null;
+			int64		job_id;
+			Datum		key;
+			Datum		tenant_d;
+			bool		isnull;
+
+			job_id = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 1, &isnull));
+			if (pgq_in_sorted(done, ndone, job_id))
+				continue;
+			key = SPI_getbinval(tup, rows->tupdesc, 2, &key_null);
+			if (pgq_in_sorted(pending, npending, job_id) ||
+				(!key_null && !pgq_flow_key_ready(DatumGetTextPP(key), job_id)))
+			{
+				holes[nholes++] = Int64GetDatum(job_id);
+				continue;
+			}
+			tenant_d = SPI_getbinval(tup, rows->tupdesc, 5, &tenant_null);
+			if (!tenant_null && !pgq_flow_take(DatumGetTextPP(tenant_d)))
+			{
+				used = job_id - 1;
+				*stop = true;
+				break;
+			}
+			claimed_tenants[ntake] = tenant_null ? NULL : DatumGetTextPP(tenant_d);
+			take[ntake++] = i;
+		}
+
+		/* the claim record and the holes' status rows */
+		if (ntake > 0 || nholes > 0)
+		{
+			bool		isnull;
+
+			memset(nulls, ' ', sizeof(nulls));
+			args[0] = Int32GetDatum(pop->queue->queue_id);
+			args[1] = TimestampTzGetDatum(pop->now);
+			args[2] = PointerGetDatum(construct_array(holes, nholes, INT8OID, 8,
+													  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[3] = ntake > 0 ? SPI_getbinval(rows->vals[take[0]], rows->tupdesc, 1, &isnull)
+				: (Datum) 0;
+			nulls[3] = ntake > 0 ? ' ' : 'n';
+			args[4] = Int32GetDatum(priority);
+			args[5] = CStringGetTextDatum(tenant);
+			nulls[5] = tenant[0] == '\0' ? 'n' : ' ';
+			args[6] = Int64GetDatum(r->lo);
+			args[7] = Int64GetDatum(used);
+			args[8] = Int32GetDatum(ntake);
+			args[9] = IntervalPGetDatum(pop->lease);
+			plan = pgq_block_plan(pop->queue, block, PGQ_PLAN_CLAIM_RECORD, claim_record_sql,
+								  10, claim_record_argtypes);
+			rc = SPI_execute_plan(plan, args, nulls, false, 0);
+			if (rc != SPI_OK_INSERT_RETURNING)
+				elog(ERROR, "could not claim jobs of queue \"%s\": %s",
+					 pop->queue->name, SPI_result_code_string(rc));
+			if (ntake > 0)
+				lease_until = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+																SPI_tuptable->tupdesc, 1,
+																&isnull));
+		}
+	}
+	PG_CATCH();
+	{
+		/* the (sub)transaction aborts and gives the whole range back */
+		pgq_lane_abandon(pop->queue, block, priority, tenant);
+		pgq_note_reservation(pop->queue, block, priority, tenant, r->lo, r->hi);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, ntake, nrows);
+	pgq_note_reservation(pop->queue, block, priority, tenant, r->lo, used);
+	for (int k = 0; k < ntake; k++)
+	{
+		HeapTuple	tup = rows->vals[take[k]];
+		Datum		values[9];
+		bool		nulls[9];
+
+		/* job_id, key, payload, enqueued_at, tenant of the range statement */
+		values[0] = SPI_getbinval(tup, rows->tupdesc, 1, &nulls[0]);
+		values[2] = SPI_getbinval(tup, rows->tupdesc, 2, &nulls[2]);
+		values[3] = SPI_getbinval(tup, rows->tupdesc, 3, &nulls[3]);
+		values[4] = Int32GetDatum(priority);
+		nulls[4] = false;
+		values[5] = Int32GetDatum(1);
+		nulls[5] = false;
+		values[6] = SPI_getbinval(tup, rows->tupdesc, 4, &nulls[6]);
+		values[7] = TimestampTzGetDatum(lease_until);
+		nulls[7] = false;
+		values[8] = SPI_getbinval(tup, rows->tupdesc, 5, &nulls[8]);
+		emit(pop, values, nulls, tenants);
+	}
+	pgq_flow_claims_done(claimed_tenants, ntake);
+	return ntake;
+}
+
+/*
+ * claim_range
+ *		Claim up to wanted never-claimed jobs of a lane (block, priority,
+ *		tenant) in ranges from its cursor, one claim record each.  Returns
+ *		how many.
+ */
+static int
+claim_range(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int wanted,
+			Tenants *tenants)
+{
+	int			claimed = 0;
+	bool		stop = false;
+
+	while (claimed < wanted && !stop)
+	{
+		PgqRange	r;
+
+		switch (pgq_lane_reserve(pop->queue, block, priority, tenant, wanted - claimed,
+								 pop->bound, &r))
+		{
+			case PGQ_LANE_GOT:
+				claimed += claim_reserved(pop, block, priority, tenant, &r, wanted - claimed,
+										  tenants, &stop);
+				break;
+			case PGQ_LANE_REBUILD:
+				rebuild_lane(pop, block, priority, tenant);
+				break;
+			case PGQ_LANE_EMPTY:
+			case PGQ_LANE_BUSY:
+				stop = true;
+				break;
+		}
+	}
+	return claimed;
+}
+
+/*
+ * by_ranges
+ *		Whether this pop claims the never-claimed jobs of a block in ranges
+ *		(claim records), not one status row each.
+ */
+static bool
+by_ranges(Pop *pop, PgqBlock *block)
+{
+	return pop->ranges && OidIsValid(block->claims_relid);
+}
+
+/*
+ * fresh_floor
+ *		The lowest id from which a pop claims never-claimed jobs of a lane
+ *		one status row each: the lane's cursor where claims are written in
+ *		ranges (the jobs above it that pushes still running hold back from
+ *		ranges), else the block's first id; -1 if the cursor is not known
+ *		now (another pop reads it back).
+ */
+static int64
+fresh_floor(Pop *pop, PgqBlock *block, int32 priority, const char *tenant)
+{
+	if (!by_ranges(pop, block))
+		return block->first_id;
+	return pgq_lane_cursor(pop->queue, block, priority, tenant);
+}
+
 /*
  * claim_fair
  *		Claim up to wanted never-claimed jobs of one priority's lanes (older
@@ -686,42 +992,55 @@ share_out(Tenants *t, int wanted, uint32 start)
  *		a tenant.
  */
 static int
-claim_fair(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, char *nulls,
-		   int wanted, uint32 start, ReturnSetInfo *rsinfo)
+claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 start)
 {
 	int			claimed = 0;
 	Datum	   *names = palloc(sizeof(Datum) * Max(t->n, 1));
-	Datum	   *watermarks = palloc(sizeof(Datum) * Max(t->n, 1));
+	Datum	   *floors = palloc(sizeof(Datum) * Max(t->n, 1));
 
 	while (claimed < wanted && share_out(t, wanted - claimed, start) > 0)
 	{
 		for (int l = 0; l < nlanes && claimed < wanted; l++)
 		{
-			PgqBlock   *block = &queue->blocks[lanes[l].block];
+			PgqBlock   *block = &pop->queue->blocks[lanes[l].block];
 			int			n = 0;
 
-			/* the tenants with something left to claim in this lane */
-			for (int i = 0; i < t->n; i++)
-				if (t->share[i] > t->got[i] && lanes[l].watermarks[i] <= block->last_id)
+			if (by_ranges(pop, block))
+				for (int i = 0; i < t->n && claimed < wanted; i++)
+					if (t->share[i] > t->got[i])
+						claimed += claim_range(pop, block, lanes[l].priority, t->cnames[i],
+											   Min(t->share[i] - t->got[i], wanted - claimed),
+											   t);
+
+			/*
+			 * the tenants with something left to claim in this lane, one row
+			 * each: above the lane's cursor if it has one
+			 */
+			for (int i = 0; i < t->n && claimed < wanted; i++)
+				if (t->share[i] > t->got[i])
 				{
+					int64		floor = fresh_floor(pop, block, lanes[l].priority, t->cnames[i]);
+
+					if (floor < 0)
+						continue;
 					names[n] = t->names[i];
 					t->quotas[n] = Int32GetDatum(t->share[i] - t->got[i]);
-					watermarks[n] = Int64GetDatum(lanes[l].watermarks[i]);
+					floors[n] = Int64GetDatum(floor);
 					n++;
 				}
 			if (n == 0)
 				continue;
-			args[1] = Int32GetDatum(lanes[l].priority);
-			args[7] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
-													  TYPALIGN_INT));
-			args[8] = PointerGetDatum(construct_array(t->quotas, n, INT4OID, 4, true,
-													  TYPALIGN_INT));
-			args[9] = PointerGetDatum(construct_array(watermarks, n, INT8OID, 8,
-													  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			nulls[7] = nulls[8] = nulls[9] = ' ';
-			claimed += claim(queue, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql, args, nulls,
-							 wanted - claimed, t, rsinfo);
-			nulls[7] = nulls[8] = nulls[9] = 'n';
+			pop->args[1] = Int32GetDatum(lanes[l].priority);
+			pop->args[6] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
+														   TYPALIGN_INT));
+			pop->args[7] = PointerGetDatum(construct_array(t->quotas, n, INT4OID, 4, true,
+														   TYPALIGN_INT));
+			pop->args[8] = PointerGetDatum(construct_array(floors, n, INT8OID, 8,
+														   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			pop->nulls[6] = pop->nulls[7] = ' ';
+			claimed += claim(pop, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql,
+							 wanted - claimed, t);
+			pop->nulls[6] = pop->nulls[7] = 'n';
 		}
 		for (int i = 0; i < t->n; i++)
 			if (t->got[i] < t->share[i])
@@ -731,124 +1050,24 @@ claim_fair(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, ch
 }
 
 /*
- * advance_lane
- *		Move a lane's watermarks (those of the tenants of t marked in only,
- *		or the one of its jobs without a tenant) up to their first unclaimed
- *		job, within the bound that open pushes allow (see shmem.c).  With
- *		t, waiting[i] tells whether tenant i has an unclaimed job in the
- *		lane.
- */
-static void
-advance_lane(PgqQueue *queue, Lane *lane, Tenants *t, bool *only, int64 bound, bool *waiting)
-{
-	PgqBlock   *block = &queue->blocks[lane->block];
-	int			max = t != NULL ? Max(t->n, 1) : 1;
-	int			n = 0;
-	int		   *idx = palloc(sizeof(int) * max);
-	Datum	   *names = palloc(sizeof(Datum) * max);
-	Datum	   *w = palloc(sizeof(Datum) * max);
-	Datum		args[CLAIM_NARGS];
-	char		nulls[CLAIM_NARGS];
-	SPIPlanPtr	plan;
-
-	if (t == NULL)
-	{
-		names[0] = CStringGetTextDatum("");
-		w[0] = Int64GetDatum(lane->watermark);
-		idx[n++] = 0;
-	}
-	else
-		for (int i = 0; i < t->n; i++)
-			if (only[i])
-			{
-				names[n] = t->names[i];
-				w[n] = Int64GetDatum(lane->watermarks[i]);
-				idx[n++] = i;
-			}
-	if (n == 0)
-		return;
-
-	memset(args, 0, sizeof(args));
-	memset(nulls, 'n', sizeof(nulls));
-	args[1] = Int32GetDatum(lane->priority);
-	args[7] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[9] = PointerGetDatum(construct_array(w, n, INT8OID, 8, FLOAT8PASSBYVAL,
-											  TYPALIGN_DOUBLE));
-	nulls[1] = nulls[7] = nulls[9] = ' ';
-	plan = pgq_block_plan(queue, block, PGQ_PLAN_FIRST_UNCLAIMED, first_unclaimed_sql,
-						  CLAIM_NARGS, claim_argtypes);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != n)
-		elog(ERROR, "could not read the unclaimed jobs of queue \"%s\"", queue->name);
-	for (int r = 0; r < n; r++)
-	{
-		bool		isnull;
-		Datum		first = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1,
-										  &isnull);
-		int64		target = Min(bound, block->last_id + 1);
-		int64	   *watermark = t != NULL ? &lane->watermarks[idx[r]] : &lane->watermark;
-
-		if (!isnull)
-			target = Min(target, DatumGetInt64(first));
-		if (waiting != NULL && !isnull)
-			waiting[idx[r]] = true;
-		if (target > *watermark)
-		{
-			pgq_lane_advance(queue, block, lane->priority, t != NULL ? t->cnames[idx[r]] : "",
-							 target);
-			*watermark = target;
-		}
-	}
-}
-
-/*
  * claim_tenants
- *		The fair claim of one priority's lanes: their tenants, each lane's
- *		watermarks per tenant, then claim_fair.  With advance, the
- *		watermarks of the tenants the pop's first deal serves are advanced
- *		first, and those without unclaimed jobs drop out of the deal.
+ *		The fair claim of one priority's lanes: their tenants, where the
+ *		deal starts (a rotation shared by the queue's pops), then claim_fair.
  */
 static int
-claim_tenants(PgqQueue *queue, Lane *lanes, int nlanes, Tenants *t, Datum *args, char *nulls,
-			  int wanted, int64 bound, bool advance, TimestampTz now, bool fresh,
-			  ReturnSetInfo *rsinfo)
+claim_tenants(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, bool fresh)
 {
-	bool	   *window;
-	bool	   *waiting;
-	uint32		start;
-
 	t->fresh = fresh;
 	for (int l = 0; l < nlanes; l++)
 	{
-		PgqTenants *list = lane_tenants(queue, &queue->blocks[lanes[l].block], &lanes[l],
-										now, fresh, args, nulls);
+		PgqTenants *list = lane_tenants(pop->queue, &pop->queue->blocks[lanes[l].block],
+										&lanes[l], pop->now, fresh, pop->args, pop->nulls);
 
-		t->fresh |= list->at == now;
-		add_tenants(queue, list, t);
+		t->fresh |= list->at == pop->now;
+		add_tenants(pop->queue, list, t);
 	}
-	start = pgq_flow_rotation(Min(Min(t->n, PGQ_TENANTS_PER_POP), wanted));
-
-	/* the tenants of the first deal */
-	share_out(t, wanted, start);
-	window = palloc(sizeof(bool) * Max(t->n, 1));
-	for (int i = 0; i < t->n; i++)
-		window[i] = t->share[i] > 0;
-	waiting = palloc0(sizeof(bool) * Max(t->n, 1));
-	for (int l = 0; l < nlanes; l++)
-	{
-		PgqBlock   *block = &queue->blocks[lanes[l].block];
-
-		lanes[l].watermarks = palloc(sizeof(int64) * Max(t->n, 1));
-		for (int i = 0; i < t->n; i++)
-			lanes[l].watermarks[i] = pgq_lane_watermark(queue, block, lanes[l].priority,
-														t->cnames[i]);
-		if (advance)
-			advance_lane(queue, &lanes[l], t, window, bound, waiting);
-	}
-	if (advance)
-		for (int i = 0; i < t->n; i++)
-			if (window[i])
-				t->active[i] = waiting[i];
-	return claim_fair(queue, lanes, nlanes, t, args, nulls, wanted, start, rsinfo);
+	return claim_fair(pop, lanes, nlanes, t, wanted,
+					  pgq_flow_rotation(Min(Min(t->n, PGQ_TENANTS_PER_POP), wanted)));
 }
 
 /*
@@ -865,28 +1084,26 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	int			nlanes;
 	int			allowed;
 	volatile int remaining;
-	int64		bound = -1;
-	TimestampTz now;
-	Datum		args[CLAIM_NARGS];
-	char		nulls[CLAIM_NARGS];
+	Pop			pop;
 	ClaimProbe	probe;
-	bool	   *opened;
 
 	pgq_require_right(queue, PGQ_RIGHT_CONSUME);
 	if (queue->paused)
 		return 0;
 
 	/*
-	 * Only a transaction that has written nothing yet sees no claims of its
-	 * own that could still roll back, and only a new snapshot per statement
-	 * sees what the bound of open pushes allows: then lane watermarks may
-	 * advance and keyed jobs may be claimed.  The bound is read before any
-	 * claim statement takes its snapshot.
+	 * Claim records need a new snapshot per statement, taken after the
+	 * bound of open pushes was read: only then does a range below the
+	 * bound hold every job its claim must see.  Keyed jobs need the same.
 	 */
-	if (!IsolationUsesXactSnapshot())
-		bound = pgq_lane_bound(queue);
-	allowed = pgq_flow_pop_begin(queue, n, Max(bound, 0),
-								 GetTopTransactionIdIfAny() == InvalidTransactionId);
+	memset(&pop, 0, sizeof(pop));
+	pop.queue = queue;
+	pop.rsinfo = rsinfo;
+	pop.qname = cstring_to_text(queue->name);
+	pop.ranges = pgq_shmem_ready() && !IsolationUsesXactSnapshot();
+	if (pop.ranges)
+		pop.bound = pgq_lane_bound(queue);
+	allowed = pgq_flow_pop_begin(queue, n, pop.bound);
 	remaining = allowed;
 	if (limited != NULL)
 		*limited = allowed < n;
@@ -899,21 +1116,20 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 
 	PG_TRY();
 	{
-		now = GetCurrentTimestamp();
-		memset(nulls, ' ', sizeof(nulls));
-		args[0] = TimestampTzGetDatum(now);
-		args[4] = Int32GetDatum(queue->queue_id);
-		args[5] = IntervalPGetDatum(lease_arg ? lease_arg : &queue->default_lease);
-		args[6] = BoolGetDatum(queue->tenant_max_in_flight > 0 || queue->tenant_pop_rate > 0);
-		nulls[7] = nulls[8] = 'n';
+		pop.now = GetCurrentTimestamp();
+		pop.lease = lease_arg ? lease_arg : &queue->default_lease;
+		memset(pop.nulls, ' ', sizeof(pop.nulls));
+		pop.args[0] = TimestampTzGetDatum(pop.now);
+		pop.args[3] = Int32GetDatum(queue->queue_id);
+		pop.args[4] = IntervalPGetDatum(pop.lease);
+		pop.args[5] = BoolGetDatum(queue->tenant_max_in_flight > 0 || queue->tenant_pop_rate > 0);
+		pop.nulls[6] = pop.nulls[7] = 'n';
 
-		opened = palloc0(sizeof(bool) * Max(queue->nblocks, 1));
-		nlanes = remaining > 0 ? collect_lanes(queue, now, opened, &lanes) : 0;
+		pop.opened = palloc0(sizeof(bool) * Max(queue->nblocks, 1));
+		nlanes = remaining > 0 ? collect_lanes(queue, pop.now, pop.opened, &lanes) : 0;
 		for (int i = 0, next; i < nlanes && remaining > 0; i = next)
 		{
 			Tenants    *tenants = NULL;
-			bool		advance = bound > 0 &&
-				GetTopTransactionIdIfAny() == InvalidTransactionId;
 			int			got;
 			int			nfair;
 
@@ -925,19 +1141,27 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 			for (int l = i; l < next && remaining > 0; l++)
 			{
 				PgqBlock   *block = &queue->blocks[lanes[l].block];
+				int64		floor;
 
-				if (!pop_open(block, &opened[lanes[l].block]))
+				if (!pop_open(block, &pop.opened[lanes[l].block]))
 					continue;
-				if (tenants == NULL && advance)
-					advance_lane(queue, &lanes[l], NULL, NULL, bound, NULL);
-				args[1] = Int32GetDatum(lanes[l].priority);
-				args[3] = Int64GetDatum(lanes[l].watermark);
-				remaining -= claim(queue, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
-								   args, nulls, remaining, NULL, rsinfo);
-				/* past the block's end: every job of the lane was claimed once */
-				if (tenants == NULL && remaining > 0 && lanes[l].watermark <= block->last_id)
-					remaining -= claim(queue, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
-									   args, nulls, remaining, NULL, rsinfo);
+				pop.args[1] = Int32GetDatum(lanes[l].priority);
+				remaining -= claim(&pop, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
+								   remaining, NULL);
+				if (tenants != NULL || remaining <= 0)
+					continue;
+				if (by_ranges(&pop, block))
+					remaining -= claim_range(&pop, block, lanes[l].priority, "", remaining, NULL);
+				if (remaining > 0 && (floor = fresh_floor(&pop, block, lanes[l].priority, "")) >= 0)
+				{
+					Datum		f = Int64GetDatum(floor);
+
+					pop.args[8] = PointerGetDatum(construct_array(&f, 1, INT8OID, 8,
+																  FLOAT8PASSBYVAL,
+																  TYPALIGN_DOUBLE));
+					remaining -= claim(&pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
+									   remaining, NULL);
+				}
 			}
 			if (tenants == NULL || remaining <= 0)
 				continue;
@@ -945,16 +1169,14 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 			/* the lanes of the priority whose blocks the loop above opened */
 			nfair = 0;
 			for (int l = i; l < next; l++)
-				if (opened[lanes[l].block])
+				if (pop.opened[lanes[l].block])
 					lanes[i + nfair++] = lanes[l];
-			got = claim_tenants(queue, lanes + i, nfair, tenants, args, nulls, remaining,
-								bound, advance, now, false, rsinfo);
+			got = claim_tenants(&pop, lanes + i, nfair, tenants, remaining, false);
 			/* a pop that found nothing reads the tenants again, for new ones */
 			if (got == 0 && !tenants->fresh)
 			{
 				memset(tenants, 0, sizeof(Tenants));
-				got = claim_tenants(queue, lanes + i, nfair, tenants, args, nulls, remaining,
-									bound, advance, now, true, rsinfo);
+				got = claim_tenants(&pop, lanes + i, nfair, tenants, remaining, true);
 			}
 			remaining -= got;
 		}

@@ -40,6 +40,27 @@ pgq_queues_shmem_size(void)
 }
 
 /*
+ * pgq_shmem_hash
+ *		Create or attach to a shared table of at most size entries, all
+ *		allocated at server start (hash_estimate_size(size, entrysize)
+ *		bytes).  It is made partitioned, with one partition that its
+ *		caller locks as a whole: a table that is not splits a bucket on
+ *		every insert past its number of buckets, even when full, and takes
+ *		the new segment from the spare shared memory.
+ */
+HTAB *
+pgq_shmem_hash(const char *name, long size, Size keysize, Size entrysize)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = keysize;
+	ctl.entrysize = entrysize;
+	ctl.num_partitions = 1;
+	return ShmemInitHash(name, size, size, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE | HASH_PARTITION);
+}
+
+/*
  * pgq_queues_shmem_request
  *		Reserve the lock of the table (shmem_request_hook).
  */
@@ -56,13 +77,9 @@ pgq_queues_shmem_request(void)
 void
 pgq_queues_shmem_init(void)
 {
-	HASHCTL		ctl;
-
 	queues_lock = &(GetNamedLWLockTranche("pgqueue queues"))->lock;
-	ctl.keysize = sizeof(QueueTag);
-	ctl.entrysize = sizeof(QueueShared);
-	queue_hash = ShmemInitHash("pgqueue queues", pgq_max_queues, pgq_max_queues,
-							   &ctl, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	queue_hash = pgq_shmem_hash("pgqueue queues", pgq_max_queues, sizeof(QueueTag),
+								sizeof(QueueShared));
 }
 
 /*

@@ -12,6 +12,7 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/spin.h"
+#include "utils/hsearch.h"
 
 #include "cache.h"
 
@@ -81,6 +82,7 @@ typedef struct PgqForget
 extern int	pgq_max_queues;
 
 extern Size pgq_queues_shmem_size(void);
+extern HTAB *pgq_shmem_hash(const char *name, long size, Size keysize, Size entrysize);
 extern void pgq_queues_shmem_request(void);
 extern void pgq_queues_shmem_init(void);
 extern bool pgq_shmem_ready(void);

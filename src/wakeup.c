@@ -54,6 +54,8 @@ pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit)
 	bool		broadcast = false;
 	TimestampTz now = GetCurrentTimestamp();
 
+	if (qs == NULL)
+		return;
 	/* at abort only the claims count: the jobs are available again */
 	wake = commit ? note->counts[PGQ_COUNT_PUSHED] : note->counts[PGQ_COUNT_POPPED];
 	if (commit)

@@ -4,35 +4,42 @@
  *	  Open pushes and the low watermarks of lanes, in shared memory.
  *
  * A lane is the never-claimed jobs of one priority and one tenant (or of
- * the jobs without a tenant) in one block.  Its low
- * watermark is an id below which no job of the lane can still be claimed
- * for the first time, so pop starts its scan there instead of walking the
- * jobs other consumers already claimed.  A watermark may only pass an id
- * when the job is claimed by a committed transaction or can never appear;
- * a push that has not committed yet must hold it back (guarantee 3).
+ * the jobs without a tenant) in one block.  Its cursor hands out disjoint
+ * id ranges to the pops that claim its jobs (claim records, claim.c):
+ * every job of the lane below the cursor is claimed by the claim record
+ * whose range holds it, or has status rows, but for the ranges in the
+ * lane's returned list (reservations whose claim rolled back, and the
+ * parts of reservations a pop did not need).  The cursor only passes ids
+ * below the bound of open pushes (guarantee 3): a push that has not
+ * committed yet holds it back.
  *
  * Open pushes are published in one slot per backend: before a transaction
- * allocates its first id in a queue it marks its slot "allocating" for that
- * queue, then records the id; the slot is cleared at transaction end.  To
- * advance a lane, pop reads the queue's sequence (L), then the slots, then
- * looks for the first unclaimed job with a new snapshot.  Any id <= L was
- * handed out before L was read, so a pusher of it that is still running had
- * already published its slot and bounds the advance; ids above L are never
- * passed.
+ * allocates its first id in a queue it marks its slot for that queue, with
+ * the sequence's last value + 1 as its floor (every id it allocates will
+ * be above), then records its first id; the slot is cleared at transaction
+ * end.  A pop reads the queue's sequence (L), then the slots, then takes
+ * the snapshot of its claim.  Any id <= L was handed out before L was
+ * read, so a pusher of it that is still running had already published its
+ * slot and bounds the cursor; ids above L are never passed.
  *
  * The table of lanes has a fixed size (pgqueue.max_lanes), reserved at
- * server start; when it is full a new lane evicts another one, whose pops
- * then scan from the start of its block again.  A watermark is only ever a
- * hint that saves reading, so losing one costs time, never a job.  The
- * lanes of blocks that were dropped or finished, and of dropped queues,
- * are forgotten by maintenance.
+ * server start.  A lane whose entry is new (first use, after a crash, or
+ * after the entry was evicted to make room) does not know its cursor yet:
+ * the first pop reads it back from the claim records (with a dirty
+ * snapshot, so that claims being written count) while the others pass the
+ * lane by: the cursor is the end of the last claim, and the gaps between
+ * claims are ranges whose claim rolled back.  An entry is only evicted
+ * while no pop holds a reservation of it that its claim record does not
+ * show yet.  The lanes of blocks that were dropped or finished, and of
+ * dropped queues, are forgotten by maintenance.
  *
- * Without shared_preload_libraries none of this exists and pop scans lanes
- * from the start of the block: slower on large blocks, equally correct.
- *
+ * Without shared_preload_libraries none of this exists and pops claim
+ * never-claimed jobs one status row each (pop.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <math.h>
 
 #include "access/twophase.h"
 #include "access/xact.h"
@@ -44,6 +51,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
 
+#include "note.h"
 #include "watermark.h"
 
 int			pgq_max_lanes = 8192;
@@ -54,7 +62,8 @@ typedef struct PushSlot
 	slock_t		mutex;
 	QueueTag	queue;			/* seq_relid is InvalidOid when free */
 	bool		many;			/* pushed to several queues: holds back all */
-	int64		min_id;			/* lowest id allocated; 0 while allocating */
+	bool		allocated;		/* min_id is an id, not the floor */
+	int64		min_id;			/* lowest id it allocated, or may allocate */
 } PushSlot;
 
 typedef struct PushSlots
@@ -71,10 +80,20 @@ typedef struct LaneKey
 	char		tenant[NAMEDATALEN];	/* '' for the jobs without a tenant */
 } LaneKey;
 
+/* reservation ranges given back, kept per lane; more make the lane unknown */
+#define PGQ_LANE_RETURNED	8
+
 typedef struct LaneEntry
 {
 	LaneKey		key;
-	int64		watermark;
+	bool		known;			/* cursor and returned are valid */
+	bool		rebuilding;		/* a pop reads them back from the claims */
+	bool		more;			/* more gaps than returned holds: read again */
+	int			reserving;		/* reservations whose claim is not written yet */
+	int64		cursor;
+	double		density;		/* jobs of the lane per id, as last seen */
+	int			nreturned;
+	PgqRange	returned[PGQ_LANE_RETURNED];	/* disjoint, by lo */
 } LaneEntry;
 
 static PushSlots *push_slots = NULL;
@@ -125,7 +144,6 @@ void
 pgq_watermarks_shmem_init(void)
 {
 	bool		found;
-	HASHCTL		ctl;
 	int			nslots = slot_count();
 
 	push_slots = ShmemInitStruct("pgqueue push slots",
@@ -139,14 +157,13 @@ pgq_watermarks_shmem_init(void)
 			SpinLockInit(&push_slots->slots[i].mutex);
 			push_slots->slots[i].queue.seq_relid = InvalidOid;
 			push_slots->slots[i].many = false;
+			push_slots->slots[i].allocated = false;
 			push_slots->slots[i].min_id = 0;
 		}
 	}
 	lanes_lock = &(GetNamedLWLockTranche("pgqueue lanes"))->lock;
-	ctl.keysize = sizeof(LaneKey);
-	ctl.entrysize = sizeof(LaneEntry);
-	lane_hash = ShmemInitHash("pgqueue lanes", pgq_max_lanes, pgq_max_lanes,
-							  &ctl, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	lane_hash = pgq_shmem_hash("pgqueue lanes", pgq_max_lanes, sizeof(LaneKey),
+							   sizeof(LaneEntry));
 }
 
 /*
@@ -187,6 +204,7 @@ xact_callback(XactEvent event, void *arg)
 				SpinLockAcquire(&slot->mutex);
 				slot->queue.seq_relid = InvalidOid;
 				slot->many = false;
+				slot->allocated = false;
 				slot->min_id = 0;
 				SpinLockRelease(&slot->mutex);
 				slot_in_use = false;
@@ -208,25 +226,47 @@ pgq_watermarks_init(void)
 }
 
 /*
+ * seq_last
+ *		The last id a queue's sequence handed out (0 if none yet).
+ */
+static int64
+seq_last(PgqQueue *queue)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		last;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(queue->seq_relid);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	return fcinfo->isnull ? 0 : DatumGetInt64(last);
+}
+
+/*
  * pgq_push_begin
- *		Publish that this transaction is about to allocate ids in a queue.
- *		Must be called before the first nextval of each push.
+ *		Publish that this transaction is about to allocate ids in a queue:
+ *		every id it will allocate is above the sequence's last value, read
+ *		now.  Must be called before the first nextval of each push.
  */
 void
 pgq_push_begin(PgqQueue *queue)
 {
 	PushSlot   *slot;
 	QueueTag	tag;
+	int64		floor = 0;
 
 	if (push_slots == NULL)
 		return;
 	tag = pgq_queue_tag(queue);
 	slot = my_slot();
-	SpinLockAcquire(&slot->mutex);
+	/* only this backend writes its slot's queue */
 	if (!OidIsValid(slot->queue.seq_relid))
+		floor = seq_last(queue) + 1;
+	SpinLockAcquire(&slot->mutex);
+	if (floor > 0)
 	{
 		slot->queue = tag;
-		slot->min_id = 0;
+		slot->min_id = floor;
 	}
 	else if (!pgq_same_queue(slot->queue, tag))
 		slot->many = true;
@@ -236,8 +276,9 @@ pgq_push_begin(PgqQueue *queue)
 
 /*
  * pgq_push_allocated
- *		Record the first id a push allocated; ids only grow within a
- *		transaction, so the first one recorded stays the lowest.
+ *		Record the first id a push allocated, above the floor that
+ *		pgq_push_begin published; ids only grow within a transaction, so it
+ *		stays the lowest.
  */
 void
 pgq_push_allocated(int64 job_id)
@@ -248,8 +289,11 @@ pgq_push_allocated(int64 job_id)
 		return;
 	slot = my_slot();
 	SpinLockAcquire(&slot->mutex);
-	if (slot->min_id == 0)
+	if (!slot->allocated)
+	{
 		slot->min_id = job_id;
+		slot->allocated = true;
+	}
 	SpinLockRelease(&slot->mutex);
 }
 
@@ -260,14 +304,12 @@ pgq_push_allocated(int64 job_id)
  *		pushes of this transaction do not count, since it sees them (it only
  *		advances lanes before it writes anything).  Also the bound below
  *		which keyed jobs may be claimed (flow.c).  Returns 0 (no advance
- *		possible) when shared memory is missing or a push is still
- *		allocating.
+ *		possible) when shared memory is missing or a transaction pushes to
+ *		several queues.
  */
 int64
 pgq_lane_bound(PgqQueue *queue)
 {
-	LOCAL_FCINFO(fcinfo, 1);
-	Datum		last;
 	int64		bound;
 	QueueTag	tag;
 
@@ -276,11 +318,7 @@ pgq_lane_bound(PgqQueue *queue)
 	tag = pgq_queue_tag(queue);
 
 	/* L: every id up to here was handed out before the slots are read */
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = ObjectIdGetDatum(queue->seq_relid);
-	fcinfo->args[0].isnull = false;
-	last = pg_sequence_last_value(fcinfo);
-	bound = fcinfo->isnull ? 1 : DatumGetInt64(last) + 1;
+	bound = seq_last(queue) + 1;
 
 	pg_memory_barrier();
 	for (int i = 0; i < push_slots->nslots; i++)
@@ -295,7 +333,7 @@ pgq_lane_bound(PgqQueue *queue)
 		if (slot->many)
 			bound = 0;
 		else if (pgq_same_queue(slot->queue, tag))
-			bound = slot->min_id == 0 ? 0 : Min(bound, slot->min_id);
+			bound = Min(bound, slot->min_id);
 		SpinLockRelease(&slot->mutex);
 		if (bound == 0)
 			break;
@@ -308,76 +346,321 @@ pgq_lane_bound(PgqQueue *queue)
  *		The key of a lane.
  */
 static void
-lane_key(LaneKey *key, PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
+lane_key(LaneKey *key, QueueTag queue, int32 block_no, int32 priority, const char *tenant)
 {
 	memset(key, 0, sizeof(*key));
-	key->queue = pgq_queue_tag(queue);
-	key->block_no = block->block_no;
+	key->queue = queue;
+	key->block_no = block_no;
 	key->priority = priority;
 	strlcpy(key->tenant, tenant, NAMEDATALEN);
 }
 
 /*
- * pgq_lane_watermark
- *		The shared watermark of a lane (tenant '' for the jobs without
- *		one), or the block's first id if none is known.
+ * lane_entry
+ *		The entry of a lane, made (unknown) if it has none; when the table is
+ *		full, another lane that no reservation holds is evicted.  NULL if
+ *		every lane is held.  Caller holds the lock exclusively.
  */
-int64
-pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
+static LaneEntry *
+lane_entry(LaneKey *key)
 {
-	LaneKey		key;
-	LaneEntry  *entry;
-	int64		watermark = block->first_id;
-
-	if (lane_hash == NULL)
-		return watermark;
-	lane_key(&key, queue, block, priority, tenant);
-	LWLockAcquire(lanes_lock, LW_SHARED);
-	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
-	if (entry != NULL)
-		watermark = Max(watermark, entry->watermark);
-	LWLockRelease(lanes_lock);
-	return watermark;
-}
-
-/*
- * pgq_lane_advance
- *		Raise a lane's shared watermark to watermark (never lower it).  A
- *		new lane evicts another one when the table is full.
- */
-void
-pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
-				 int64 watermark)
-{
-	LaneKey		key;
 	LaneEntry  *entry;
 	bool		found;
 
-	if (lane_hash == NULL || watermark <= block->first_id)
-		return;
-	lane_key(&key, queue, block, priority, tenant);
-	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
-	entry = hash_search(lane_hash, &key, HASH_ENTER_NULL, &found);
+	entry = hash_search(lane_hash, key, HASH_ENTER_NULL, &found);
 	if (entry == NULL)
 	{
 		HASH_SEQ_STATUS status;
 		LaneEntry  *victim;
 
 		hash_seq_init(&status, lane_hash);
-		victim = hash_seq_search(&status);
-		hash_seq_term(&status);
-		hash_search(lane_hash, &victim->key, HASH_REMOVE, NULL);
-		entry = hash_search(lane_hash, &key, HASH_ENTER, &found);
+		while ((victim = hash_seq_search(&status)) != NULL)
+			if (victim->reserving == 0 && !victim->rebuilding)
+			{
+				hash_seq_term(&status);
+				hash_search(lane_hash, &victim->key, HASH_REMOVE, NULL);
+				entry = hash_search(lane_hash, key, HASH_ENTER, &found);
+				break;
+			}
+		if (entry == NULL)
+			return NULL;
 	}
-	if (!found || entry->watermark < watermark)
-		entry->watermark = watermark;
+	if (!found)
+	{
+		entry->known = false;
+		entry->rebuilding = false;
+		entry->more = false;
+		entry->reserving = 0;
+		entry->cursor = 0;
+		entry->density = 1.0;
+		entry->nreturned = 0;
+	}
+	return entry;
+}
+
+/*
+ * give_back
+ *		Add a range to a lane's returned list, merged with the ranges it
+ *		touches so that the list stays disjoint; a full list makes the lane
+ *		unknown (the range is then a gap between claims, found again).
+ */
+static void
+give_back(LaneEntry *entry, int64 lo, int64 hi)
+{
+	int			i;
+	int			j;
+
+	if (lo > hi)
+		return;
+	/* merge every range that overlaps or touches [lo, hi] */
+	for (i = 0; i < entry->nreturned;)
+	{
+		PgqRange   *r = &entry->returned[i];
+
+		if (r->hi + 1 < lo || hi + 1 < r->lo)
+		{
+			i++;
+			continue;
+		}
+		lo = Min(lo, r->lo);
+		hi = Max(hi, r->hi);
+		entry->returned[i] = entry->returned[--entry->nreturned];
+	}
+	if (entry->nreturned == PGQ_LANE_RETURNED)
+	{
+		entry->known = false;
+		return;
+	}
+	/* keep them by lo: the oldest jobs go first */
+	for (i = 0; i < entry->nreturned && entry->returned[i].lo < lo; i++)
+		;
+	for (j = entry->nreturned; j > i; j--)
+		entry->returned[j] = entry->returned[j - 1];
+	entry->returned[i].lo = lo;
+	entry->returned[i].hi = hi;
+	entry->nreturned++;
+}
+
+/*
+ * pgq_lane_reserve
+ *		Reserve a range of ids for a claim of up to want jobs of a lane: the
+ *		first returned range, or a range from the cursor below bound, as
+ *		many ids as want jobs take at the lane's density.  Returns
+ *		PGQ_LANE_GOT with *r, PGQ_LANE_EMPTY (nothing to claim now),
+ *		PGQ_LANE_BUSY (another pop reads the lane back: pass it by) or
+ *		PGQ_LANE_REBUILD: the caller must read the lane back from the claim
+ *		records and call pgq_lane_rebuilt (or pgq_lane_rebuild_failed).
+ */
+PgqLaneStatus
+pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
+				 int want, int64 bound, PgqRange *r)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+	PgqLaneStatus result = PGQ_LANE_EMPTY;
+
+	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	entry = lane_entry(&key);
+	if (entry == NULL || entry->rebuilding)
+		result = PGQ_LANE_BUSY;
+	else if (!entry->known)
+	{
+		if (entry->reserving > 0)
+			result = PGQ_LANE_BUSY;
+		else
+		{
+			entry->rebuilding = true;
+			result = PGQ_LANE_REBUILD;
+		}
+	}
+	else
+	{
+		int64		span = (int64) ceil(want / Max(entry->density, 0.01));
+
+		if (entry->nreturned > 0)
+		{
+			PgqRange   *first = &entry->returned[0];
+
+			r->lo = first->lo;
+			r->hi = Min(first->hi, first->lo + span - 1);
+			if (r->hi == first->hi)
+			{
+				entry->nreturned--;
+				memmove(&entry->returned[0], &entry->returned[1],
+						sizeof(PgqRange) * entry->nreturned);
+			}
+			else
+				first->lo = r->hi + 1;
+			result = PGQ_LANE_GOT;
+		}
+		else
+		{
+			int64		end = Min(Max(entry->cursor, block->first_id) + span,
+								  Min(bound, block->last_id + 1));
+
+			if (end > entry->cursor)
+			{
+				r->lo = Max(entry->cursor, block->first_id);
+				r->hi = end - 1;
+				entry->cursor = end;
+				result = PGQ_LANE_GOT;
+			}
+		}
+		if (result == PGQ_LANE_GOT)
+			entry->reserving++;
+		/* a list that had to drop gaps is read again once it is empty */
+		if (entry->nreturned == 0 && entry->more)
+		{
+			entry->more = false;
+			entry->known = false;
+		}
+	}
+	LWLockRelease(lanes_lock);
+	return result;
+}
+
+/*
+ * pgq_lane_cursor
+ *		Where a lane's claim records end: its jobs from there on can only
+ *		have been claimed one status row each (above the bound of open
+ *		pushes, pop.c); -1 if the lane's entry does not know it now.
+ */
+int64
+pgq_lane_cursor(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+	int64		cursor = -1;
+
+	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
+	LWLockAcquire(lanes_lock, LW_SHARED);
+	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	if (entry != NULL && entry->known && !entry->rebuilding)
+		cursor = Max(entry->cursor, block->first_id);
+	LWLockRelease(lanes_lock);
+	return cursor;
+}
+
+/*
+ * pgq_lane_claimed
+ *		The claim of a reservation is written (or will never be): it took
+ *		its lane's jobs up to id used, claimed of them out of seen; the rest
+ *		of the range goes back to the lane.
+ */
+void
+pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
+				 PgqRange *r, int64 used, int claimed, int seen)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+
+	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		entry->reserving--;
+		give_back(entry, used + 1, r->hi);
+		if (used >= r->lo)
+			entry->density = 0.5 * entry->density +
+				0.5 * Max((double) seen / (double) (used - r->lo + 1), 0.01);
+		(void) claimed;
+	}
+	LWLockRelease(lanes_lock);
+}
+
+/*
+ * pgq_lane_abandon
+ *		A reservation whose claim failed: its (sub)transaction aborts and
+ *		gives the range back (pgq_watermarks_apply).
+ */
+void
+pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+
+	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		entry->reserving--;
+	LWLockRelease(lanes_lock);
+}
+
+/*
+ * pgq_lane_rebuilt
+ *		Set a lane read back from its claim records: its cursor and the gaps
+ *		between its claims (more: there were more gaps than given).
+ */
+void
+pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
+				 int64 cursor, PgqRange *gaps, int ngaps, bool more)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+
+	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		entry->rebuilding = false;
+		entry->known = true;
+		entry->more = more;
+		entry->cursor = Max(entry->cursor, cursor);
+		for (int i = 0; i < ngaps; i++)
+			give_back(entry, gaps[i].lo, gaps[i].hi);
+	}
+	LWLockRelease(lanes_lock);
+}
+
+/*
+ * pgq_lane_rebuild_failed
+ *		Reading a lane back failed: let the next pop try.
+ */
+void
+pgq_lane_rebuild_failed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+
+	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		entry->rebuilding = false;
+	LWLockRelease(lanes_lock);
+}
+
+/*
+ * pgq_lane_return
+ *		Give a range back to its lane: its claim rolled back.  Nothing to do
+ *		if the lane has no entry (a new one reads the gap back).
+ */
+void
+pgq_lane_return(QueueTag queue, int32 block_no, int32 priority, const char *tenant,
+				int64 lo, int64 hi)
+{
+	LaneKey		key;
+	LaneEntry  *entry;
+
+	if (lane_hash == NULL)
+		return;
+	lane_key(&key, queue, block_no, priority, tenant);
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	if (entry != NULL)
+		give_back(entry, lo, hi);
 	LWLockRelease(lanes_lock);
 }
 
 /*
  * pgq_lanes_forget
  *		Remove the lanes of the queues to forget; with block_no, only those
- *		of that block.
+ *		of that block.  Lanes with a reservation in progress stay (their
+ *		claims are being written into a block that is going away).
  */
 void
 pgq_lanes_forget(const PgqForget *forget, const int32 *block_no)
@@ -391,7 +674,28 @@ pgq_lanes_forget(const PgqForget *forget, const int32 *block_no)
 	hash_seq_init(&status, lane_hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 		if (pgq_forgotten(entry->key.queue, forget) &&
-			(block_no == NULL || entry->key.block_no == *block_no))
+			(block_no == NULL || entry->key.block_no == *block_no) &&
+			entry->reserving == 0 && !entry->rebuilding)
 			hash_search(lane_hash, &entry->key, HASH_REMOVE, NULL);
 	LWLockRelease(lanes_lock);
+}
+
+/*
+ * pgq_watermarks_apply
+ *		Note applier: a (sub)transaction whose claims roll back gives their
+ *		ranges back to their lanes.
+ */
+void
+pgq_watermarks_apply(PgqNote *note, QueueShared *qs, bool commit)
+{
+	ListCell   *lc;
+
+	if (commit)
+		return;
+	foreach(lc, note->reservations)
+	{
+		PgqReservation *r = lfirst(lc);
+
+		pgq_lane_return(note->tag, r->block_no, r->priority, r->tenant, r->lo, r->hi);
+	}
 }

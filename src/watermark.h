@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * watermark.h
- *	  Open pushes and lane watermarks (watermark.c).
+ *	  Open pushes and lane cursors (watermark.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -9,10 +9,20 @@
 #define PGQUEUE_WATERMARK_H
 
 #include "cache.h"
+#include "note.h"
 #include "queueshm.h"
 
-/* lanes with a shared watermark; more lanes evict others (GUC) */
+/* lanes with a shared cursor; more lanes evict others (GUC) */
 extern int	pgq_max_lanes;
+
+/* what pgq_lane_reserve found */
+typedef enum PgqLaneStatus
+{
+	PGQ_LANE_GOT,				/* a range */
+	PGQ_LANE_EMPTY,				/* nothing to claim now */
+	PGQ_LANE_BUSY,				/* another pop reads the lane back */
+	PGQ_LANE_REBUILD			/* read it back from the claim records */
+} PgqLaneStatus;
 
 extern Size pgq_watermarks_shmem_size(void);
 extern void pgq_watermarks_shmem_request(void);
@@ -22,10 +32,23 @@ extern void pgq_watermarks_init(void);
 extern void pgq_push_begin(PgqQueue *queue);
 extern void pgq_push_allocated(int64 job_id);
 extern int64 pgq_lane_bound(PgqQueue *queue);
-extern int64 pgq_lane_watermark(PgqQueue *queue, PgqBlock *block, int32 priority,
-								const char *tenant);
-extern void pgq_lane_advance(PgqQueue *queue, PgqBlock *block, int32 priority,
-							 const char *tenant, int64 watermark);
+extern PgqLaneStatus pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority,
+									  const char *tenant, int want, int64 bound, PgqRange *r);
+extern int64 pgq_lane_cursor(PgqQueue *queue, PgqBlock *block, int32 priority,
+							 const char *tenant);
+extern void pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority,
+							 const char *tenant, PgqRange *r, int64 used, int claimed,
+							 int seen);
+extern void pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority,
+							 const char *tenant, int64 cursor, PgqRange *gaps, int ngaps,
+							 bool more);
+extern void pgq_lane_rebuild_failed(PgqQueue *queue, PgqBlock *block, int32 priority,
+									const char *tenant);
+extern void pgq_lane_return(QueueTag queue, int32 block_no, int32 priority,
+							const char *tenant, int64 lo, int64 hi);
 extern void pgq_lanes_forget(const PgqForget *forget, const int32 *block_no);
+extern void pgq_watermarks_apply(PgqNote *note, QueueShared *qs, bool commit);
+extern void pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority,
+							 const char *tenant);
 
 #endif							/* PGQUEUE_WATERMARK_H */

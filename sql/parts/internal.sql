@@ -104,7 +104,8 @@ END
 $$;
 
 /*
- * _rel: qualified name of a block table; kind is 'j' (jobs) or 's' (status).
+ * _rel: qualified name of a block table; kind is 'j' (jobs), 's' (status)
+ * or 'c' (claims).
  * Blocks made by compaction have negative numbers, written c<n> in names.
  * The library reads the names from here too (cache.c).
  */
@@ -169,9 +170,33 @@ BEGIN
 	/* pop's claim of due retried, released and scheduled jobs, by id */
 	EXECUTE format('CREATE INDEX ON %s (job_id, due_at) WHERE state IN (''a'', ''s'', ''f'')', s);
 	EXECUTE format('CREATE INDEX ON %s (due_at) WHERE state = ''e''', s);
+	PERFORM pgqueue_internal._block_claims(queue_id, block_no, inherit);
 	INSERT INTO pgqueue.block (queue_id, block_no, first_id, last_id, state)
 	VALUES (_block_tables.queue_id, _block_tables.block_no, lo, hi, _block_tables.state);
 	PERFORM pgqueue_internal._cache_invalidate();
+END
+$$;
+
+/*
+ * _block_claims: create the claims table of a block: its claim records are
+ * looked up by lane and range start, and expire by lease end.  Blocks made
+ * before 0.2.0 get one from maintenance; until then pops claim their jobs
+ * one status row each.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_claims(queue_id integer, block_no integer,
+														  inherit boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS $$
+DECLARE
+	c text := pgqueue_internal._rel('c', queue_id, block_no);
+BEGIN
+	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), PRIMARY KEY (claim_id, seq))%s',
+				   c, CASE WHEN inherit THEN '' ELSE 'LIKE pgqueue_data.claim_store, ' END, queue_id,
+				   CASE WHEN inherit THEN ' INHERITS (pgqueue_data.claim_store)' ELSE '' END);
+	EXECUTE format('CREATE INDEX ON %s (priority, (coalesce(tenant, '''')), lo) WHERE seq = 0', c);
+	EXECUTE format('CREATE INDEX ON %s (lease_until) WHERE seq = 0', c);
 END
 $$;
 
@@ -186,6 +211,8 @@ BEGIN
 				   pgqueue_internal._rel('j', queue_id, block_no));
 	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.status_store',
 				   pgqueue_internal._rel('s', queue_id, block_no));
+	EXECUTE format('ALTER TABLE %s INHERIT pgqueue_data.claim_store',
+				   pgqueue_internal._rel('c', queue_id, block_no));
 END
 $$;
 
@@ -249,9 +276,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 BEGIN
-	EXECUTE format('DROP TABLE IF EXISTS %s, %s',
+	EXECUTE format('DROP TABLE IF EXISTS %s, %s, %s',
 				   pgqueue_internal._rel('j', queue_id, block_no),
-				   pgqueue_internal._rel('s', queue_id, block_no));
+				   pgqueue_internal._rel('s', queue_id, block_no),
+				   pgqueue_internal._rel('c', queue_id, block_no));
 	DELETE FROM pgqueue.block b
 	 WHERE b.queue_id = _block_drop.queue_id AND b.block_no = _block_drop.block_no;
 	PERFORM pgqueue_internal._forget(pgqueue_internal._seq(queue_id), block_no);
@@ -300,16 +328,48 @@ AS 'MODULE_PATHNAME', 'pgq_tenant_take';
  * _unclaimed: the never-claimed test of queue_pop's claim statements (pop.c),
  * for those statements only
  */
-CREATE OR REPLACE FUNCTION pgqueue_internal._unclaimed(job_id bigint)
+CREATE OR REPLACE FUNCTION pgqueue_internal._unclaimed(job_id bigint, priority integer, tenant text)
 RETURNS boolean
-LANGUAGE c STRICT VOLATILE
+LANGUAGE c VOLATILE
 SET search_path = pg_catalog, pgqueue, pg_temp
 AS 'MODULE_PATHNAME', 'pgq_unclaimed';
 
 /*
+ * _job_state: the current state of a job of a queue (of lane priority,
+ * tenant), the one definition every part uses (claim.c): its latest status
+ * row, else the claim record that holds it; state NULL if it was never
+ * claimed.  claim_id is that of the claim that holds it, if any.  With
+ * block_no, the job is looked for in that block (compaction).
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._job_state(queue_id integer, job_id bigint,
+													   priority integer, tenant text,
+													   block_no integer DEFAULT NULL,
+													   OUT seq integer, OUT state "char",
+													   OUT attempt integer, OUT fails integer,
+													   OUT at timestamptz, OUT due_at timestamptz,
+													   OUT error text, OUT claim_id bigint)
+RETURNS record
+LANGUAGE c STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_job_state_sql';
+
+/*
+ * _claim_abort: abort one job that a claim record holds (finish.c); false
+ * if no claim holds it now
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._claim_abort(queue_id integer, job_id bigint,
+														 priority integer, tenant text,
+														 reason text)
+RETURNS boolean
+LANGUAGE c
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_claim_abort';
+
+/*
  * _flow_count: a queue's unfinished and executing jobs, of one tenant if
  * given; flow control reads them when its counts in shared memory are not
- * known
+ * known.  A tenant's jobs are read through the lane index, one priority
+ * at a time, so that counting a tenant costs its own jobs, not the queue's.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._flow_count(queue_id integer, tenant text,
 														OUT depth bigint, OUT inflight bigint)
@@ -326,14 +386,23 @@ BEGIN
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = _flow_count.queue_id AND bl.state <> 'done' LOOP
 		EXECUTE format($q$
+			WITH RECURSIVE p(v) AS (
+				SELECT min(j.priority) FROM %1$s j WHERE $1::text IS NOT NULL
+				UNION ALL
+				SELECT (SELECT min(j.priority) FROM %1$s j WHERE j.priority > p.v)
+				  FROM p WHERE p.v IS NOT NULL),
+			jobs AS (
+				SELECT j.* FROM %1$s j WHERE $1::text IS NULL
+				UNION ALL
+				SELECT j.* FROM p CROSS JOIN LATERAL (
+					SELECT * FROM %1$s j
+					 WHERE j.priority = p.v AND coalesce(j.tenant, '') = $1) j)
 			SELECT count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')),
 				   count(*) FILTER (WHERE l.state = 'e')
-			  FROM %1$s j
-			  LEFT JOIN LATERAL (SELECT s.state FROM %2$s s WHERE s.job_id = j.job_id
-								  ORDER BY s.seq DESC LIMIT 1) l ON true
-			 WHERE $1::text IS NULL OR j.tenant = $1$q$,
-			pgqueue_internal._rel('j', b.queue_id, b.block_no),
-			pgqueue_internal._rel('s', b.queue_id, b.block_no))
+			  FROM jobs j
+			 CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id, j.priority,
+															j.tenant) l$q$,
+			pgqueue_internal._rel('j', b.queue_id, b.block_no))
 		INTO d, f USING tenant;
 		depth := depth + d;
 		inflight := inflight + f;

@@ -139,19 +139,20 @@ BEGIN
 			SELECT 1 FROM pgqueue_data.job_store j
 			  JOIN pgqueue_data.job_store o
 				ON o.queue_id = j.queue_id AND o.key = j.key AND o.job_id <> j.job_id
-			 CROSS JOIN LATERAL (SELECT st.state FROM pgqueue_data.status_store st
-								  WHERE st.job_id = o.job_id AND st.queue_id = o.queue_id
-								  ORDER BY st.seq DESC LIMIT 1) l
+			 CROSS JOIN LATERAL pgqueue_internal._job_state(o.queue_id, o.job_id, o.priority,
+															o.tenant) l
 			 WHERE j.queue_id = qid AND j.job_id = i.id AND l.state = 'e'));
 END
 $$;
 
 /*
- * _transition: append one operator transition to the latest status of the
- * given jobs of one queue (compare-and-append, so a job that changed since it
- * was read is left alone).  op is 'retry' (to available now, failures reset)
- * or 'abort' (to aborted with reason).  Only jobs whose current state is in
- * from_states move.  Returns the ids that moved.
+ * _transition: append one operator transition to the current state of the
+ * given jobs of one queue (compare-and-append, so a job that changed since
+ * it was read is left alone).  op is 'retry' (to available now, failures
+ * reset) or 'abort' (to aborted with reason).  Only jobs whose current
+ * state is in from_states move.  A job that a claim record holds (only an
+ * abort can move it: it is executing) leaves its claim (_claim_abort); the
+ * others get a status row.  Returns the ids that moved.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._transition(qid integer, ids bigint[], op text,
 														from_states text[], reason text)
@@ -162,6 +163,7 @@ AS $$
 DECLARE
 	b record;
 	now_ts timestamptz := clock_timestamp();
+	held bigint[];
 	moved bigint[];
 BEGIN
 	IF op = 'retry' THEN
@@ -169,13 +171,32 @@ BEGIN
 	END IF;
 	FOR b IN SELECT * FROM pgqueue.block bl WHERE bl.queue_id = qid
 			  ORDER BY bl.first_id FOR UPDATE LOOP
+		held := '{}';
+		IF op = 'abort' THEN
+			EXECUTE format($q$
+				SELECT coalesce(array_agg(j.job_id), '{}') FROM %1$s j
+				 CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id, j.priority,
+																j.tenant) s
+				 WHERE j.job_id = ANY ($1)
+				   AND CASE WHEN s.claim_id IS NOT NULL
+								 AND pgqueue_internal._state(s.state, s.due_at, $2) = ANY ($3)
+							THEN pgqueue_internal._claim_abort(j.queue_id, j.job_id, j.priority,
+															   j.tenant, $4)
+							ELSE false END$q$,
+				pgqueue_internal._rel('j', b.queue_id, b.block_no))
+			INTO held
+			USING ids, now_ts, from_states, reason;
+		END IF;
 		EXECUTE format($q$
 			WITH l AS (
 				SELECT j.job_id, s.seq, s.state, s.attempt, s.fails, s.due_at, s.error
 				  FROM %1$s j
 				  LEFT JOIN LATERAL (SELECT * FROM %2$s st WHERE st.job_id = j.job_id
 									  ORDER BY st.seq DESC LIMIT 1) s ON true
-				 WHERE j.job_id = ANY ($1)),
+				 WHERE j.job_id = ANY ($1) AND NOT j.job_id = ANY ($7)
+				   AND (s.seq IS NOT NULL
+						OR (pgqueue_internal._job_state(j.queue_id, j.job_id, j.priority,
+														j.tenant)).claim_id IS NULL)),
 			i AS (
 				INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)
 				SELECT $2, l.job_id, coalesce(l.seq, 0) + 1,
@@ -190,12 +211,13 @@ BEGIN
 				 WHERE pgqueue_internal._state(l.state, l.due_at, $4) = ANY ($6)
 				ON CONFLICT DO NOTHING
 				RETURNING job_id)
-			SELECT array_agg(job_id) FROM i$q$,
+			SELECT coalesce(array_agg(job_id), '{}') FROM i$q$,
 			pgqueue_internal._rel('j', b.queue_id, b.block_no),
 			pgqueue_internal._rel('s', b.queue_id, b.block_no))
 		INTO moved
-		USING ids, qid, op, now_ts, reason, from_states;
-		IF moved IS NOT NULL THEN
+		USING ids, qid, op, now_ts, reason, from_states, held;
+		moved := moved || held;
+		IF cardinality(moved) > 0 THEN
 			IF op = 'retry' AND b.state = 'done' THEN
 				PERFORM pgqueue_internal._block_revive(b.queue_id, b.block_no);
 			END IF;

@@ -8,44 +8,16 @@
  */
 
 /*
- * _expire_leases: end the expired leases of one block.  Each counts as a
- * failed attempt: the job becomes available at once, or aborted when its
- * attempts are used up.  Returns the number expired.
+ * _expire_leases: end the expired leases of one block, held by status rows
+ * or by claim records (expire.c).  Each counts as a failed attempt: the job
+ * becomes available at once, or aborted when its attempts are used up.
+ * Returns the number expired.
  */
-CREATE OR REPLACE FUNCTION pgqueue_internal._expire_leases(b pgqueue.block, max_attempts integer)
+CREATE OR REPLACE FUNCTION pgqueue_internal._expire_leases(queue_id integer, block_no integer)
 RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE c STRICT
 SET search_path = pg_catalog, pgqueue, pg_temp
-AS $$
-DECLARE
-	n bigint;
-	aborted bigint;
-	now_ts timestamptz := clock_timestamp();
-BEGIN
-	EXECUTE format($q$
-		WITH i AS (
-			INSERT INTO %1$s (queue_id, job_id, seq, state, attempt, fails, at, due_at, error)
-			SELECT s.queue_id, s.job_id, s.seq + 1,
-				   CASE WHEN s.fails + 1 >= $2 THEN 'x' ELSE 'a' END,
-				   s.attempt, s.fails + 1, $1,
-				   CASE WHEN s.fails + 1 >= $2 THEN NULL ELSE $1 END,
-				   format('lease of attempt %%s expired at %%s', s.attempt, s.due_at)
-			  FROM %1$s s
-			 WHERE s.state = 'e' AND s.due_at < $1
-			   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)
-			ON CONFLICT DO NOTHING
-			RETURNING state)
-		SELECT count(*), count(*) FILTER (WHERE state = 'x') FROM i$q$,
-		pgqueue_internal._rel('s', b.queue_id, b.block_no))
-	INTO n, aborted
-	USING now_ts, max_attempts;
-	IF n > 0 THEN
-		PERFORM pgqueue_internal._wake((SELECT q.name FROM pgqueue.queue q WHERE q.queue_id = b.queue_id),
-							  CASE WHEN n > aborted THEN now_ts END, aborted);
-	END IF;
-	RETURN n;
-END
-$$;
+AS 'MODULE_PATHNAME', 'pgq_expire_leases';
 
 /* _archive_table: today's archive table of a queue, created if needed */
 CREATE OR REPLACE FUNCTION pgqueue_internal._archive_table(queue_id integer)
@@ -103,12 +75,15 @@ AS 'MODULE_PATHNAME', 'pgq_changed_tids';
 /*
  * _block_keep: how many jobs a block has, and how many compaction would
  * keep live: unfinished, or finished after cutoff (within the retention).
- * Counting the kept ones stops once there are clearly too many for the
- * block to qualify at threshold (keep is then 2 more than the most it
- * could keep: 1 more could still pass the float division of the test),
- * looking from the newest job down, where a queue drained in order keeps
- * them: a block of backlog costs a fifth of a full count at the default
- * threshold, not a count of every job.
+ * A block cannot qualify at threshold while fewer of its jobs finished by
+ * cutoff than its status rows and claim records say at most (those
+ * finished, and those its claims took): then the planner's count of its
+ * jobs (reltuples) stands for the count, and nothing more is read, so that
+ * a block of backlog costs two small reads a round.  Otherwise, counting
+ * the kept ones stops once there are clearly too many for the block to
+ * qualify (keep is then 2 more than the most it could keep: 1 more could
+ * still pass the float division of the test), looking from the newest job
+ * down, where a queue drained in order keeps them.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_keep(queue_id integer, block_no integer, cutoff timestamptz,
 									threshold double precision,
@@ -118,31 +93,45 @@ SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
 	j text := pgqueue_internal._rel('j', queue_id, block_no);
-	s text := pgqueue_internal._rel('s', queue_id, block_no);
+	finished bigint;
+	estimate real;
 BEGIN
+	EXECUTE format($q$
+		SELECT (SELECT count(*) FROM %1$s s WHERE s.state IN ('d', 'x') AND s.at <= $1)
+			 + (SELECT coalesce(sum(c.n), 0) FROM %2$s c WHERE c.seq = 0 AND c.at <= $1)$q$,
+		pgqueue_internal._rel('s', queue_id, block_no), pgqueue_internal._rel('c', queue_id, block_no))
+	INTO finished USING cutoff;
+	SELECT c.reltuples INTO estimate FROM pg_class c WHERE c.oid = j::regclass;
+	IF estimate > 0 AND finished < threshold * estimate THEN
+		total := estimate::bigint;
+		keep := greatest(total - finished, 0);
+		RETURN;
+	END IF;
 	EXECUTE format('SELECT count(*) FROM %s', j) INTO total;
 	EXECUTE format($q$
 		SELECT count(*) FROM (
 		  SELECT 1 FROM %1$s j
-		  LEFT JOIN LATERAL (SELECT s.state, s.at FROM %2$s s WHERE s.job_id = j.job_id
-							  ORDER BY s.seq DESC LIMIT 1) l ON true
+		  CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id, j.priority,
+														 j.tenant, $3) l
 		  WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1
-		  ORDER BY j.job_id DESC LIMIT $2) k$q$, j, s)
-	INTO keep USING cutoff, floor(total * (1 - threshold))::bigint + 2;
+		  ORDER BY j.job_id DESC LIMIT $2) k$q$, j)
+	INTO keep USING cutoff, floor(total * (1 - threshold))::bigint + 2, block_no;
 END
 $$;
 
 /*
  * _compact_carry: for a compaction, carry over to its new block (tables nj,
- * ns) the rows of block b on pages changed after WAL position since that
- * were written by transactions snap did not see: such status rows, the jobs
- * they belong to and jobs pushed late.  Rows already there are skipped.
- * Returns the number of jobs added.  The rows are read by tid: the
- * planner, which takes each tid for a random page read, would rather scan
- * a whole table for a few thousand of them, though they lie on a few pages.
+ * ns, nc) the rows of block b on pages changed after WAL position since
+ * that were written by transactions snap did not see: such status rows and
+ * claim records, the jobs the status rows belong to and jobs pushed late.
+ * (A claim record written since concerns jobs that were kept: unfinished.)
+ * Rows already there are skipped.  Returns the number of jobs added.  The
+ * rows are read by tid: the planner, which takes each tid for a random
+ * page read, would rather scan a whole table for a few thousand of them,
+ * though they lie on a few pages.
  */
-CREATE OR REPLACE FUNCTION pgqueue_internal._compact_carry(b pgqueue.block, nj text, ns text, snap pg_snapshot,
-									   since pg_lsn)
+CREATE OR REPLACE FUNCTION pgqueue_internal._compact_carry(b pgqueue.block, nj text, ns text, nc text,
+									   snap pg_snapshot, since pg_lsn)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgqueue, pg_temp
@@ -151,8 +140,10 @@ AS $$
 DECLARE
 	j text := pgqueue_internal._rel('j', b.queue_id, b.block_no);
 	s text := pgqueue_internal._rel('s', b.queue_id, b.block_no);
+	c text := pgqueue_internal._rel('c', b.queue_id, b.block_no);
 	jt tid[] := pgqueue_internal._changed_tids(j::regclass, since);
 	st tid[] := pgqueue_internal._changed_tids(s::regclass, since);
+	ct tid[] := pgqueue_internal._changed_tids(c::regclass, since);
 	n bigint;
 BEGIN
 	EXECUTE format($q$
@@ -173,10 +164,15 @@ BEGIN
 			ON CONFLICT DO NOTHING
 			RETURNING 1),
 		ds AS (
-			INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING)
+			INSERT INTO %4$s SELECT * FROM d ON CONFLICT DO NOTHING),
+		dc AS (
+			INSERT INTO %6$s
+			SELECT c.* FROM %5$s c
+			 WHERE c.ctid = ANY ($4) AND pgqueue_internal._unseen(c.xmin, $1)
+			ON CONFLICT DO NOTHING)
 		SELECT count(*) FROM dj$q$,
-		j, s, nj, ns)
-	INTO n USING snap, jt, st;
+		j, s, nj, ns, c, nc)
+	INTO n USING snap, jt, st, ct;
 	RETURN n;
 END
 $$;
@@ -186,9 +182,9 @@ $$;
  * transaction.  Finds the first contiguous run of closed blocks whose jobs
  * are mostly done with (finished longer ago than the queue's retention: at
  * least compact_threshold of them), moves the others (unfinished or
- * recently finished) with their latest status into one new block keeping
- * their ids, archives (or discards) all other status rows with their jobs,
- * and drops the old tables.  A run with nothing to keep is archived and
+ * recently finished) with their status rows and claim records into one new
+ * block keeping their ids, archives (or discards) the transitions of all
+ * other jobs with their columns, and drops the old tables.  A run with nothing to keep is archived and
  * dropped without a new block.  The copying happens before the run is
  * fenced; under the fence only the rows on pages changed since the step
  * began are looked at.  The whole step is one transaction: a crash
@@ -219,6 +215,7 @@ DECLARE
 	new_no integer;
 	nj text;
 	ns text;
+	nc text;
 	a text;
 	moved bigint := 0;
 	archived bigint := 0;
@@ -253,7 +250,8 @@ BEGIN
 				AND bl.created_at <= cutoff
 			  ORDER BY bl.first_id LIMIT 8 LOOP
 		bytes := pg_relation_size(pgqueue_internal._rel('j', b.queue_id, b.block_no)::regclass)
-			+ pg_relation_size(pgqueue_internal._rel('s', b.queue_id, b.block_no)::regclass);
+			+ pg_relation_size(pgqueue_internal._rel('s', b.queue_id, b.block_no)::regclass)
+			+ pg_relation_size(pgqueue_internal._rel('c', b.queue_id, b.block_no)::regclass);
 		EXIT WHEN cardinality(run) > 0
 			AND (run[cardinality(run)].last_id + 1 <> b.first_id
 				 OR cardinality(run) = 4 OR run_bytes + bytes > budget);
@@ -274,7 +272,8 @@ BEGIN
 	END IF;
 	FOR i IN 1 .. cardinality(run) LOOP
 		rels := rels || pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no)::regclass
-					 || pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no)::regclass;
+					 || pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no)::regclass
+					 || pgqueue_internal._rel('c', run[i].queue_id, run[i].block_no)::regclass;
 	END LOOP;
 
 	/*
@@ -309,65 +308,86 @@ BEGIN
 									  run[cardinality(run)].last_id, 'closed', false);
 		nj := pgqueue_internal._rel('j', q.queue_id, new_no);
 		ns := pgqueue_internal._rel('s', q.queue_id, new_no);
+		nc := pgqueue_internal._rel('c', q.queue_id, new_no);
 		PERFORM pgqueue_internal._fault('compact_created');
 
 		FOR i IN 1 .. cardinality(run) LOOP
-			/* keep: unfinished, or finished within the retention */
+			/*
+			 * keep: unfinished, or finished within the retention, with all
+			 * their status rows and the claim records of their lanes whose
+			 * ranges hold them (everything their states are made of)
+			 */
 			EXECUTE format($q$
 				WITH k AS (
-					SELECT j.*, l.seq
+					SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at,
+						   j.payload, j.tenant
 					  FROM %1$s j
-					  LEFT JOIN LATERAL (SELECT s.seq, s.state, s.at FROM %2$s s
-										  WHERE s.job_id = j.job_id
-										  ORDER BY s.seq DESC LIMIT 1) l ON true
+					 CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id,
+																	j.priority, j.tenant, $2) l
 					 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
-				kj AS (INSERT INTO %3$s SELECT queue_id, job_id, key, priority, run_at,
-											   enqueued_at, payload, tenant FROM k),
-				ks AS (INSERT INTO %4$s SELECT s.* FROM k JOIN %2$s s
-										 ON s.job_id = k.job_id AND s.seq = k.seq)
+				kj AS (INSERT INTO %3$s SELECT * FROM k),
+				ks AS (INSERT INTO %4$s SELECT s.* FROM %2$s s
+						WHERE s.job_id IN (SELECT k.job_id FROM k)),
+				kc AS (INSERT INTO %6$s SELECT c.* FROM %5$s c
+						WHERE c.claim_id IN (
+							SELECT h.claim_id FROM k
+							 CROSS JOIN LATERAL (
+								SELECT h.claim_id, h.hi FROM %5$s h
+								 WHERE h.seq = 0 AND h.priority = k.priority
+								   AND coalesce(h.tenant, '') = coalesce(k.tenant, '')
+								   AND h.lo <= k.job_id
+								 ORDER BY h.lo DESC LIMIT 1) h
+							 WHERE h.hi >= k.job_id))
 				SELECT count(*) FROM k$q$,
 				pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
-				pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no), nj, ns)
-			INTO n USING cutoff;
+				pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no), nj, ns,
+				pgqueue_internal._rel('c', run[i].queue_id, run[i].block_no), nc)
+			INTO n USING cutoff, run[i].block_no;
 			moved := moved + n;
 			PERFORM pgqueue_internal._fault('compact_copied');
 
 			/*
-			 * archive every status row not moved, with its job's columns;
-			 * rows snap did not see are carried over below
+			 * archive (or discard) the transitions of the other jobs, those
+			 * of status rows and those their claim records hold, with the
+			 * jobs' columns; rows snap did not see are carried over below
 			 */
-			IF q.archive THEN
-				EXECUTE format($q$
-					WITH x AS (
-						INSERT INTO %3$s
-						SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
-							   s.due_at, s.error, j.key, j.priority, j.enqueued_at, j.payload, $1,
-							   j.tenant
-						  FROM %2$s s JOIN %1$s j ON j.job_id = s.job_id
-						 WHERE NOT pgqueue_internal._unseen(s.xmin, $2)
-						   AND NOT EXISTS (SELECT 1 FROM %4$s m
-											WHERE m.job_id = s.job_id AND m.seq = s.seq)
-						ON CONFLICT DO NOTHING
-						RETURNING 1)
-					SELECT count(*) FROM x$q$,
-					pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
-					pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no), a, ns)
-				INTO n USING clock_timestamp(), snap;
-				archived := archived + n;
-			ELSE
-				/* discarded: every status row but the latest of each moved job */
-				EXECUTE format('SELECT count(*) FROM %s',
-							   pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no))
-				INTO n;
-				archived := archived + n;
-			END IF;
+			EXECUTE format($q$
+				WITH g AS (
+					SELECT j.* FROM %1$s j
+					 WHERE NOT EXISTS (SELECT 1 FROM %4$s m WHERE m.job_id = j.job_id)),
+				r AS (
+					SELECT s.queue_id, s.job_id, s.seq, s.state, s.attempt, s.fails, s.at,
+						   s.due_at, s.error
+					  FROM %2$s s
+					 WHERE NOT pgqueue_internal._unseen(s.xmin, $2)
+					   AND NOT EXISTS (SELECT 1 FROM %4$s m WHERE m.job_id = s.job_id)
+					UNION ALL
+					SELECT g.queue_id, g.job_id, c.seq, c.state, c.attempt, c.fails, c.at,
+						   c.due_at, c.error
+					  FROM g CROSS JOIN LATERAL pgqueue_internal._job_claim_rows(
+							g.queue_id, g.job_id, g.priority, g.tenant, $3) c),
+				x AS (
+					INSERT INTO %3$s
+					SELECT r.queue_id, r.job_id, r.seq, r.state, r.attempt, r.fails, r.at,
+						   r.due_at, r.error, j.key, j.priority, j.enqueued_at, j.payload, $1,
+						   j.tenant
+					  FROM r JOIN %1$s j ON j.job_id = r.job_id
+					 WHERE $4
+					ON CONFLICT DO NOTHING
+					RETURNING 1)
+				SELECT CASE WHEN $4 THEN (SELECT count(*) FROM x) ELSE (SELECT count(*) FROM r) END$q$,
+				pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
+				pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no),
+				coalesce(a, 'pgqueue_data.archive_store'), nj)
+			INTO n USING clock_timestamp(), snap, run[i].block_no, q.archive;
+			archived := archived + n;
 			PERFORM pgqueue_internal._fault('compact_archived');
 		END LOOP;
 
 		/* what changed since snap, as far as caught_up sees, still unfenced */
 		caught_up := pg_current_snapshot();
 		FOR i IN 1 .. cardinality(run) LOOP
-			moved := moved + pgqueue_internal._compact_carry(run[i], nj, ns, snap, since);
+			moved := moved + pgqueue_internal._compact_carry(run[i], nj, ns, nc, snap, since);
 		END LOOP;
 		PERFORM pgqueue_internal._fault('compact_caught_up');
 
@@ -378,15 +398,16 @@ BEGIN
 			IF NOT pgqueue_internal._block_lock(run[i].queue_id, run[i].block_no, true) THEN
 				RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
 			END IF;
-			EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE',
+			EXECUTE format('LOCK TABLE %s, %s, %s IN ACCESS EXCLUSIVE MODE',
 						   pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
-						   pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no));
+						   pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no),
+						   pgqueue_internal._rel('c', run[i].queue_id, run[i].block_no));
 		END LOOP;
 		PERFORM pgqueue_internal._fault('compact_locked');
 
 		/* what changed since caught_up: on the pages changed since, too */
 		FOR i IN 1 .. cardinality(run) LOOP
-			moved := moved + pgqueue_internal._compact_carry(run[i], nj, ns, caught_up, since);
+			moved := moved + pgqueue_internal._compact_carry(run[i], nj, ns, nc, caught_up, since);
 		END LOOP;
 
 		/* only now lock the parent tables, which a push that opens a block needs */
@@ -407,7 +428,7 @@ BEGIN
 	RETURN format('%s blocks %s..%s: %s jobs moved%s, %s status rows %s',
 				  cardinality(run), run[1].block_no, run[cardinality(run)].block_no, moved,
 				  CASE WHEN moved > 0 THEN ' to block ' || new_no ELSE '' END,
-				  CASE WHEN q.archive THEN archived ELSE archived - moved END,
+				  archived,
 				  CASE WHEN q.archive THEN 'archived' ELSE 'discarded' END);
 END
 $$;
@@ -469,7 +490,12 @@ BEGIN
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = q.queue_id AND bl.state <> 'done'
 			  ORDER BY bl.first_id LOOP
-		expired := expired + pgqueue_internal._expire_leases(b, q.max_attempts);
+		/* blocks made before 0.2.0 get a table of claim records */
+		IF to_regclass(pgqueue_internal._rel('c', b.queue_id, b.block_no)) IS NULL THEN
+			PERFORM pgqueue_internal._block_claims(b.queue_id, b.block_no, true);
+			PERFORM pgqueue_internal._cache_invalidate();
+		END IF;
+		expired := expired + pgqueue_internal._expire_leases(b.queue_id, b.block_no);
 		IF b.state = 'open' AND last_value >= b.last_id THEN
 			UPDATE pgqueue.block bl SET state = 'closed'
 			 WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no;
@@ -479,9 +505,13 @@ BEGIN
 		/*
 		 * A closed block is done when no job in it is unfinished.  The
 		 * block lock fences off pushes that have not committed yet, and the
-		 * row lock on the block serializes with queue_retry reviving it.
+		 * row lock on the block serializes with queue_retry reviving it;
+		 * both are taken, and the block looked at again, only when it
+		 * seems done, so that a round writes nothing for a block of
+		 * backlog.
 		 */
-		IF b.state = 'closed' AND pgqueue_internal._block_lock(b.queue_id, b.block_no, true) THEN
+		IF b.state = 'closed' AND NOT pgqueue_internal._block_busy(b.queue_id, b.block_no)
+		   AND pgqueue_internal._block_lock(b.queue_id, b.block_no, true) THEN
 			PERFORM 1 FROM pgqueue.block bl
 			  WHERE bl.queue_id = b.queue_id AND bl.block_no = b.block_no
 			  FOR UPDATE SKIP LOCKED;
@@ -525,14 +555,13 @@ AS $$
 DECLARE
 	found_id bigint;
 BEGIN
-	/* OFFSET 0 keeps the test a probe per job, not an anti-join of all */
-	EXECUTE format('SELECT j.job_id FROM %2$s j WHERE NOT EXISTS'
-				   ' (SELECT 1 FROM %1$s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')'
-				   '   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)'
-				   '  OFFSET 0)'
+	EXECUTE format('SELECT j.job_id FROM %s j'
+				   ' CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id,'
+				   '  j.priority, j.tenant, $1) s'
+				   ' WHERE s.state IS NULL OR s.state NOT IN (''d'', ''x'')'
 				   ' ORDER BY j.job_id DESC LIMIT 1',
-				   pgqueue_internal._rel('s', queue_id, block_no), pgqueue_internal._rel('j', queue_id, block_no))
-		INTO found_id;
+				   pgqueue_internal._rel('j', queue_id, block_no))
+		INTO found_id USING block_no;
 	RETURN found_id IS NOT NULL;
 END
 $$;

@@ -146,6 +146,32 @@ CREATE TABLE pgqueue_data.status_store (
 	error text
 );
 
+/*
+ * Claim records (0.2.0): a pop that claims never-claimed jobs writes one
+ * record for them (seq 0, kind 'c'): the lane (priority, tenant) and the
+ * id range [lo, hi] it took; every job of that lane in the range that had
+ * no status row is claimed by it, at attempt 1, leased until lease_until.
+ * What happens to those jobs next is appended as seq 1, 2, ... with a
+ * compare-and-append on (claim_id, seq): 'd' acked (ids; NULL: all that
+ * were left), 'x' left the claim for status rows of their own (failed,
+ * released, extended, expired, aborted).  claim_id is the lowest job id
+ * of the claim.
+ */
+CREATE TABLE pgqueue_data.claim_store (
+	queue_id integer NOT NULL,
+	claim_id bigint NOT NULL,
+	seq integer NOT NULL,
+	kind "char" NOT NULL,
+	priority integer,
+	tenant text,
+	lo bigint,
+	hi bigint,
+	n integer NOT NULL,
+	ids bigint[],
+	at timestamptz NOT NULL,
+	lease_until timestamptz
+);
+
 /* archived status rows, each with its job's columns */
 CREATE TABLE pgqueue_data.archive_store (
 	queue_id integer NOT NULL,

@@ -29,15 +29,13 @@ SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 SELECT EXISTS (
 	SELECT 1 FROM pgqueue_data.job_store o
-	  LEFT JOIN LATERAL (SELECT st.state FROM pgqueue_data.status_store st
-						  WHERE st.job_id = o.job_id AND st.queue_id = o.queue_id
-						  ORDER BY st.seq DESC LIMIT 1) l ON true
+	 CROSS JOIN LATERAL pgqueue_internal._job_state(o.queue_id, o.job_id, o.priority, o.tenant) l
 	 WHERE o.queue_id = $1 AND o.key = $2 AND o.job_id <> $3
 	   AND ((o.job_id < $3 AND (l.state IS NULL OR l.state NOT IN ('d', 'x')))
 			OR l.state = 'e'))
 $$;
 
-/* jobs: every live job with its current state (latest status row) */
+/* jobs: every live job with its current state */
 CREATE OR REPLACE VIEW pgqueue.jobs AS
 SELECT q.name AS queue,
 	   j.job_id,
@@ -59,12 +57,25 @@ SELECT q.name AS queue,
 	   coalesce(s.at, j.enqueued_at) AS updated_at
   FROM pgqueue_data.job_store j
   JOIN pgqueue.queue q ON q.queue_id = j.queue_id
-  LEFT JOIN (SELECT DISTINCT ON (st.job_id, st.queue_id) st.*
-			   FROM pgqueue_data.status_store st
-			  ORDER BY st.job_id, st.queue_id, st.seq DESC) s
-	ON s.job_id = j.job_id AND s.queue_id = j.queue_id;
+ CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id, j.priority, j.tenant) s;
 
-/* job_history: every status transition of every job, live and archived */
+/*
+ * _job_claim_rows: the transitions of a job that its claim record holds,
+ * as status rows (claimed, and acked if an ack of the claim took it), for
+ * job_history and the archive; block_no as for _job_state
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._job_claim_rows(queue_id integer, job_id bigint,
+															priority integer, tenant text,
+															block_no integer DEFAULT NULL)
+RETURNS SETOF pgqueue_data.status_store
+LANGUAGE c STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_job_claim_rows';
+
+/*
+ * job_history: every transition of every job, live (status rows, and those
+ * that claim records hold) and archived
+ */
 CREATE OR REPLACE VIEW pgqueue.job_history AS
 SELECT q.name AS queue,
 	   s.job_id,
@@ -79,7 +90,14 @@ SELECT q.name AS queue,
 	   CASE WHEN s.state IN ('a', 's', 'f') THEN s.due_at END AS run_at,
 	   s.error,
 	   false AS archived
-  FROM pgqueue_data.status_store s
+  FROM (SELECT st.queue_id, st.job_id, st.seq, st.state, st.attempt, st.fails, st.at,
+			   st.due_at, st.error
+		  FROM pgqueue_data.status_store st
+		UNION ALL
+		SELECT j.queue_id, j.job_id, c.seq, c.state, c.attempt, c.fails, c.at, c.due_at, c.error
+		  FROM pgqueue_data.job_store j
+		 CROSS JOIN LATERAL pgqueue_internal._job_claim_rows(j.queue_id, j.job_id, j.priority,
+															 j.tenant) c) s
   JOIN pgqueue.queue q ON q.queue_id = s.queue_id
 UNION ALL
 SELECT q.name, a.job_id, a.seq,
@@ -102,14 +120,15 @@ SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
 	j text := pgqueue_internal._rel('j', queue_id, block_no);
-	s text := pgqueue_internal._rel('s', queue_id, block_no);
+	c regclass := to_regclass(pgqueue_internal._rel('c', queue_id, block_no));
 BEGIN
-	/* finished: the latest status is terminal (a retry can follow an abort) */
-	EXECUTE format('SELECT count(*), count(*) FILTER (WHERE NOT EXISTS'
-				   ' (SELECT 1 FROM %1$s s WHERE s.job_id = j.job_id AND s.state IN (''d'', ''x'')'
-				   '   AND NOT EXISTS (SELECT 1 FROM %1$s n WHERE n.job_id = s.job_id AND n.seq > s.seq)))'
-				   ' FROM %2$s j', s, j) INTO jobs, unfinished;
-	bytes := pg_total_relation_size(j::regclass) + pg_total_relation_size(s::regclass);
+	/* finished: the current state is terminal (a retry can follow an abort) */
+	EXECUTE format('SELECT count(*), count(*) FILTER (WHERE s.state IS NULL OR s.state NOT IN (''d'', ''x''))'
+				   ' FROM %s j CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id,'
+				   '  j.priority, j.tenant) s', j) INTO jobs, unfinished;
+	bytes := pg_total_relation_size(j::regclass)
+		+ pg_total_relation_size(pgqueue_internal._rel('s', queue_id, block_no)::regclass)
+		+ coalesce(pg_total_relation_size(c), 0);
 END
 $$;
 

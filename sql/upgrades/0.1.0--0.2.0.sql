@@ -30,7 +30,6 @@ ALTER FUNCTION pgqueue._block_revive(integer, integer) SET SCHEMA pgqueue_intern
 ALTER FUNCTION pgqueue._set_paused(text, boolean) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._key_ready(text, bigint) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._take(text) SET SCHEMA pgqueue_internal;
-ALTER FUNCTION pgqueue._unclaimed(bigint) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._flow_count(integer, text) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._key_blocked(integer, text, bigint) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._block_stats(integer, integer) SET SCHEMA pgqueue_internal;
@@ -39,17 +38,20 @@ ALTER FUNCTION pgqueue._retry_allowed(integer, bigint[]) SET SCHEMA pgqueue_inte
 ALTER FUNCTION pgqueue._transition(integer, bigint[], text, text[], text) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._check_one(text, bigint, text[], text) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._bulk_ids(text, text, text, timestamptz, timestamptz, text[]) SET SCHEMA pgqueue_internal;
-ALTER FUNCTION pgqueue._expire_leases(pgqueue.block, integer) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._archive_rel(integer, date) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._archive_table(integer) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._unseen(xid, pg_snapshot) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._wait_writers(regclass[], integer) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._changed_tids(regclass, pg_lsn) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._block_keep(integer, integer, timestamptz, double precision) SET SCHEMA pgqueue_internal;
-ALTER FUNCTION pgqueue._compact_carry(pgqueue.block, text, text, pg_snapshot, pg_lsn) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._compact_step(integer) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._archive_expire(integer) SET SCHEMA pgqueue_internal;
 ALTER FUNCTION pgqueue._maintain_queue(integer) SET SCHEMA pgqueue_internal;
+
+/* replaced by functions that take claim records into account */
+DROP FUNCTION pgqueue._unclaimed(bigint);
+DROP FUNCTION pgqueue._expire_leases(pgqueue.block, integer);
+DROP FUNCTION pgqueue._compact_carry(pgqueue.block, text, text, pg_snapshot, pg_lsn);
 
 /* options beyond the bounds of 0.2.0 are brought within them */
 UPDATE pgqueue.queue SET
@@ -84,6 +86,32 @@ CREATE TABLE pgqueue.queue_acl (
 	PRIMARY KEY (queue_id, grantee, privilege)
 );
 SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue_acl', '');
+
+/*
+ * Claim records: a pop that claims never-claimed jobs writes one
+ * record for them (seq 0, kind 'c'): the lane (priority, tenant) and the
+ * id range [lo, hi] it took; every job of that lane in the range that had
+ * no status row is claimed by it, at attempt 1, leased until lease_until.
+ * What happens to those jobs next is appended as seq 1, 2, ... with a
+ * compare-and-append on (claim_id, seq): 'd' acked (ids; NULL: all that
+ * were left), 'x' left the claim for status rows of their own (failed,
+ * released, extended, expired, aborted).  claim_id is the lowest job id
+ * of the claim.
+ */
+CREATE TABLE pgqueue_data.claim_store (
+	queue_id integer NOT NULL,
+	claim_id bigint NOT NULL,
+	seq integer NOT NULL,
+	kind "char" NOT NULL,
+	priority integer,
+	tenant text,
+	lo bigint,
+	hi bigint,
+	n integer NOT NULL,
+	ids bigint[],
+	at timestamptz NOT NULL,
+	lease_until timestamptz
+);
 
 CREATE TABLE pgqueue.queue_maintenance (
 	queue_id integer PRIMARY KEY REFERENCES pgqueue.queue ON DELETE CASCADE,

@@ -77,6 +77,8 @@ SELECT is_empty($$SELECT signature FROM sec_ext_functions WHERE schema = 'pgqueu
 SELECT results_eq($$SELECT signature FROM sec_ext_functions WHERE prosecdef ORDER BY signature$$,
 				  $$VALUES ('pgqueue_internal._block_stats(integer,integer)'),
 						   ('pgqueue_internal._counters(text)'),
+						   ('pgqueue_internal._job_claim_rows(integer,bigint,integer,text,integer)'),
+						   ('pgqueue_internal._job_state(integer,bigint,integer,text,integer)'),
 						   ('pgqueue_internal._key_blocked(integer,text,bigint)')$$,
 				  'the only SECURITY DEFINER functions are the helpers of the views');
 SELECT is_empty($$SELECT signature, proacl FROM sec_ext_functions
@@ -90,10 +92,14 @@ SELECT results_eq($$SELECT f.signature, a.grantee::regrole::text, a.privilege_ty
 					 ORDER BY 1, 2$$,
 				  $$VALUES ('pgqueue_internal._block_stats(integer,integer)', 'pgqueue_monitor', 'EXECUTE'),
 						   ('pgqueue_internal._counters(text)', 'pgqueue_monitor', 'EXECUTE'),
+						   ('pgqueue_internal._job_claim_rows(integer,bigint,integer,text,integer)',
+							'pgqueue_monitor', 'EXECUTE'),
+						   ('pgqueue_internal._job_state(integer,bigint,integer,text,integer)',
+							'pgqueue_monitor', 'EXECUTE'),
 						   ('pgqueue_internal._key_blocked(integer,text,bigint)', 'pgqueue_monitor', 'EXECUTE'),
 						   ('pgqueue_internal._state("char",timestamp with time zone,timestamp with time zone)',
 							'pgqueue_monitor', 'EXECUTE')$$,
-				  'of the internal functions only the four that the views call are granted, to pgqueue_monitor only');
+				  'of the internal functions only the six that the views call are granted, to pgqueue_monitor only');
 
 /* ------------------------------------------------------------------------
  * a. finding 1: shadowing objects of an unprivileged role

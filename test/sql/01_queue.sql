@@ -118,7 +118,7 @@ SELECT count(*) AS queues FROM pgqueue.queues;
 SELECT count(*) AS blocks FROM pgqueue.block;
 SELECT count(*) AS data_relations FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = 'pgqueue_data' AND c.relname !~ '^(job|status|archive)_store';
+ WHERE n.nspname = 'pgqueue_data' AND c.relname !~ '^(job|status|claim|archive)_store';
 
 -- a dropped name can be used again
 SELECT pgqueue.queue_create('emails');

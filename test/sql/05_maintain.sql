@@ -115,8 +115,8 @@ SELECT pgqueue.queue_drop('blocks');
 --
 -- Looking up a job by id reads only the block whose id range holds it
 -- (constraint exclusion on the block tables' CHECK constraints).  Block
--- tables are pgqueue_data.j_<queue id>_<block no> (jobs) and s_... (status);
--- the queue id is shown as Q.
+-- tables are pgqueue_data.j_<queue id>_<block no> (jobs), s_... (status)
+-- and c_... (claims); the queue id is shown as Q.
 --
 SELECT pgqueue.queue_create('x', block_size => 100);
 SELECT array_length(pgqueue.queue_push_batch('x', array_agg(jsonb_build_object('n', i))), 1) AS pushed
@@ -135,7 +135,8 @@ BEGIN
 	END LOOP;
 END
 $$;
--- (job_store and status_store are the empty parents of the block tables)
+-- (job_store is the empty parent of the block tables; _job_state reads the
+-- status rows and claim records of the job's block only)
 SELECT relation FROM pg_temp.scanned($$SELECT * FROM pgqueue.jobs WHERE queue = 'x' AND job_id = 42$$) relation
  ORDER BY relation COLLATE "C";
 SELECT relation FROM pg_temp.scanned($$SELECT * FROM pgqueue.jobs WHERE queue = 'x' AND job_id = 242$$) relation

@@ -183,18 +183,21 @@ SELECT pgqueue.queue_drop('c_open');
 --
 SELECT pgqueue.queue_create('c_ret', block_size => 100, retention => '1 hour');
 SELECT pg_temp.push('c_ret', 200);
-SELECT count(*) AS popped FROM pgqueue.queue_pop('c_ret', 200);
+SELECT count(*) AS popped FROM pgqueue.queue_pop('c_ret', 90);
+SELECT count(*) AS popped FROM pgqueue.queue_pop('c_ret', 110);
 SELECT pg_temp.ack('c_ret', 1, 200);
 SELECT * FROM pg_temp.maint('c_ret');
 SELECT * FROM pg_temp.blocks('c_ret');
--- Make 90 jobs of block 0 look finished two hours ago (the status rows'
--- time is what retention looks at, and no job of a block can be older than
--- the block): block 0 is compacted and its 10 recent ones stay live,
--- succeeded, in block -1
-UPDATE pgqueue_data.status_store SET at = at - interval '2 hours'
- WHERE queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 'c_ret') AND job_id <= 90;
+-- Make 90 jobs of block 0 look finished two hours ago (the time of their
+-- transitions is what retention looks at: here those of the claim record
+-- that took them, the first pop's, and of its ack; and no job of a block
+-- can be older than the block)
+UPDATE pgqueue_data.claim_store SET at = at - interval '2 hours'
+ WHERE queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 'c_ret') AND claim_id = 1;
 UPDATE pgqueue.block SET created_at = created_at - interval '3 hours'
  WHERE queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 'c_ret') AND block_no = 0;
+-- block 0 is compacted and its 10 recent ones stay live, succeeded, in
+-- block -1
 SELECT * FROM pg_temp.maint('c_ret');
 SELECT * FROM pg_temp.blocks('c_ret');
 SELECT job_id, state, attempt FROM pgqueue.jobs WHERE queue = 'c_ret' AND job_id <= 100 ORDER BY job_id;

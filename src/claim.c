@@ -1,0 +1,631 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *	  The state of a job: the one definition that pgqueue's C code and its
+ *	  SQL (through pgqueue_internal._job_state) read.
+ *
+ * A job's state is, in this order:
+ *   1. its latest status row, if it has one (per-job rows: scheduled, and
+ *      everything after a job leaves a claim: fail, extend, release,
+ *      lease expiry, retry, abort);
+ *   2. else the claim record of its lane (priority, tenant) whose id range
+ *      [lo, hi] holds it, if one does: claimed at the claim's time, attempt
+ *      1, leased until the claim's lease end; succeeded when a later record
+ *      of the claim acks it;
+ *   3. else it was never claimed (available, or blocked by its key).
+ * Rule 2 holds because the claims of a lane never overlap (lane cursors,
+ * watermark.c), a claim takes every job of its lane in its range that had
+ * no status row (a job it could not take gets one, "available"), and no
+ * job can appear in a range later (claims stay below the bound of open
+ * pushes).  A job leaves its claim for status rows of its own: the record
+ * that says so and the first status row (seq 2; the claim was seq 1) are
+ * written together, after a compare-and-append on the claim's (claim_id,
+ * seq), which serializes everything that happens to the jobs of a claim.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_type.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "claim.h"
+
+PG_FUNCTION_INFO_V1(pgq_job_state_sql);
+PG_FUNCTION_INFO_V1(pgq_job_claim_rows);
+
+/*
+ * latest_status
+ *		The latest status row of a job into *st; false if it has none.
+ */
+static bool
+latest_status(PgqBlock *block, int64 job_id, Snapshot snapshot, PgqJobState *st)
+{
+	Relation	status = table_open(block->status_relid, AccessShareLock);
+	Relation	pkey = index_open(block->status_pkey, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(status, NULL);
+	ScanKeyData skey;
+	IndexScanDesc scan;
+	bool		found;
+
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
+	scan = index_beginscan(status, pkey, snapshot, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	found = index_getnext_slot(scan, BackwardScanDirection, slot);
+	if (found)
+	{
+		bool		isnull;
+		Datum		error;
+
+		st->seq = DatumGetInt32(slot_getattr(slot, PGQ_SATT_SEQ, &isnull));
+		st->state = DatumGetChar(slot_getattr(slot, PGQ_SATT_STATE, &isnull));
+		st->attempt = DatumGetInt32(slot_getattr(slot, PGQ_SATT_ATTEMPT, &isnull));
+		st->fails = DatumGetInt32(slot_getattr(slot, PGQ_SATT_FAILS, &isnull));
+		st->at = DatumGetTimestampTz(slot_getattr(slot, PGQ_SATT_AT, &isnull));
+		st->due_at = DatumGetTimestampTz(slot_getattr(slot, PGQ_SATT_DUE, &isnull));
+		st->has_due = !isnull;
+		error = slot_getattr(slot, PGQ_SATT_ERROR, &isnull);
+		st->error = isnull ? NULL : DatumGetTextPCopy(error);
+		st->claim_id = 0;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
+	table_close(status, AccessShareLock);
+	return found;
+}
+
+/*
+ * claimed_by_range
+ *		Whether a job in a claim's range was claimed by it: it has no status
+ *		row seq 1 (a job that leaves the claim gets rows from seq 2 on; one
+ *		the claim passed over has rows from seq 1), as snapshot sees them.
+ */
+static bool
+claimed_by_range(PgqBlock *block, int64 job_id, Snapshot snapshot)
+{
+	Relation	status = table_open(block->status_relid, AccessShareLock);
+	Relation	pkey = index_open(block->status_pkey, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(status, NULL);
+	ScanKeyData skeys[2];
+	IndexScanDesc scan;
+	bool		found;
+
+	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
+	ScanKeyInit(&skeys[1], 2, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(1));
+	scan = index_beginscan(status, pkey, snapshot, 2, 0);
+	index_rescan(scan, skeys, 2, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
+	table_close(status, AccessShareLock);
+	return !found;
+}
+
+/*
+ * pgq_claim_read
+ *		Read a claim record and every later record of it, as snapshot sees
+ *		them; false if there is no such claim.
+ */
+bool
+pgq_claim_read(PgqBlock *block, int64 claim_id, Snapshot snapshot, PgqClaim *claim)
+{
+	Relation	claims = table_open(block->claims_relid, AccessShareLock);
+	Relation	pkey = index_open(block->claims_pkey, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(claims, NULL);
+	ScanKeyData skey;
+	IndexScanDesc scan;
+	bool		found = false;
+	int			maxids = 0;
+
+	memset(claim, 0, sizeof(*claim));
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(claim_id));
+	scan = index_beginscan(claims, pkey, snapshot, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		int32		seq = DatumGetInt32(slot_getattr(slot, PGQ_CATT_SEQ, &isnull));
+		char		kind = DatumGetChar(slot_getattr(slot, PGQ_CATT_KIND, &isnull));
+		int32		n = DatumGetInt32(slot_getattr(slot, PGQ_CATT_N, &isnull));
+		TimestampTz at = DatumGetTimestampTz(slot_getattr(slot, PGQ_CATT_AT, &isnull));
+		Datum		ids;
+
+		claim->last_seq = Max(claim->last_seq, seq);
+		if (seq == 0)
+		{
+			Datum		tenant;
+
+			found = true;
+			claim->claim_id = claim_id;
+			claim->priority = DatumGetInt32(slot_getattr(slot, PGQ_CATT_PRIORITY, &isnull));
+			tenant = slot_getattr(slot, PGQ_CATT_TENANT, &isnull);
+			if (!isnull)
+				text_to_cstring_buffer(DatumGetTextPP(tenant), claim->tenant, NAMEDATALEN);
+			claim->lo = DatumGetInt64(slot_getattr(slot, PGQ_CATT_LO, &isnull));
+			claim->hi = DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull));
+			claim->n = n;
+			claim->at = at;
+			claim->lease_until = DatumGetTimestampTz(slot_getattr(slot, PGQ_CATT_LEASE, &isnull));
+			continue;
+		}
+		if (kind == PGQ_CLAIM_ACKED)
+			claim->nacked += n;
+		else
+			claim->nleft += n;
+		ids = slot_getattr(slot, PGQ_CATT_IDS, &isnull);
+		/* no ids: an ack of all the jobs that were left in the claim */
+		claim->all_acked |= isnull;
+		{
+			Datum	   *elems = NULL;
+			bool	   *enulls;
+			int			nelems = 0;
+
+			if (!isnull)
+				deconstruct_array(DatumGetArrayTypeP(ids), INT8OID, 8, FLOAT8PASSBYVAL,
+								  TYPALIGN_DOUBLE, &elems, &enulls, &nelems);
+			if (claim->nids + nelems + 1 > maxids)
+			{
+				maxids = Max(16, 2 * (claim->nids + nelems + 1));
+				claim->ids = claim->ids == NULL ? palloc(sizeof(int64) * maxids)
+					: repalloc(claim->ids, sizeof(int64) * maxids);
+				claim->kinds = claim->kinds == NULL ? palloc(maxids)
+					: repalloc(claim->kinds, maxids);
+				claim->ats = claim->ats == NULL ? palloc(sizeof(TimestampTz) * maxids)
+					: repalloc(claim->ats, sizeof(TimestampTz) * maxids);
+			}
+			/* an ack of all is kept as id 0 */
+			if (isnull)
+			{
+				claim->ids[claim->nids] = 0;
+				claim->kinds[claim->nids] = kind;
+				claim->ats[claim->nids++] = at;
+			}
+			for (int i = 0; i < nelems; i++)
+			{
+				claim->ids[claim->nids] = DatumGetInt64(elems[i]);
+				claim->kinds[claim->nids] = kind;
+				claim->ats[claim->nids++] = at;
+			}
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
+	table_close(claims, AccessShareLock);
+	return found;
+}
+
+/*
+ * pgq_claim_fate
+ *		What became of one job of a claim: PGQ_CLAIM_ACKED, PGQ_CLAIM_LEFT
+ *		(with *at, when) or '\0' (it is still claimed).
+ */
+char
+pgq_claim_fate(PgqClaim *claim, int64 job_id, TimestampTz *at)
+{
+	for (int i = 0; i < claim->nids; i++)
+		if (claim->ids[i] == job_id)
+		{
+			*at = claim->ats[i];
+			return claim->kinds[i];
+		}
+	for (int i = 0; i < claim->nids; i++)
+		if (claim->ids[i] == 0)
+		{
+			*at = claim->ats[i];
+			return PGQ_CLAIM_ACKED;
+		}
+	return '\0';
+}
+
+/*
+ * pgq_claim_find
+ *		The claim of a job's lane whose range holds the job, with its later
+ *		records; false if there is none (or the block has no claims).
+ */
+bool
+pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
+			   Snapshot snapshot, PgqClaim *claim)
+{
+	Relation	claims;
+	Relation	lane;
+	TupleTableSlot *slot;
+	ScanKeyData skeys[3];
+	IndexScanDesc scan;
+	int64		claim_id = 0;
+
+	if (!OidIsValid(block->claims_relid))
+		return false;
+	pgq_block_indexes(block);
+	claims = table_open(block->claims_relid, AccessShareLock);
+	lane = index_open(block->claims_lane, AccessShareLock);
+	slot = table_slot_create(claims, NULL);
+	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
+	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   lane->rd_indcollation[1], F_TEXTEQ,
+						   CStringGetTextDatum(tenant));
+	ScanKeyInit(&skeys[2], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(job_id));
+	scan = index_beginscan(claims, lane, snapshot, 3, 0);
+	index_rescan(scan, skeys, 3, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		if (DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull)) >= job_id)
+			claim_id = DatumGetInt64(slot_getattr(slot, PGQ_CATT_CLAIM_ID, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(lane, AccessShareLock);
+	table_close(claims, AccessShareLock);
+	return claim_id != 0 && pgq_claim_read(block, claim_id, snapshot, claim);
+}
+
+/*
+ * pgq_job_state
+ *		The state of a job of a block (of lane priority, tenant) as
+ *		snapshot sees it (see the file header).
+ */
+void
+pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
+			  Snapshot snapshot, PgqJobState *st)
+{
+	PgqClaim	claim;
+	TimestampTz at;
+
+	memset(st, 0, sizeof(*st));
+	pgq_block_indexes(block);
+	if (latest_status(block, job_id, snapshot, st))
+		return;
+	if (!pgq_claim_find(block, job_id, priority, tenant, snapshot, &claim))
+		return;
+	st->claim_id = claim.claim_id;
+	st->attempt = 1;
+	if (pgq_claim_fate(&claim, job_id, &at) == PGQ_CLAIM_ACKED)
+	{
+		st->seq = 2;
+		st->state = PGQ_SUCCEEDED;
+		st->at = at;
+	}
+	else
+	{
+		st->seq = 1;
+		st->state = PGQ_EXECUTING;
+		st->at = claim.at;
+		st->has_due = true;
+		st->due_at = claim.lease_until;
+	}
+}
+
+/*
+ * pgq_in_sorted
+ *		Whether a sorted array holds a value.
+ */
+bool
+pgq_in_sorted(const int64 *a, int n, int64 v)
+{
+	int			lo = 0;
+	int			hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (a[mid] == v)
+			return true;
+		if (a[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return false;
+}
+
+/*
+ * pgq_claim_held
+ *		The jobs a claim still holds, as snapshot sees its records: the jobs
+ *		of its lane in its range without status rows (committed or being
+ *		written), not yet acked or left.  Returns how many, sorted in *ids.
+ */
+int
+pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids)
+{
+	Relation	jobs;
+	Relation	lane;
+	TupleTableSlot *slot;
+	ScanKeyData skeys[4];
+	IndexScanDesc scan;
+	int64	   *done;
+	int			ndone;
+	int64	   *pending;
+	int			npending;
+	int			n = 0;
+	int			max = 16;
+
+	*ids = NULL;
+	if (claim->all_acked || claim->nacked + claim->nleft >= claim->n)
+		return 0;
+	pgq_block_indexes(block);
+	pgq_status_ids(block, claim->lo, claim->hi, &done, &ndone, &pending, &npending);
+	*ids = palloc(sizeof(int64) * max);
+	jobs = table_open(block->jobs_relid, AccessShareLock);
+	lane = index_open(block->jobs_lane, AccessShareLock);
+	slot = table_slot_create(jobs, NULL);
+	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(claim->priority));
+	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   lane->rd_indcollation[1], F_TEXTEQ,
+						   CStringGetTextDatum(claim->tenant));
+	ScanKeyInit(&skeys[2], 3, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(claim->lo));
+	ScanKeyInit(&skeys[3], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(claim->hi));
+	scan = index_beginscan(jobs, lane, snapshot, 4, 0);
+	index_rescan(scan, skeys, 4, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
+		TimestampTz at;
+
+		if (pgq_in_sorted(done, ndone, job_id) || pgq_in_sorted(pending, npending, job_id) ||
+			pgq_claim_fate(claim, job_id, &at) != '\0')
+			continue;
+		if (n == max)
+		{
+			max *= 2;
+			*ids = repalloc(*ids, sizeof(int64) * max);
+		}
+		(*ids)[n++] = job_id;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(lane, AccessShareLock);
+	table_close(jobs, AccessShareLock);
+	return n;
+}
+
+/*
+ * pgq_status_ids
+ *		The jobs with an id in [lo, hi] that have status rows: committed
+ *		into *done, being written by a transaction still running into
+ *		*pending (each sorted, one entry a job).  A dirty snapshot sees
+ *		both.
+ */
+void
+pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, int64 **done, int *ndone,
+			   int64 **pending, int *npending)
+{
+	Relation	status = table_open(block->status_relid, AccessShareLock);
+	Relation	pkey;
+	TupleTableSlot *slot = table_slot_create(status, NULL);
+	ScanKeyData skeys[2];
+	IndexScanDesc scan;
+	SnapshotData dirty;
+	int			maxdone = 0;
+	int			maxpending = 0;
+	int64		last = 0;
+
+	pgq_block_indexes(block);
+	pkey = index_open(block->status_pkey, AccessShareLock);
+	InitDirtySnapshot(dirty);
+	*done = *pending = NULL;
+	*ndone = *npending = 0;
+	ScanKeyInit(&skeys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
+	ScanKeyInit(&skeys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	scan = index_beginscan(status, pkey, &dirty, 2, 0);
+	index_rescan(scan, skeys, 2, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_SATT_JOB_ID, &isnull));
+		bool		running = TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax);
+		int64	  **list = running ? pending : done;
+		int		   *n = running ? npending : ndone;
+		int		   *max = running ? &maxpending : &maxdone;
+
+		/* a job with committed rows is done with, whatever else runs */
+		if (job_id == last && !running)
+			continue;
+		last = job_id;
+		if (*n > 0 && (*list)[*n - 1] == job_id)
+			continue;
+		if (*n == *max)
+		{
+			*max = Max(16, *max * 2);
+			*list = *list == NULL ? palloc(sizeof(int64) * *max)
+				: repalloc(*list, sizeof(int64) * *max);
+		}
+		(*list)[(*n)++] = job_id;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
+	table_close(status, AccessShareLock);
+}
+
+/*
+ * pgq_claims_lane
+ *		Read a lane's claims back (with a dirty snapshot, so that claims
+ *		being written count): returns the end of the last claim (the lane's
+ *		cursor), and up to maxgaps ranges between claims (claims that rolled
+ *		back) into gaps; *more tells there were more.
+ */
+int64
+pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, PgqRange *gaps,
+				int maxgaps, int *ngaps, bool *more)
+{
+	Relation	claims;
+	Relation	lane;
+	TupleTableSlot *slot;
+	ScanKeyData skeys[2];
+	IndexScanDesc scan;
+	SnapshotData dirty;
+	int64		next = block->first_id;
+
+	*ngaps = 0;
+	*more = false;
+	pgq_block_indexes(block);
+	claims = table_open(block->claims_relid, AccessShareLock);
+	lane = index_open(block->claims_lane, AccessShareLock);
+	slot = table_slot_create(claims, NULL);
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
+	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   lane->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
+	scan = index_beginscan(claims, lane, &dirty, 2, 0);
+	index_rescan(scan, skeys, 2, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		int64		lo = DatumGetInt64(slot_getattr(slot, PGQ_CATT_LO, &isnull));
+		int64		hi = DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull));
+
+		if (lo > next)
+		{
+			if (*ngaps < maxgaps)
+			{
+				gaps[*ngaps].lo = next;
+				gaps[*ngaps].hi = lo - 1;
+				(*ngaps)++;
+			}
+			else
+				*more = true;
+		}
+		next = Max(next, hi + 1);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(lane, AccessShareLock);
+	table_close(claims, AccessShareLock);
+	return next;
+}
+
+/*
+ * sql_block
+ *		The block of a job for the SQL functions below: the one numbered by
+ *		their fifth argument, if given (compaction, whose new block covers
+ *		the ids of the old ones until it commits), else the one whose range
+ *		holds the job.
+ */
+static PgqBlock *
+sql_block(FunctionCallInfo fcinfo, PgqQueue *queue, int64 job_id)
+{
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+		return pgq_block_by_no(queue, PG_GETARG_INT32(4));
+	return pgq_block_for_id(queue, job_id);
+}
+
+/*
+ * pgq_job_state_sql
+ *		SQL: pgqueue_internal._job_state(queue_id, job_id, priority, tenant,
+ *		block_no) returns the state of one job (see the file header) as the statement
+ *		sees it: seq, state, attempt, fails, at, due_at, error, claim_id;
+ *		state NULL if it was never claimed.
+ */
+Datum
+pgq_job_state_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[8];
+	bool		nulls[8];
+	PgqQueue   *queue;
+	PgqBlock   *block;
+	PgqJobState st;
+	char		tenant[NAMEDATALEN] = "";
+	int64		job_id = PG_GETARG_INT64(1);
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (!PG_ARGISNULL(3))
+		text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), tenant, NAMEDATALEN);
+	queue = pgq_queue_by_id(PG_GETARG_INT32(0));
+	block = queue != NULL ? sql_block(fcinfo, queue, job_id) : NULL;
+	memset(nulls, true, sizeof(nulls));
+	if (block != NULL && OidIsValid(block->status_relid))
+	{
+		pgq_job_state(block, job_id, PG_GETARG_INT32(2), tenant, GetActiveSnapshot(), &st);
+		values[0] = Int32GetDatum(st.seq);
+		values[1] = CharGetDatum(st.state);
+		values[2] = Int32GetDatum(st.attempt);
+		values[3] = Int32GetDatum(st.fails);
+		values[4] = TimestampTzGetDatum(st.at);
+		values[5] = TimestampTzGetDatum(st.due_at);
+		values[6] = PointerGetDatum(st.error);
+		values[7] = Int64GetDatum(st.claim_id);
+		nulls[0] = nulls[2] = nulls[3] = false;
+		nulls[1] = nulls[4] = st.state == '\0';
+		nulls[5] = !st.has_due;
+		nulls[6] = st.error == NULL;
+		nulls[7] = st.claim_id == 0;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * pgq_job_claim_rows
+ *		SQL: pgqueue_internal._job_claim_rows(queue_id, job_id, priority,
+ *		tenant, block_no) returns the transitions of a job that its claim record
+ *		holds, as status rows: claimed (seq 1, executing) and, if an ack
+ *		of the claim took it, succeeded (seq 2).  None if no claim took it.
+ */
+Datum
+pgq_job_claim_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int32		queue_id = PG_GETARG_INT32(0);
+	int64		job_id = PG_GETARG_INT64(1);
+	char		tenant[NAMEDATALEN] = "";
+	PgqQueue   *queue;
+	PgqBlock   *block;
+	PgqClaim	claim;
+	Snapshot	snapshot = GetActiveSnapshot();
+	Datum		values[9];
+	bool		nulls[9];
+	TimestampTz at;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!PG_ARGISNULL(3))
+		text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), tenant, NAMEDATALEN);
+	queue = pgq_queue_by_id(queue_id);
+	block = queue != NULL ? sql_block(fcinfo, queue, job_id) : NULL;
+	if (block == NULL || !OidIsValid(block->claims_relid) || !OidIsValid(block->status_relid))
+		return (Datum) 0;
+	pgq_block_indexes(block);
+	if (!pgq_claim_find(block, job_id, PG_GETARG_INT32(2), tenant, snapshot, &claim) ||
+		!claimed_by_range(block, job_id, snapshot))
+		return (Datum) 0;
+
+	/* queue_id, job_id, seq, state, attempt, fails, at, due_at, error */
+	memset(nulls, false, sizeof(nulls));
+	values[0] = Int32GetDatum(queue_id);
+	values[1] = Int64GetDatum(job_id);
+	values[2] = Int32GetDatum(1);
+	values[3] = CharGetDatum(PGQ_EXECUTING);
+	values[4] = Int32GetDatum(1);
+	values[5] = Int32GetDatum(0);
+	values[6] = TimestampTzGetDatum(claim.at);
+	values[7] = TimestampTzGetDatum(claim.lease_until);
+	nulls[8] = true;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	if (pgq_claim_fate(&claim, job_id, &at) == PGQ_CLAIM_ACKED)
+	{
+		values[2] = Int32GetDatum(2);
+		values[3] = CharGetDatum(PGQ_SUCCEEDED);
+		values[6] = TimestampTzGetDatum(at);
+		nulls[7] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

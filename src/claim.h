@@ -1,0 +1,69 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.h
+ *	  The state of a job: its status rows, or the claim record that holds
+ *	  it (claim.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PGQUEUE_CLAIM_H
+#define PGQUEUE_CLAIM_H
+
+#include "utils/snapshot.h"
+
+#include "cache.h"
+
+/* kinds of claim records */
+#define PGQ_CLAIM		'c'			/* the claim (seq 0) */
+#define PGQ_CLAIM_ACKED	'd'			/* jobs acked */
+#define PGQ_CLAIM_LEFT	'x'			/* jobs left for status rows of their own */
+
+/* the state of one job */
+typedef struct PgqJobState
+{
+	int32		seq;			/* transitions so far (0: none) */
+	char		state;			/* as in status rows; '\0': never claimed */
+	int32		attempt;
+	int32		fails;
+	TimestampTz at;				/* of the latest transition */
+	bool		has_due;
+	TimestampTz due_at;			/* lease end, retry or schedule time */
+	text	   *error;			/* NULL: none */
+	int64		claim_id;		/* the claim that holds it; 0: none */
+} PgqJobState;
+
+/* a claim record with what became of its jobs so far */
+typedef struct PgqClaim
+{
+	int64		claim_id;
+	int32		priority;
+	char		tenant[NAMEDATALEN];	/* '' for the jobs without a tenant */
+	int64		lo;
+	int64		hi;
+	int32		n;				/* jobs it took */
+	TimestampTz at;
+	TimestampTz lease_until;
+	int32		last_seq;		/* of its latest record */
+	int32		nacked;			/* jobs acked, left, so far */
+	int32		nleft;
+	bool		all_acked;		/* an ack of all that were left */
+	int			nids;			/* ids of the acks and leaves, sorted */
+	int64	   *ids;
+	char	   *kinds;			/* PGQ_CLAIM_ACKED or PGQ_CLAIM_LEFT per id */
+	TimestampTz *ats;			/* when */
+} PgqClaim;
+
+extern void pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
+						  Snapshot snapshot, PgqJobState *st);
+extern bool pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
+						   Snapshot snapshot, PgqClaim *claim);
+extern bool pgq_claim_read(PgqBlock *block, int64 claim_id, Snapshot snapshot, PgqClaim *claim);
+extern char pgq_claim_fate(PgqClaim *claim, int64 job_id, TimestampTz *at);
+extern bool pgq_in_sorted(const int64 *a, int n, int64 v);
+extern int	pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids);
+extern void pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, int64 **done, int *ndone,
+						   int64 **pending, int *npending);
+extern int64 pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant,
+							 PgqRange *gaps, int maxgaps, int *ngaps, bool *more);
+
+#endif							/* PGQUEUE_CLAIM_H */

@@ -449,6 +449,7 @@ pgq_block_indexes(PgqBlock *block)
 			block->jobs_lane = RelationGetRelid(index);
 		index_close(index, AccessShareLock);
 	}
+	block->jobs_pkey = RelationGetPrimaryKeyIndex(rel);
 	table_close(rel, AccessShareLock);
 	rel = table_open(block->status_relid, AccessShareLock);
 	block->status_pkey = RelationGetPrimaryKeyIndex(rel);
@@ -477,7 +478,7 @@ pgq_block_indexes(PgqBlock *block)
 			elog(ERROR, "the indexes of the claims of block %d are missing", block->block_no);
 	}
 	if (!OidIsValid(block->key_index) || !OidIsValid(block->jobs_lane) ||
-		!OidIsValid(block->status_pkey))
+		!OidIsValid(block->jobs_pkey) || !OidIsValid(block->status_pkey))
 		elog(ERROR, "the indexes of block %d are missing", block->block_no);
 	block->indexes_known = true;
 }

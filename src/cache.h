@@ -109,6 +109,7 @@ typedef struct PgqBlock
 	Oid			status_relid;
 	Oid			claims_relid;	/* InvalidOid: a block made before 0.2.0 */
 	bool		indexes_known;	/* the indexes below, found on first use */
+	Oid			jobs_pkey;		/* jobs (job_id) */
 	Oid			key_index;		/* jobs (key, job_id) */
 	Oid			jobs_lane;		/* jobs (priority, tenant, job_id) */
 	Oid			status_pkey;	/* status (job_id, seq) */

@@ -19,12 +19,19 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_type.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "args.h"
@@ -207,8 +214,7 @@ typedef struct Held
 	char		tenant[NAMEDATALEN];	/* '' for none */
 	text	   *key;
 	text	   *tenant_text;
-	int64		next;			/* next job of its key (KEY_NEXT); 0: none */
-	const char *state_name;
+	int64		next;			/* next job of its key; 0: none */
 	bool		done;			/* handled with its claim */
 } Held;
 
@@ -507,8 +513,9 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 		snap = RegisterSnapshot(GetLatestSnapshot());
 		if (!pgq_claim_find(block, h->job_id, h->priority, h->tenant, snap, &claim))
 		{
+			/* never claimed: available, as pgqueue_internal._state says */
 			Unmoved		u = {.job_id = h->job_id,.exists = true,.state = '\0',
-			.state_name = h->state_name};
+			.state_name = "available"};
 
 			report_unmoved(f->queue, &u, f->now);
 		}
@@ -550,6 +557,203 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 }
 
 /*
+ * finish_rows
+ *		Move jobs of a block (sorted) by the statement that reads their
+ *		latest status rows; a job that turns out to have none goes to its
+ *		claim (finish_held).
+ */
+static void
+finish_rows(Finish *f, PgqBlock *block, Request *reqs, int n)
+{
+	Datum	   *bids = palloc(sizeof(Datum) * n);
+	Datum	   *battempts = palloc(sizeof(Datum) * n);
+	bool	   *battempt_nulls = palloc(sizeof(bool) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	SPIPlanPtr	plan;
+	Held	   *held;
+	int			nheld = 0;
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		bids[i] = Int64GetDatum(reqs[i].job_id);
+		battempts[i] = Int32GetDatum(reqs[i].attempt);
+		battempt_nulls[i] = reqs[i].any_attempt;
+	}
+	f->args[0] = PointerGetDatum(construct_array(bids, n, INT8OID, 8,
+												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	f->args[1] = PointerGetDatum(construct_md_array(battempts, battempt_nulls, 1, dims, lbs,
+													INT4OID, 4, true, TYPALIGN_INT));
+	if (op_sql[f->op] == NULL)
+		op_sql[f->op] = op_fill(finish_sql, f->op);
+	plan = pgq_block_plan(f->queue, block, finish_ops[f->op].kind, op_sql[f->op],
+						  FINISH_NARGS, finish_argtypes);
+	rc = SPI_execute_plan(plan, f->args, f->nulls, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not update jobs of queue \"%s\": %s",
+			 f->queue->name, SPI_result_code_string(rc));
+
+	/*
+	 * The columns: job_id, state, attempt, due_at, new state, new due,
+	 * exists, want, key, tenant, next, state name, priority
+	 */
+	held = palloc(sizeof(Held) * Max(SPI_processed, 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		state_null;
+		bool		new_state_null;
+		Datum		new_state = SPI_getbinval(tup, desc, 5, &new_state_null);
+		int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char		state = DatumGetChar(SPI_getbinval(tup, desc, 2, &state_null));
+		bool		exists = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+		Datum		want = SPI_getbinval(tup, desc, 8, &isnull);
+		bool		want_null = isnull;
+		Datum		key = SPI_getbinval(tup, desc, 9, &isnull);
+		text	   *key_text = isnull ? NULL : DatumGetTextPCopy(key);
+		Datum		tenant = SPI_getbinval(tup, desc, 10, &isnull);
+		text	   *tenant_text = isnull ? NULL : DatumGetTextPCopy(tenant);
+		Datum		next = SPI_getbinval(tup, desc, 11, &isnull);
+		int64		next_id = isnull ? 0 : DatumGetInt64(next);
+
+		if (new_state_null && state_null && exists && OidIsValid(block->claims_relid))
+		{
+			Held	   *h = &held[nheld++];
+
+			/* no status row: its claim record, if any, holds it */
+			h->job_id = job_id;
+			h->any_attempt = want_null;
+			h->want = want_null ? 0 : DatumGetInt32(want);
+			h->priority = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+			h->tenant[0] = '\0';
+			if (tenant_text != NULL)
+				text_to_cstring_buffer(tenant_text, h->tenant, NAMEDATALEN);
+			h->key = key_text;
+			h->tenant_text = tenant_text;
+			h->next = next_id;
+			h->done = false;
+			continue;
+		}
+		if (new_state_null)
+		{
+			Unmoved		u;
+
+			u.job_id = job_id;
+			u.exists = exists;
+			u.state = state_null ? '\0' : state;
+			u.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			u.due = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+			u.any_attempt = want_null;
+			u.want = want_null ? 0 : DatumGetInt32(want);
+			u.state_name = SPI_getvalue(tup, desc, 12);
+			report_unmoved(f->queue, &u, f->now);
+		}
+		{
+			bool		due_null;
+			Datum		due = SPI_getbinval(tup, desc, 6, &due_null);
+
+			finished(f, job_id, DatumGetChar(new_state),
+					 due_null ? 0 : DatumGetTimestampTz(due), key_text, tenant_text, next_id);
+		}
+	}
+	if (nheld > 0)
+		finish_held(f, block, held, nheld);
+}
+
+/*
+ * key_next
+ *		The next job of a key in a block after job_id, as snap sees it; 0
+ *		if none.
+ */
+static int64
+key_next(PgqBlock *block, text *key, int64 job_id, Snapshot snap)
+{
+	Relation	jobs = table_open(block->jobs_relid, AccessShareLock);
+	Relation	index = index_open(block->key_index, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(jobs, NULL);
+	ScanKeyData skeys[2];
+	IndexScanDesc scan;
+	int64		next = 0;
+
+	ScanKeyEntryInitialize(&skeys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(key));
+	ScanKeyInit(&skeys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(job_id));
+	scan = index_beginscan(jobs, index, snap, 2, 0);
+	index_rescan(scan, skeys, 2, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		next = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(jobs, AccessShareLock);
+	return next;
+}
+
+/*
+ * read_held
+ *		Read jobs of a block without status rows (sorted) for their claims,
+ *		as snap sees them: their lanes, keys and, for an ack, the next job
+ *		of each key.  A job that does not exist is an error.
+ */
+static Held *
+read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
+{
+	Held	   *held = palloc(sizeof(Held) * n);
+	Relation	jobs;
+	Relation	pkey;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+
+	pgq_block_indexes(block);
+	jobs = table_open(block->jobs_relid, AccessShareLock);
+	pkey = index_open(block->jobs_pkey, AccessShareLock);
+	slot = table_slot_create(jobs, NULL);
+	scan = index_beginscan(jobs, pkey, snap, 1, 0);
+	for (int i = 0; i < n; i++)
+	{
+		Held	   *h = &held[i];
+		ScanKeyData skey;
+		bool		isnull;
+		Datum		d;
+
+		ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(reqs[i].job_id));
+		index_rescan(scan, &skey, 1, NULL, 0);
+		if (!index_getnext_slot(scan, ForwardScanDirection, slot))
+			ereport(ERROR,
+					(errcode(ERRCODE_PGQ_JOB_NOT_FOUND),
+					 errmsg("job %lld does not exist in queue \"%s\"",
+							(long long) reqs[i].job_id, f->queue->name)));
+		h->job_id = reqs[i].job_id;
+		h->any_attempt = reqs[i].any_attempt;
+		h->want = reqs[i].attempt;
+		h->priority = DatumGetInt32(slot_getattr(slot, PGQ_JATT_PRIORITY, &isnull));
+		d = slot_getattr(slot, PGQ_JATT_TENANT, &isnull);
+		h->tenant_text = isnull ? NULL : DatumGetTextPCopy(d);
+		h->tenant[0] = '\0';
+		if (h->tenant_text != NULL)
+			text_to_cstring_buffer(h->tenant_text, h->tenant, NAMEDATALEN);
+		d = slot_getattr(slot, PGQ_JATT_KEY, &isnull);
+		h->key = isnull ? NULL : DatumGetTextPCopy(d);
+		h->next = h->key != NULL && f->op == FINISH_ACK
+			? key_next(block, h->key, h->job_id, snap) : 0;
+		h->done = false;
+		ExecClearTuple(slot);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
+	table_close(jobs, AccessShareLock);
+	return held;
+}
+
+/*
  * finish_jobs
  *		Apply one transition to n jobs of a queue, all or none.  results,
  *		if not NULL, receives each job's outcome in input order.  Returns the
@@ -564,7 +768,6 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 	int			nreqs = 0;
 	int			start = 0;
 	Finish		f;
-	int			rc;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -645,14 +848,10 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 	{
 		PgqBlock   *block = pgq_block_for_id(f.queue, reqs[start].job_id);
 		int			end = start;
-		Datum	   *bids;
-		Datum	   *battempts;
-		bool	   *battempt_nulls;
-		int			dims[1];
-		int			lbs[1] = {1};
-		SPIPlanPtr	plan;
-		Held	   *held;
-		int			nheld = 0;
+		Request    *rows = palloc(sizeof(Request) * (nreqs - start));
+		Request    *fresh = palloc(sizeof(Request) * (nreqs - start));
+		int			nrows = 0;
+		int			nfresh = 0;
 
 		if (block == NULL)
 			ereport(ERROR,
@@ -662,100 +861,41 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 		while (end < nreqs && reqs[end].job_id <= block->last_id)
 			end++;
 
-		dims[0] = end - start;
-		bids = palloc(sizeof(Datum) * dims[0]);
-		battempts = palloc(sizeof(Datum) * dims[0]);
-		battempt_nulls = palloc(sizeof(bool) * dims[0]);
-		for (int i = start; i < end; i++)
-		{
-			bids[i - start] = Int64GetDatum(reqs[i].job_id);
-			battempts[i - start] = Int32GetDatum(reqs[i].attempt);
-			battempt_nulls[i - start] = reqs[i].any_attempt;
-		}
-		f.args[0] = PointerGetDatum(construct_array(bids, dims[0], INT8OID, 8,
-													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		f.args[1] = PointerGetDatum(construct_md_array(battempts, battempt_nulls, 1, dims, lbs,
-													   INT4OID, 4, true, TYPALIGN_INT));
-
-		if (op_sql[op] == NULL)
-			op_sql[op] = op_fill(finish_sql, op);
-		plan = pgq_block_plan(f.queue, block, finish_ops[op].kind, op_sql[op],
-							  FINISH_NARGS, finish_argtypes);
-		rc = SPI_execute_plan(plan, f.args, f.nulls, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not update jobs of queue \"%s\": %s",
-				 f.queue->name, SPI_result_code_string(rc));
-
 		/*
-		 * The columns: job_id, state, attempt, due_at, new state, new due,
-		 * exists, want, key, tenant, next, state name, priority
+		 * Jobs with status rows move by a statement that reads them; the
+		 * others are read directly for their claims.  Only jobs close
+		 * together are told apart this way, by one scan of the status
+		 * rows in their range; the statement also hands the others over.
 		 */
-		held = palloc(sizeof(Held) * Max(SPI_processed, 1));
-		for (uint64 r = 0; r < SPI_processed; r++)
+		if (OidIsValid(block->claims_relid) &&
+			reqs[end - 1].job_id - reqs[start].job_id < 16 * (int64) (end - start))
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			bool		state_null;
-			bool		new_state_null;
-			Datum		new_state = SPI_getbinval(tup, desc, 5, &new_state_null);
-			int64		job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			char		state = DatumGetChar(SPI_getbinval(tup, desc, 2, &state_null));
-			bool		exists = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
-			Datum		want = SPI_getbinval(tup, desc, 8, &isnull);
-			bool		want_null = isnull;
-			Datum		key = SPI_getbinval(tup, desc, 9, &isnull);
-			text	   *key_text = isnull ? NULL : DatumGetTextPCopy(key);
-			Datum		tenant = SPI_getbinval(tup, desc, 10, &isnull);
-			text	   *tenant_text = isnull ? NULL : DatumGetTextPCopy(tenant);
-			Datum		next = SPI_getbinval(tup, desc, 11, &isnull);
-			int64		next_id = isnull ? 0 : DatumGetInt64(next);
+			int64	   *done;
+			int			ndone;
+			int64	   *pending;
+			int			npending;
 
-			if (new_state_null && state_null && exists &&
-				OidIsValid(block->claims_relid))
-			{
-				Held	   *h = &held[nheld++];
-
-				/* no status row: its claim record, if any, holds it */
-				h->job_id = job_id;
-				h->any_attempt = want_null;
-				h->want = want_null ? 0 : DatumGetInt32(want);
-				h->priority = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
-				h->tenant[0] = '\0';
-				if (tenant_text != NULL)
-					text_to_cstring_buffer(tenant_text, h->tenant, NAMEDATALEN);
-				h->key = key_text;
-				h->tenant_text = tenant_text;
-				h->next = next_id;
-				h->state_name = SPI_getvalue(tup, desc, 12);
-				h->done = false;
-				continue;
-			}
-			if (new_state_null)
-			{
-				Unmoved		u;
-
-				u.job_id = job_id;
-				u.exists = exists;
-				u.state = state_null ? '\0' : state;
-				u.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-				u.due = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
-				u.any_attempt = want_null;
-				u.want = want_null ? 0 : DatumGetInt32(want);
-				u.state_name = SPI_getvalue(tup, desc, 12);
-				report_unmoved(f.queue, &u, f.now);
-			}
-			{
-				bool		due_null;
-				Datum		due = SPI_getbinval(tup, desc, 6, &due_null);
-
-				finished(&f, job_id, DatumGetChar(new_state),
-						 due_null ? 0 : DatumGetTimestampTz(due), key_text, tenant_text,
-						 next_id);
-			}
+			pgq_status_ids(block, reqs[start].job_id, reqs[end - 1].job_id, &done, &ndone,
+						   &pending, &npending);
+			for (int i = start; i < end; i++)
+				if (pgq_in_sorted(done, ndone, reqs[i].job_id) ||
+					pgq_in_sorted(pending, npending, reqs[i].job_id))
+					rows[nrows++] = reqs[i];
+				else
+					fresh[nfresh++] = reqs[i];
 		}
-		if (nheld > 0)
-			finish_held(&f, block, held, nheld);
+		else
+			for (int i = start; i < end; i++)
+				rows[nrows++] = reqs[i];
+		if (nrows > 0)
+			finish_rows(&f, block, rows, nrows);
+		if (nfresh > 0)
+		{
+			Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+
+			finish_held(&f, block, read_held(&f, block, fresh, nfresh, snap), nfresh);
+			UnregisterSnapshot(snap);
+		}
 		start = end;
 	}
 	SPI_finish();

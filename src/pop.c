@@ -46,6 +46,7 @@
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "storage/bufmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -415,22 +416,29 @@ pop_open(PgqBlock *block, bool *opened)
  *		block takes no new jobs but the late pushes that were running when
  *		it filled up, so its priorities are remembered for PGQ_LANES_TTL; a
  *		job of a new priority pushed that late waits that long at most.  The
- *		open block is read every time.
+ *		open block's are remembered for PGQ_OPEN_LANES_TTL, unless fresh (a
+ *		pop that found nothing reads them again, for new ones): a job of a
+ *		new priority may be passed by that long, by pops that find others.
+ *		*cached tells that they were remembered.
  */
-#define PGQ_LANES_TTL	(1 * USECS_PER_SEC)
+#define PGQ_LANES_TTL		(1 * USECS_PER_SEC)
+#define PGQ_OPEN_LANES_TTL	(100 * 1000)
 
 static int
-block_lanes(PgqQueue *queue, int b, TimestampTz now, bool *opened, int32 **lanes, bool **fair)
+block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, int32 **lanes,
+			bool **fair, bool *cached)
 {
 	PgqBlock   *block = &queue->blocks[b];
 	SPIPlanPtr	plan;
 	int32	   *read;
 	bool	   *read_fair;
 
-	if (block->state != 'o' && block->nlanes >= 0 && now - block->lanes_at < PGQ_LANES_TTL)
+	if (block->nlanes >= 0 && !(fresh && block->state == 'o') &&
+		now - block->lanes_at < (block->state == 'o' ? PGQ_OPEN_LANES_TTL : PGQ_LANES_TTL))
 	{
 		*lanes = block->lanes;
 		*fair = block->tenants;
+		*cached = true;
 		return block->nlanes;
 	}
 	if (!pop_open(block, &opened[b]))
@@ -467,10 +475,12 @@ block_lanes(PgqQueue *queue, int b, TimestampTz now, bool *opened, int32 **lanes
  * collect_lanes
  *		Every lane of every block that may hold unfinished jobs, in claim
  *		order.  Returns the number of lanes.  opened[i] tells whether block
- *		i was opened on the way.
+ *		i was opened on the way; *cached, whether some block's lanes were
+ *		remembered (block_lanes).
  */
 static int
-collect_lanes(PgqQueue *queue, TimestampTz now, bool *opened, Lane **lanes_out)
+collect_lanes(PgqQueue *queue, TimestampTz now, bool fresh, bool *opened, Lane **lanes_out,
+			  bool *cached)
 {
 	int			nlanes = 0;
 	int			maxlanes = 16;
@@ -485,7 +495,7 @@ collect_lanes(PgqQueue *queue, TimestampTz now, bool *opened, Lane **lanes_out)
 
 		/* skip done blocks, and blocks that compaction holds or dropped */
 		if (block->state == 'd' ||
-			(n = block_lanes(queue, i, now, opened, &priorities, &fair)) < 0)
+			(n = block_lanes(queue, i, now, fresh, opened, &priorities, &fair, cached)) < 0)
 			continue;
 		for (int r = 0; r < n; r++)
 		{
@@ -1071,6 +1081,93 @@ claim_tenants(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, bool fr
 }
 
 /*
+ * may_wait
+ *		Whether a block may hold jobs waiting to be claimed again (retried,
+ *		released, scheduled, holes): not if its status table is empty, as
+ *		it is where all jobs were claimed by claim records and none failed.
+ *		The claim statement, which would find nothing, is then left out.
+ */
+static bool
+may_wait(PgqBlock *block)
+{
+	Relation	status = table_open(block->status_relid, NoLock);
+	bool		empty = RelationGetNumberOfBlocks(status) == 0;
+
+	table_close(status, NoLock);
+	return !empty;
+}
+
+/*
+ * claim_lanes
+ *		Claim up to wanted jobs of the lanes (in claim order) for a pop:
+ *		each lane's due waiting jobs, then its never-claimed ones, in ranges
+ *		and one status row each, or shared out among tenants.  Returns how
+ *		many.
+ */
+static int
+claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
+{
+	PgqQueue   *queue = pop->queue;
+	int			remaining = wanted;
+
+	for (int i = 0, next; i < nlanes && remaining > 0; i = next)
+	{
+		Tenants    *tenants = NULL;
+		int			got;
+		int			nfair;
+
+		/* the lanes of one priority: [i, next); shared out if tenants use it */
+		for (next = i; next < nlanes && lanes[next].priority == lanes[i].priority; next++)
+			if (lanes[next].fair && tenants == NULL)
+				tenants = palloc0(sizeof(Tenants));
+
+		for (int l = i; l < next && remaining > 0; l++)
+		{
+			PgqBlock   *block = &queue->blocks[lanes[l].block];
+			int64		floor;
+
+			if (!pop_open(block, &pop->opened[lanes[l].block]))
+				continue;
+			pop->args[1] = Int32GetDatum(lanes[l].priority);
+			if (may_wait(block))
+				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
+								   remaining, NULL);
+			if (tenants != NULL || remaining <= 0)
+				continue;
+			if (by_ranges(pop, block))
+				remaining -= claim_range(pop, block, lanes[l].priority, "", remaining, NULL);
+			if (remaining > 0 && (floor = fresh_floor(pop, block, lanes[l].priority, "")) >= 0)
+			{
+				Datum		f = Int64GetDatum(floor);
+
+				pop->args[8] = PointerGetDatum(construct_array(&f, 1, INT8OID, 8,
+															   FLOAT8PASSBYVAL,
+															   TYPALIGN_DOUBLE));
+				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
+								   remaining, NULL);
+			}
+		}
+		if (tenants == NULL || remaining <= 0)
+			continue;
+
+		/* the lanes of the priority whose blocks the loop above opened */
+		nfair = 0;
+		for (int l = i; l < next; l++)
+			if (pop->opened[lanes[l].block])
+				lanes[i + nfair++] = lanes[l];
+		got = claim_tenants(pop, lanes + i, nfair, tenants, remaining, false);
+		/* a pop that found nothing reads the tenants again, for new ones */
+		if (got == 0 && !tenants->fresh)
+		{
+			memset(tenants, 0, sizeof(Tenants));
+			got = claim_tenants(pop, lanes + i, nfair, tenants, remaining, true);
+		}
+		remaining -= got;
+	}
+	return wanted - remaining;
+}
+
+/*
  * pop_once
  *		One attempt to claim up to n jobs of the queue, added to the result.
  *		Returns how many it claimed; *limited, if given, tells whether a cap
@@ -1086,6 +1183,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	volatile int remaining;
 	Pop			pop;
 	ClaimProbe	probe;
+	bool		cached = false;
 
 	pgq_require_right(queue, PGQ_RIGHT_CONSUME);
 	if (queue->paused)
@@ -1126,59 +1224,13 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 		pop.nulls[6] = pop.nulls[7] = 'n';
 
 		pop.opened = palloc0(sizeof(bool) * Max(queue->nblocks, 1));
-		nlanes = remaining > 0 ? collect_lanes(queue, pop.now, pop.opened, &lanes) : 0;
-		for (int i = 0, next; i < nlanes && remaining > 0; i = next)
+		nlanes = remaining > 0
+			? collect_lanes(queue, pop.now, false, pop.opened, &lanes, &cached) : 0;
+		remaining -= claim_lanes(&pop, lanes, nlanes, remaining);
+		if (remaining == allowed && cached)
 		{
-			Tenants    *tenants = NULL;
-			int			got;
-			int			nfair;
-
-			/* the lanes of one priority: [i, next); shared out if tenants use it */
-			for (next = i; next < nlanes && lanes[next].priority == lanes[i].priority; next++)
-				if (lanes[next].fair && tenants == NULL)
-					tenants = palloc0(sizeof(Tenants));
-
-			for (int l = i; l < next && remaining > 0; l++)
-			{
-				PgqBlock   *block = &queue->blocks[lanes[l].block];
-				int64		floor;
-
-				if (!pop_open(block, &pop.opened[lanes[l].block]))
-					continue;
-				pop.args[1] = Int32GetDatum(lanes[l].priority);
-				remaining -= claim(&pop, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
-								   remaining, NULL);
-				if (tenants != NULL || remaining <= 0)
-					continue;
-				if (by_ranges(&pop, block))
-					remaining -= claim_range(&pop, block, lanes[l].priority, "", remaining, NULL);
-				if (remaining > 0 && (floor = fresh_floor(&pop, block, lanes[l].priority, "")) >= 0)
-				{
-					Datum		f = Int64GetDatum(floor);
-
-					pop.args[8] = PointerGetDatum(construct_array(&f, 1, INT8OID, 8,
-																  FLOAT8PASSBYVAL,
-																  TYPALIGN_DOUBLE));
-					remaining -= claim(&pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
-									   remaining, NULL);
-				}
-			}
-			if (tenants == NULL || remaining <= 0)
-				continue;
-
-			/* the lanes of the priority whose blocks the loop above opened */
-			nfair = 0;
-			for (int l = i; l < next; l++)
-				if (pop.opened[lanes[l].block])
-					lanes[i + nfair++] = lanes[l];
-			got = claim_tenants(&pop, lanes + i, nfair, tenants, remaining, false);
-			/* a pop that found nothing reads the tenants again, for new ones */
-			if (got == 0 && !tenants->fresh)
-			{
-				memset(tenants, 0, sizeof(Tenants));
-				got = claim_tenants(&pop, lanes + i, nfair, tenants, remaining, true);
-			}
-			remaining -= got;
+			nlanes = collect_lanes(queue, pop.now, true, pop.opened, &lanes, &cached);
+			remaining -= claim_lanes(&pop, lanes, nlanes, remaining);
 		}
 		probe_end(&probe);
 	}

@@ -17,6 +17,7 @@ OBJS = \
 	src/claim.o \
 	src/finish.o \
 	src/expire.o \
+	src/busy.o \
 	src/compact.o \
 	src/worker.o
 
@@ -26,9 +27,10 @@ PGFILEDESC = "pgqueue - job queue in numbered insert-only blocks"
 
 # The install script of this version is made of parts, one per concern.
 # Its upgrade script from the release before is that release's changes to
-# tables and schemas (sql/upgrades/) followed by every part that holds
-# replaceable objects: functions, views and grants.  Scripts of released
-# versions are kept in sql/ as they were built.
+# tables and schemas (sql/upgrades/<from>--<to>.sql), every part that holds
+# replaceable objects (functions, views and grants), then what the upgrade
+# does with the new functions (sql/upgrades/<from>--<to>.post.sql).
+# Scripts of released versions are kept in sql/ as they were built.
 SQL_REPLACEABLE = sql/parts/queues.sql sql/parts/jobs.sql sql/parts/maintenance.sql \
 	sql/parts/views.sql sql/parts/privileges.sql
 UPGRADE_FROM = 0.1.0
@@ -62,7 +64,7 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: sql/parts/schemas.sql sql/parts/internal.sq
 
 sql/$(EXTENSION)--$(UPGRADE_FROM)--$(EXTVERSION).sql: \
 		sql/upgrades/$(UPGRADE_FROM)--$(EXTVERSION).sql sql/parts/internal.sql \
-		$(SQL_REPLACEABLE)
+		$(SQL_REPLACEABLE) sql/upgrades/$(UPGRADE_FROM)--$(EXTVERSION).post.sql
 	cat $^ > $@
 
 # PostgreSQL 15's pg_regress reads expected output from its input directory

@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "storage/bufmgr.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -523,6 +524,22 @@ pgq_block_for_id(PgqQueue *queue, int64 job_id)
 			return b;
 	}
 	return NULL;
+}
+
+/*
+ * pgq_relation_empty
+ *		Whether a table has no page at all, so no row: a cheap test that
+ *		lets pops and maintenance skip statements that would find nothing
+ *		in a block's status or claims table.
+ */
+bool
+pgq_relation_empty(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	bool		empty = RelationGetNumberOfBlocks(rel) == 0;
+
+	table_close(rel, AccessShareLock);
+	return empty;
 }
 
 /*

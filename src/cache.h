@@ -107,7 +107,7 @@ typedef struct PgqBlock
 	char	   *claims_name;
 	Oid			jobs_relid;
 	Oid			status_relid;
-	Oid			claims_relid;	/* InvalidOid: a block made before 0.2.0 */
+	Oid			claims_relid;	/* InvalidOid: the table is missing */
 	bool		indexes_known;	/* the indexes below, found on first use */
 	Oid			jobs_pkey;		/* jobs (job_id) */
 	Oid			key_index;		/* jobs (key, job_id) */
@@ -212,6 +212,7 @@ extern PgqQueue *pgq_queue_by_id(int32 queue_id);
 extern void pgq_block_indexes(PgqBlock *block);
 extern PgqBlock *pgq_block_for_id(PgqQueue *queue, int64 job_id);
 extern PgqBlock *pgq_block_by_no(PgqQueue *queue, int32 block_no);
+extern bool pgq_relation_empty(Oid relid);
 extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
 extern bool pgq_block_open(PgqBlock *block, bool wait);
 extern char *pgq_sql_fill(const char *fmt, const char *const *args, int nargs);

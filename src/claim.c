@@ -338,29 +338,30 @@ pgq_in_sorted(const int64 *a, int n, int64 v)
 /*
  * pgq_claim_held
  *		The jobs a claim still holds, as snapshot sees its records: the jobs
- *		of its lane in its range without status rows (committed or being
- *		written), not yet acked or left.  Returns how many, sorted in *ids.
+ *		of its lane in its range without status rows, not yet acked or
+ *		left.  Returns how many, sorted in *ids.  *writing tells that a
+ *		status row of one of the others is being written (by a change of it
+ *		that may still roll back): the answer is not final.
  */
 int
-pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids)
+pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
+			   bool *writing)
 {
 	Relation	jobs;
 	Relation	lane;
 	TupleTableSlot *slot;
 	ScanKeyData skeys[4];
 	IndexScanDesc scan;
-	int64	   *done;
-	int			ndone;
-	int64	   *pending;
-	int			npending;
+	PgqStatusIds status;
 	int			n = 0;
 	int			max = 16;
 
 	*ids = NULL;
+	*writing = false;
 	if (claim->all_acked || claim->nacked + claim->nleft >= claim->n)
 		return 0;
 	pgq_block_indexes(block);
-	pgq_status_ids(block, claim->lo, claim->hi, &done, &ndone, &pending, &npending);
+	pgq_status_ids(block, claim->lo, claim->hi, &status);
 	*ids = palloc(sizeof(int64) * max);
 	jobs = table_open(block->jobs_relid, AccessShareLock);
 	lane = index_open(block->jobs_lane, AccessShareLock);
@@ -379,9 +380,14 @@ pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids)
 		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
 		TimestampTz at;
 
-		if (pgq_in_sorted(done, ndone, job_id) || pgq_in_sorted(pending, npending, job_id) ||
+		if (pgq_in_sorted(status.done, status.ndone, job_id) ||
 			pgq_claim_fate(claim, job_id, &at) != '\0')
 			continue;
+		if (pgq_in_sorted(status.pending, status.npending, job_id))
+		{
+			*writing = true;
+			continue;
+		}
 		if (n == max)
 		{
 			max *= 2;
@@ -398,14 +404,12 @@ pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids)
 
 /*
  * pgq_status_ids
- *		The jobs with an id in [lo, hi] that have status rows: committed
- *		into *done, being written by a transaction still running into
- *		*pending (each sorted, one entry a job).  A dirty snapshot sees
- *		both.
+ *		The jobs with an id in [lo, hi] that have status rows, into *ids
+ *		(PgqStatusIds).  A dirty snapshot sees both kinds; a job with a
+ *		committed row is done, whatever else is being written for it.
  */
 void
-pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, int64 **done, int *ndone,
-			   int64 **pending, int *npending)
+pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, PgqStatusIds *ids)
 {
 	Relation	status = table_open(block->status_relid, AccessShareLock);
 	Relation	pkey;
@@ -415,13 +419,11 @@ pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, int64 **done, int *ndone,
 	SnapshotData dirty;
 	int			maxdone = 0;
 	int			maxpending = 0;
-	int64		last = 0;
 
 	pgq_block_indexes(block);
 	pkey = index_open(block->status_pkey, AccessShareLock);
 	InitDirtySnapshot(dirty);
-	*done = *pending = NULL;
-	*ndone = *npending = 0;
+	memset(ids, 0, sizeof(*ids));
 	ScanKeyInit(&skeys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
 	ScanKeyInit(&skeys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
 	scan = index_beginscan(status, pkey, &dirty, 2, 0);
@@ -430,24 +432,36 @@ pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, int64 **done, int *ndone,
 	{
 		bool		isnull;
 		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_SATT_JOB_ID, &isnull));
-		bool		running = TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax);
-		int64	  **list = running ? pending : done;
-		int		   *n = running ? npending : ndone;
-		int		   *max = running ? &maxpending : &maxdone;
+		TransactionId writer = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
 
-		/* a job with committed rows is done with, whatever else runs */
-		if (job_id == last && !running)
+		if (ids->ndone > 0 && ids->done[ids->ndone - 1] == job_id)
 			continue;
-		last = job_id;
-		if (*n > 0 && (*list)[*n - 1] == job_id)
-			continue;
-		if (*n == *max)
+		if (!TransactionIdIsValid(writer))
 		{
-			*max = Max(16, *max * 2);
-			*list = *list == NULL ? palloc(sizeof(int64) * *max)
-				: repalloc(*list, sizeof(int64) * *max);
+			if (ids->ndone == maxdone)
+			{
+				maxdone = Max(16, maxdone * 2);
+				ids->done = ids->done == NULL ? palloc(sizeof(int64) * maxdone)
+					: repalloc(ids->done, sizeof(int64) * maxdone);
+			}
+			ids->done[ids->ndone++] = job_id;
+			/* committed: not pending after all */
+			if (ids->npending > 0 && ids->pending[ids->npending - 1] == job_id)
+				ids->npending--;
+			continue;
 		}
-		(*list)[(*n)++] = job_id;
+		if (ids->npending > 0 && ids->pending[ids->npending - 1] == job_id)
+			continue;
+		if (ids->npending == maxpending)
+		{
+			maxpending = Max(16, maxpending * 2);
+			ids->pending = ids->pending == NULL ? palloc(sizeof(int64) * maxpending)
+				: repalloc(ids->pending, sizeof(int64) * maxpending);
+			ids->writers = ids->writers == NULL ? palloc(sizeof(TransactionId) * maxpending)
+				: repalloc(ids->writers, sizeof(TransactionId) * maxpending);
+		}
+		ids->pending[ids->npending] = job_id;
+		ids->writers[ids->npending++] = writer;
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);

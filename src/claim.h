@@ -32,6 +32,20 @@ typedef struct PgqJobState
 	int64		claim_id;		/* the claim that holds it; 0: none */
 } PgqJobState;
 
+/*
+ * The jobs of a range that have status rows: committed (done), or being
+ * written by a transaction still running (pending, with that transaction
+ * in writers); each sorted, one entry a job
+ */
+typedef struct PgqStatusIds
+{
+	int			ndone;
+	int64	   *done;
+	int			npending;
+	int64	   *pending;
+	TransactionId *writers;
+} PgqStatusIds;
+
 /* a claim record with what became of its jobs so far */
 typedef struct PgqClaim
 {
@@ -60,9 +74,9 @@ extern bool pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const 
 extern bool pgq_claim_read(PgqBlock *block, int64 claim_id, Snapshot snapshot, PgqClaim *claim);
 extern char pgq_claim_fate(PgqClaim *claim, int64 job_id, TimestampTz *at);
 extern bool pgq_in_sorted(const int64 *a, int n, int64 v);
-extern int	pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids);
-extern void pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, int64 **done, int *ndone,
-						   int64 **pending, int *npending);
+extern int	pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
+						   bool *writing);
+extern void pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, PgqStatusIds *ids);
 extern int64 pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant,
 							 PgqRange *gaps, int maxgaps, int *ngaps, bool *more);
 

@@ -203,8 +203,11 @@ expire_claim(PgqQueue *queue, PgqBlock *block, int64 claim_id, TransactionId xmi
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	if (pgq_claim_read(block, claim_id, snap, &claim))
 	{
-		n = pgq_claim_held(block, &claim, snap, &ids);
-		if (n > 0 && pgq_claim_leave(queue, block, &claim, ids, n, NULL) == 0)
+		bool		writing;
+
+		/* a change of one of its jobs is being written: wait for its end */
+		n = pgq_claim_held(block, &claim, snap, &ids, &writing);
+		if (writing || (n > 0 && pgq_claim_leave(queue, block, &claim, ids, n, NULL) == 0))
 			n = -1;
 	}
 	UnregisterSnapshot(snap);
@@ -321,8 +324,9 @@ pgq_expire_leases(PG_FUNCTION_ARGS)
 	}
 	if (block != NULL)
 	{
-		expired = expire_status(queue, block, now);
-		if (OidIsValid(block->claims_relid))
+		if (!pgq_relation_empty(block->status_relid))
+			expired = expire_status(queue, block, now);
+		if (OidIsValid(block->claims_relid) && !pgq_relation_empty(block->claims_relid))
 			expired += expire_claims(queue, block, now);
 	}
 	SPI_finish();

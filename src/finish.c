@@ -26,6 +26,7 @@
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -392,30 +393,35 @@ claim_check(Finish *f, PgqClaim *claim, Held *h)
 
 /*
  * claim_unshared
- *		Raise an error if one of a claim's jobs (sorted) got a status row
- *		that is not its own: a repair that took it for never claimed while
- *		the claim was being written (it wins: claim.c's rule 1).
+ *		Raise an error if one of a claim's jobs (sorted) has a status row:
+ *		it left the claim (another call, expiry, an operator) or a repair
+ *		took it for never claimed while the claim was being written (the
+ *		row wins: claim.c's rule 1).  A row still being written is waited
+ *		for: if its transaction rolls back, the job is still the claim's.
  */
 static void
 claim_unshared(Finish *f, PgqBlock *block, int64 *ids, int nids)
 {
-	int64	   *done;
-	int			ndone;
-	int64	   *pending;
-	int			npending;
-
-	pgq_status_ids(block, ids[0], ids[nids - 1], &done, &ndone, &pending, &npending);
-	for (int i = 0, d = 0, p = 0; i < nids; i++)
+	for (;;)
 	{
-		while (d < ndone && done[d] < ids[i])
-			d++;
-		while (p < npending && pending[p] < ids[i])
-			p++;
-		if ((d < ndone && done[d] == ids[i]) || (p < npending && pending[p] == ids[i]))
-			ereport(ERROR,
-					(errcode(ERRCODE_PGQ_LEASE_LOST),
-					 errmsg("job %lld changed concurrently", (long long) ids[i]),
-					 errdetail("Another transaction changed its state first.")));
+		PgqStatusIds status;
+		TransactionId writer = InvalidTransactionId;
+
+		pgq_status_ids(block, ids[0], ids[nids - 1], &status);
+		for (int i = 0; i < nids && !TransactionIdIsValid(writer); i++)
+		{
+			if (pgq_in_sorted(status.done, status.ndone, ids[i]))
+				ereport(ERROR,
+						(errcode(ERRCODE_PGQ_LEASE_LOST),
+						 errmsg("job %lld changed concurrently", (long long) ids[i]),
+						 errdetail("Another transaction changed its state first.")));
+			for (int p = 0; p < status.npending; p++)
+				if (status.pending[p] == ids[i])
+					writer = status.writers[p];
+		}
+		if (!TransactionIdIsValid(writer))
+			return;
+		XactLockTableWait(writer, NULL, NULL, XLTW_None);
 	}
 }
 
@@ -870,16 +876,12 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 		if (OidIsValid(block->claims_relid) &&
 			reqs[end - 1].job_id - reqs[start].job_id < 16 * (int64) (end - start))
 		{
-			int64	   *done;
-			int			ndone;
-			int64	   *pending;
-			int			npending;
+			PgqStatusIds status;
 
-			pgq_status_ids(block, reqs[start].job_id, reqs[end - 1].job_id, &done, &ndone,
-						   &pending, &npending);
+			pgq_status_ids(block, reqs[start].job_id, reqs[end - 1].job_id, &status);
 			for (int i = start; i < end; i++)
-				if (pgq_in_sorted(done, ndone, reqs[i].job_id) ||
-					pgq_in_sorted(pending, npending, reqs[i].job_id))
+				if (pgq_in_sorted(status.done, status.ndone, reqs[i].job_id) ||
+					pgq_in_sorted(status.pending, status.npending, reqs[i].job_id))
 					rows[nrows++] = reqs[i];
 				else
 					fresh[nfresh++] = reqs[i];
@@ -964,7 +966,9 @@ pgq_claim_abort(PG_FUNCTION_ARGS)
 		snap = RegisterSnapshot(GetLatestSnapshot());
 		if (pgq_claim_find(block, job_id, PG_GETARG_INT32(2), tenant, snap, &claim))
 		{
-			nids = pgq_claim_held(block, &claim, snap, &ids);
+			bool		writing;
+
+			nids = pgq_claim_held(block, &claim, snap, &ids, &writing);
 			if (pgq_in_sorted(ids, nids, job_id))
 				moved = pgq_claim_leave(queue, block, &claim, &job_id, 1,
 										pgq_clip_error(PG_GETARG_TEXT_PP(4))) > 0;

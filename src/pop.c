@@ -20,8 +20,7 @@
  * a lane's cursor (those that pushes still running hold back from ranges:
  * a push that stays open does not hold back the jobs pushed after it),
  * and never-claimed jobs where there are no claim records (without
- * shared_preload_libraries, under REPEATABLE READ or SERIALIZABLE, in
- * blocks made before 0.2.0 until maintenance gives them a table).  A
+ * shared_preload_libraries, under REPEATABLE READ or SERIALIZABLE).  A
  * claim of one row is a compare-and-append: the job row is locked with FOR
  * UPDATE SKIP LOCKED, then status row seq + 1 is inserted with ON CONFLICT
  * DO NOTHING; a consumer whose snapshot predates another consumer's
@@ -46,7 +45,6 @@
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
-#include "storage/bufmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -801,10 +799,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	{
 		Datum		args[10];
 		char		nulls[10];
-		int64	   *done;
-		int			ndone;
-		int64	   *pending;
-		int			npending;
+		PgqStatusIds status;
 		SPIPlanPtr	plan;
 
 		args[0] = Int32GetDatum(priority);
@@ -827,7 +822,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 		}
 
 		/* jobs with status rows, committed (not fresh) or being written */
-		pgq_status_ids(block, r->lo, used, &done, &ndone, &pending, &npending);
+		pgq_status_ids(block, r->lo, used, &status);
 		take = palloc(sizeof(int) * Max(nrows, 1));
 		holes = palloc(sizeof(Datum) * Max(nrows, 1));
 		claimed_tenants = palloc(sizeof(text *) * Max(nrows, 1));
@@ -842,10 +837,10 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 			bool		isnull;
 
 			job_id = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 1, &isnull));
-			if (pgq_in_sorted(done, ndone, job_id))
+			if (pgq_in_sorted(status.done, status.ndone, job_id))
 				continue;
 			key = SPI_getbinval(tup, rows->tupdesc, 2, &key_null);
-			if (pgq_in_sorted(pending, npending, job_id) ||
+			if (pgq_in_sorted(status.pending, status.npending, job_id) ||
 				(!key_null && !pgq_flow_key_ready(DatumGetTextPP(key), job_id)))
 			{
 				holes[nholes++] = Int64GetDatum(job_id);
@@ -979,17 +974,16 @@ by_ranges(Pop *pop, PgqBlock *block)
 /*
  * fresh_floor
  *		The lowest id from which a pop claims never-claimed jobs of a lane
- *		one status row each: the lane's cursor where claims are written in
- *		ranges (the jobs above it that pushes still running hold back from
- *		ranges), else the block's first id; -1 if the cursor is not known
- *		now (another pop reads it back).
+ *		one status row each, registered in the lane until
+ *		pgq_lane_fresh_end (watermark.c): the lane's cursor where claims are
+ *		written in ranges (the jobs above it that pushes still running hold
+ *		back from ranges), else the block's first id; -1 to pass the lane
+ *		by now.
  */
 static int64
 fresh_floor(Pop *pop, PgqBlock *block, int32 priority, const char *tenant)
 {
-	if (!by_ranges(pop, block))
-		return block->first_id;
-	return pgq_lane_cursor(pop->queue, block, priority, tenant);
+	return pgq_lane_fresh_begin(pop->queue, block, priority, tenant, !by_ranges(pop, block));
 }
 
 /*
@@ -1050,6 +1044,7 @@ claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 sta
 			pop->nulls[6] = pop->nulls[7] = ' ';
 			claimed += claim(pop, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql,
 							 wanted - claimed, t);
+			pgq_lane_fresh_end();
 			pop->nulls[6] = pop->nulls[7] = 'n';
 		}
 		for (int i = 0; i < t->n; i++)
@@ -1078,23 +1073,6 @@ claim_tenants(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, bool fr
 	}
 	return claim_fair(pop, lanes, nlanes, t, wanted,
 					  pgq_flow_rotation(Min(Min(t->n, PGQ_TENANTS_PER_POP), wanted)));
-}
-
-/*
- * may_wait
- *		Whether a block may hold jobs waiting to be claimed again (retried,
- *		released, scheduled, holes): not if its status table is empty, as
- *		it is where all jobs were claimed by claim records and none failed.
- *		The claim statement, which would find nothing, is then left out.
- */
-static bool
-may_wait(PgqBlock *block)
-{
-	Relation	status = table_open(block->status_relid, NoLock);
-	bool		empty = RelationGetNumberOfBlocks(status) == 0;
-
-	table_close(status, NoLock);
-	return !empty;
 }
 
 /*
@@ -1129,7 +1107,8 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 			if (!pop_open(block, &pop->opened[lanes[l].block]))
 				continue;
 			pop->args[1] = Int32GetDatum(lanes[l].priority);
-			if (may_wait(block))
+			/* jobs to claim again, if the block has status rows at all */
+			if (!pgq_relation_empty(block->status_relid))
 				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
 								   remaining, NULL);
 			if (tenants != NULL || remaining <= 0)
@@ -1145,6 +1124,7 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 															   TYPALIGN_DOUBLE));
 				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
 								   remaining, NULL);
+				pgq_lane_fresh_end();
 			}
 		}
 		if (tenants == NULL || remaining <= 0)
@@ -1237,6 +1217,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	PG_FINALLY();
 	{
 		current_probe = NULL;
+		pgq_lane_fresh_end();
 		pgq_flow_pop_end(allowed, allowed - remaining);
 	}
 	PG_END_TRY();

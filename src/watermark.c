@@ -33,6 +33,15 @@
  * show yet.  The lanes of blocks that were dropped or finished, and of
  * dropped queues, are forgotten by maintenance.
  *
+ * Pops also claim never-claimed jobs one status row each (pop.c): above
+ * the cursor, which open pushes hold back, and under REPEATABLE READ from
+ * the block's first id.  Such a claimer registers its floor in the lane
+ * for the length of its statement; while it is there, no range at or
+ * above the floor is handed out, and a claimer from the first id waits
+ * (passes the lane by) until no reservation is out.  So a job is never
+ * taken by a range and by a row of its own at once.  A claimer leaves the
+ * lane at the end of its statement, or of its backend.
+ *
  * Without shared_preload_libraries none of this exists and pops claim
  * never-claimed jobs one status row each (pop.c).
  *-------------------------------------------------------------------------
@@ -44,12 +53,14 @@
 #include "access/twophase.h"
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
 
 #include "note.h"
 #include "watermark.h"
@@ -90,6 +101,8 @@ typedef struct LaneEntry
 	bool		rebuilding;		/* a pop reads them back from the claims */
 	bool		more;			/* more gaps than returned holds: read again */
 	int			reserving;		/* reservations whose claim is not written yet */
+	int			fresh;			/* claimers of one row a job (see above) */
+	int64		fresh_floor;	/* the lowest of their floors */
 	int64		cursor;
 	double		density;		/* jobs of the lane per id, as last seen */
 	int			nreturned;
@@ -375,7 +388,7 @@ lane_entry(LaneKey *key)
 
 		hash_seq_init(&status, lane_hash);
 		while ((victim = hash_seq_search(&status)) != NULL)
-			if (victim->reserving == 0 && !victim->rebuilding)
+			if (victim->reserving == 0 && victim->fresh == 0 && !victim->rebuilding)
 			{
 				hash_seq_term(&status);
 				hash_search(lane_hash, &victim->key, HASH_REMOVE, NULL);
@@ -391,6 +404,8 @@ lane_entry(LaneKey *key)
 		entry->rebuilding = false;
 		entry->more = false;
 		entry->reserving = 0;
+		entry->fresh = 0;
+		entry->fresh_floor = PG_INT64_MAX;
 		entry->cursor = 0;
 		entry->density = 1.0;
 		entry->nreturned = 0;
@@ -478,12 +493,12 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	{
 		int64		span = (int64) ceil(want / Max(entry->density, 0.01));
 
-		if (entry->nreturned > 0)
+		if (entry->nreturned > 0 && entry->returned[0].lo < entry->fresh_floor)
 		{
 			PgqRange   *first = &entry->returned[0];
 
 			r->lo = first->lo;
-			r->hi = Min(first->hi, first->lo + span - 1);
+			r->hi = Min(Min(first->hi, first->lo + span - 1), entry->fresh_floor - 1);
 			if (r->hi == first->hi)
 			{
 				entry->nreturned--;
@@ -496,8 +511,9 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 		}
 		else
 		{
-			int64		end = Min(Max(entry->cursor, block->first_id) + span,
-								  Min(bound, block->last_id + 1));
+			int64		end = Min(Min(Max(entry->cursor, block->first_id) + span,
+									  Min(bound, block->last_id + 1)),
+								  entry->fresh_floor);
 
 			if (end > entry->cursor)
 			{
@@ -520,26 +536,88 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	return result;
 }
 
+/* the lanes this backend claims in one row a job at, to leave at exit */
+static List *fresh_lanes = NIL;
+
 /*
- * pgq_lane_cursor
- *		Where a lane's claim records end: its jobs from there on can only
- *		have been claimed one status row each (above the bound of open
- *		pushes, pop.c); -1 if the lane's entry does not know it now.
+ * fresh_exit
+ *		before_shmem_exit callback: leave the lanes a statement that failed
+ *		with FATAL did not leave.
+ */
+static void
+fresh_exit(int code, Datum arg)
+{
+	pgq_lane_fresh_end();
+}
+
+/*
+ * pgq_lane_fresh_begin
+ *		Register this backend as claiming never-claimed jobs of a lane one
+ *		status row each (see the file header) and return its floor: the
+ *		lane's cursor, or with from_start the block's first id.  Returns -1
+ *		(pass the lane by) if the cursor is not known now, or with
+ *		from_start while a reservation is out, or if the table of lanes has
+ *		no room.  pgq_lane_fresh_end leaves every lane registered.
  */
 int64
-pgq_lane_cursor(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
+pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
+					 bool from_start)
 {
+	static bool exit_set = false;
 	LaneKey		key;
 	LaneEntry  *entry;
-	int64		cursor = -1;
+	int64		floor = -1;
 
+	if (lane_hash == NULL)
+		return block->first_id;
+	if (!exit_set)
+	{
+		before_shmem_exit(fresh_exit, (Datum) 0);
+		exit_set = true;
+	}
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
-	LWLockAcquire(lanes_lock, LW_SHARED);
-	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
-	if (entry != NULL && entry->known && !entry->rebuilding)
-		cursor = Max(entry->cursor, block->first_id);
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	entry = lane_entry(&key);
+	if (entry != NULL && !entry->rebuilding &&
+		(from_start ? entry->reserving == 0 : entry->known))
+		floor = from_start ? block->first_id : Max(entry->cursor, block->first_id);
+	if (floor >= 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		LaneKey    *kept = palloc(sizeof(LaneKey));
+
+		*kept = key;
+		fresh_lanes = lappend(fresh_lanes, kept);
+		MemoryContextSwitchTo(old);
+		entry->fresh++;
+		entry->fresh_floor = Min(entry->fresh_floor, floor);
+	}
 	LWLockRelease(lanes_lock);
-	return cursor;
+	return floor;
+}
+
+/*
+ * pgq_lane_fresh_end
+ *		Leave every lane this backend claims in one row a job at.
+ */
+void
+pgq_lane_fresh_end(void)
+{
+	ListCell   *lc;
+
+	if (fresh_lanes == NIL)
+		return;
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	foreach(lc, fresh_lanes)
+	{
+		LaneEntry  *entry = hash_search(lane_hash, lfirst(lc), HASH_FIND, NULL);
+
+		if (entry != NULL && --entry->fresh == 0)
+			entry->fresh_floor = PG_INT64_MAX;
+	}
+	LWLockRelease(lanes_lock);
+	list_free_deep(fresh_lanes);
+	fresh_lanes = NIL;
 }
 
 /*
@@ -675,7 +753,7 @@ pgq_lanes_forget(const PgqForget *forget, const int32 *block_no)
 	while ((entry = hash_seq_search(&status)) != NULL)
 		if (pgq_forgotten(entry->key.queue, forget) &&
 			(block_no == NULL || entry->key.block_no == *block_no) &&
-			entry->reserving == 0 && !entry->rebuilding)
+			entry->reserving == 0 && entry->fresh == 0 && !entry->rebuilding)
 			hash_search(lane_hash, &entry->key, HASH_REMOVE, NULL);
 	LWLockRelease(lanes_lock);
 }

@@ -34,8 +34,9 @@ extern void pgq_push_allocated(int64 job_id);
 extern int64 pgq_lane_bound(PgqQueue *queue);
 extern PgqLaneStatus pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority,
 									  const char *tenant, int want, int64 bound, PgqRange *r);
-extern int64 pgq_lane_cursor(PgqQueue *queue, PgqBlock *block, int32 priority,
-							 const char *tenant);
+extern int64 pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority,
+								  const char *tenant, bool from_start);
+extern void pgq_lane_fresh_end(void);
 extern void pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 const char *tenant, PgqRange *r, int64 used, int claimed,
 							 int seen);

@@ -179,9 +179,8 @@ $$;
 
 /*
  * _block_claims: create the claims table of a block: its claim records are
- * looked up by lane and range start, and expire by lease end.  Blocks made
- * before 0.2.0 get one from maintenance; until then pops claim their jobs
- * one status row each.
+ * looked up by lane and range start, and expire by lease end.  (The upgrade
+ * from 0.1.0 gives one to each block it finds.)
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_claims(queue_id integer, block_no integer,
 														  inherit boolean)

@@ -96,12 +96,18 @@ DECLARE
 	finished bigint;
 	estimate real;
 BEGIN
-	EXECUTE format($q$
-		SELECT (SELECT count(*) FROM %1$s s WHERE s.state IN ('d', 'x') AND s.at <= $1)
-			 + (SELECT coalesce(sum(c.n), 0) FROM %2$s c WHERE c.seq = 0 AND c.at <= $1)$q$,
-		pgqueue_internal._rel('s', queue_id, block_no), pgqueue_internal._rel('c', queue_id, block_no))
-	INTO finished USING cutoff;
 	SELECT c.reltuples INTO estimate FROM pg_class c WHERE c.oid = j::regclass;
+	IF pg_relation_size(pgqueue_internal._rel('s', queue_id, block_no)) = 0
+	   AND pg_relation_size(pgqueue_internal._rel('c', queue_id, block_no)) = 0 THEN
+		finished := 0;
+	ELSE
+		EXECUTE format($q$
+			SELECT (SELECT count(*) FROM %1$s s WHERE s.state IN ('d', 'x') AND s.at <= $1)
+				 + (SELECT coalesce(sum(c.n), 0) FROM %2$s c WHERE c.seq = 0 AND c.at <= $1)$q$,
+			pgqueue_internal._rel('s', queue_id, block_no),
+			pgqueue_internal._rel('c', queue_id, block_no))
+		INTO finished USING cutoff;
+	END IF;
 	IF estimate > 0 AND finished < threshold * estimate THEN
 		total := estimate::bigint;
 		keep := greatest(total - finished, 0);
@@ -490,11 +496,6 @@ BEGIN
 	FOR b IN SELECT * FROM pgqueue.block bl
 			  WHERE bl.queue_id = q.queue_id AND bl.state <> 'done'
 			  ORDER BY bl.first_id LOOP
-		/* blocks made before 0.2.0 get a table of claim records */
-		IF to_regclass(pgqueue_internal._rel('c', b.queue_id, b.block_no)) IS NULL THEN
-			PERFORM pgqueue_internal._block_claims(b.queue_id, b.block_no, true);
-			PERFORM pgqueue_internal._cache_invalidate();
-		END IF;
 		expired := expired + pgqueue_internal._expire_leases(b.queue_id, b.block_no);
 		IF b.state = 'open' AND last_value >= b.last_id THEN
 			UPDATE pgqueue.block bl SET state = 'closed'
@@ -542,29 +543,14 @@ END
 $$;
 
 /*
- * _block_busy: whether a block holds an unfinished job.  It looks from the
- * newest job down, where a queue drained in order keeps its unfinished
- * jobs, and stops at the first one, so that maintenance does not count a
- * whole backlog every round.
+ * _block_busy: whether a block holds an unfinished job (busy.c: one look at
+ * one job while the block stays busy)
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_busy(queue_id integer, block_no integer)
 RETURNS boolean
-LANGUAGE plpgsql STABLE
+LANGUAGE c STRICT STABLE
 SET search_path = pg_catalog, pgqueue, pg_temp
-AS $$
-DECLARE
-	found_id bigint;
-BEGIN
-	EXECUTE format('SELECT j.job_id FROM %s j'
-				   ' CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id,'
-				   '  j.priority, j.tenant, $1) s'
-				   ' WHERE s.state IS NULL OR s.state NOT IN (''d'', ''x'')'
-				   ' ORDER BY j.job_id DESC LIMIT 1',
-				   pgqueue_internal._rel('j', queue_id, block_no))
-		INTO found_id USING block_no;
-	RETURN found_id IS NOT NULL;
-END
-$$;
+AS 'MODULE_PATHNAME', 'pgq_block_busy';
 
 /*
  * _forget_gone: a duty of the database: forget what shared memory keeps of

@@ -687,16 +687,18 @@ is(scalar(@dumped_grants), 3,
 	  . "\ninitial privileges (pg_init_privs) that take in the users' grants:\n"
 	  . sql($init_privs_sql));
 
-# the tables of a queue made by queue_create, and of a block made by 0.1.0,
-# with the queue id in their names and constraints made Q
+# the tables of a queue made by queue_create, and of a block made by 0.1.0
+# (its claims table made by the upgrade), with the queue id in their names
+# and constraints made Q
 my $describe_queue = $helpers . <<'EOS';
 WITH q AS (SELECT queue_id AS qid FROM pgqueue.queue WHERE name = '%s')
 SELECT string_agg(line, E'\n' ORDER BY line COLLATE "C") FROM (
-	SELECT regexp_replace(regexp_replace(l.line, '\m(j|s|seq)_' || q.qid || '(_|\M)', '\1_Q\2', 'g'),
+	SELECT regexp_replace(regexp_replace(l.line, '\m(j|s|c|seq)_' || q.qid || '(_|\M)', '\1_Q\2', 'g'),
 						  'queue_id = ' || q.qid || '\M', 'queue_id = Q', 'g') AS line
 	  FROM q, pg_class c CROSS JOIN LATERAL pg_temp.rel(c.oid) l(line)
 	 WHERE c.relnamespace = 'pgqueue_data'::regnamespace
-	   AND c.relname IN ('j_' || q.qid || '_0', 's_' || q.qid || '_0', 'seq_' || q.qid)) x;
+	   AND c.relname IN ('j_' || q.qid || '_0', 's_' || q.qid || '_0', 'c_' || q.qid || '_0',
+						 'seq_' || q.qid)) x;
 EOS
 sql(q{SELECT pgqueue.queue_create('new', block_size => 100)}, $_) for ('postgres', 'fresh');
 my $new_fresh = sql(sprintf($describe_queue, 'new'), 'fresh');

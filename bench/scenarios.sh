@@ -207,17 +207,22 @@ END $$;
 SELECT classic_create('classic_push');
 SELECT classic_create('classic');
 
-/* pgqueue: jobs acked so far in one queue (state d = succeeded) */
+/* pgqueue: jobs acked so far in one queue: status rows "succeeded" and
+ * the jobs that ack records of claims took */
 CREATE FUNCTION pgqueue_acked(q text) RETURNS bigint LANGUAGE sql AS $$
-	SELECT count(*) FROM pgqueue_data.status_store s
-	 WHERE s.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = q)
-	   AND s.state = 'd' $$;
+	SELECT (SELECT count(*) FROM pgqueue_data.status_store s
+			 WHERE s.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = q)
+			   AND s.state = 'd')
+		 + (SELECT coalesce(sum(c.n), 0) FROM pgqueue_data.claim_store c
+			 WHERE c.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = q)
+			   AND c.kind = 'd') $$;
 
 /* pgqueue: VACUUM ANALYZE the block tables of one queue (like a classic
  * table after its load, so that both start from the same footing) */
 CREATE FUNCTION pgqueue_tables(q text) RETURNS SETOF text LANGUAGE sql AS $$
-	SELECT format('pgqueue_data.%I, pgqueue_data.%I',
-				  'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no)
+	SELECT format('pgqueue_data.%I, pgqueue_data.%I, pgqueue_data.%I',
+				  'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no,
+				  'c_' || b.queue_id || '_' || b.block_no)
 	  FROM pgqueue.block b JOIN pgqueue.queue USING (queue_id) WHERE name = q $$;
 
 /* PgQ: the event sequence number up to which a consumer has finished */
@@ -711,8 +716,10 @@ BEGIN
 	FOR b IN SELECT bl.queue_id, bl.block_no FROM pgqueue.block bl JOIN pgqueue.queue qu USING (queue_id)
 			  WHERE qu.name = q AND bl.state <> 'done' LOOP
 		EXECUTE format('SELECT (SELECT count(*) FROM pgqueue_data.%I)
-							 - (SELECT count(*) FROM pgqueue_data.%I WHERE state = ''d'')',
-					   'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no)
+							 - (SELECT count(*) FROM pgqueue_data.%I WHERE state = ''d'')
+							 - (SELECT coalesce(sum(n), 0) FROM pgqueue_data.%I WHERE kind = ''d'')',
+					   'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no,
+					   'c_' || b.queue_id || '_' || b.block_no)
 		   INTO c;
 		total := total + c;
 	END LOOP;

@@ -472,24 +472,26 @@ pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, PgqStatusIds *ids)
 /*
  * pgq_claims_lane
  *		Read a lane's claims back (with a dirty snapshot, so that claims
- *		being written count): returns the end of the last claim (the lane's
- *		cursor), and up to maxgaps ranges between claims (claims that rolled
- *		back) into gaps; *more tells there were more.
+ *		being written count), those that begin at from or later (0: all):
+ *		returns the end of the last claim (the lane's cursor), and up to
+ *		maxgaps ranges between claims (claims that rolled back, or ranges
+ *		read while the claims' records were lost) into gaps; *resume is
+ *		where the next gap begins if there were more (else 0).
  */
 int64
-pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, PgqRange *gaps,
-				int maxgaps, int *ngaps, bool *more)
+pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, int64 from,
+				PgqRange *gaps, int maxgaps, int *ngaps, int64 *resume)
 {
 	Relation	claims;
 	Relation	lane;
 	TupleTableSlot *slot;
-	ScanKeyData skeys[2];
+	ScanKeyData skeys[3];
 	IndexScanDesc scan;
 	SnapshotData dirty;
-	int64		next = block->first_id;
+	int64		next = Max(from, block->first_id);
 
 	*ngaps = 0;
-	*more = false;
+	*resume = 0;
 	pgq_block_indexes(block);
 	claims = table_open(block->claims_relid, AccessShareLock);
 	lane = index_open(block->claims_lane, AccessShareLock);
@@ -498,8 +500,9 @@ pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, PgqRange *g
 	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
 	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
 						   lane->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
-	scan = index_beginscan(claims, lane, &dirty, 2, 0);
-	index_rescan(scan, skeys, 2, NULL, 0);
+	ScanKeyInit(&skeys[2], 3, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(next));
+	scan = index_beginscan(claims, lane, &dirty, 3, 0);
+	index_rescan(scan, skeys, 3, NULL, 0);
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
@@ -514,8 +517,8 @@ pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, PgqRange *g
 				gaps[*ngaps].hi = lo - 1;
 				(*ngaps)++;
 			}
-			else
-				*more = true;
+			else if (*resume == 0)
+				*resume = next;
 		}
 		next = Max(next, hi + 1);
 	}

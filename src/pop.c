@@ -207,7 +207,7 @@ static Oid	claim_record_argtypes[10] = {INT4OID, TIMESTAMPTZOID, INT8ARRAYOID, I
 /* rounds of one claim statement that lost jobs to concurrent claims */
 #define PGQ_CLAIM_TRIES 8
 
-/* gaps between claims kept when a lane is read back (more: read again) */
+/* gaps between claims kept when a lane is read back (more: read on later) */
 #define PGQ_REBUILD_GAPS 8
 
 /* one lane: the jobs of one priority in one block; fair if tenants use it */
@@ -747,19 +747,21 @@ claim(Pop *pop, PgqBlock *block, PgqPlanKind kind, const char *sql, int wanted,
 /*
  * rebuild_lane
  *		Read a lane's cursor and the gaps between its claims back from its
- *		claim records, for a lane that does not know them (watermark.c).
+ *		claim records (those from id from on), for a lane that does not
+ *		know them (watermark.c).
  */
 static void
-rebuild_lane(Pop *pop, PgqBlock *block, int32 priority, const char *tenant)
+rebuild_lane(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int64 from)
 {
 	PgqRange	gaps[PGQ_REBUILD_GAPS];
 	int			ngaps;
-	bool		more;
+	int64		resume;
 	int64		cursor;
 
 	PG_TRY();
 	{
-		cursor = pgq_claims_lane(block, priority, tenant, gaps, PGQ_REBUILD_GAPS, &ngaps, &more);
+		cursor = pgq_claims_lane(block, priority, tenant, from, gaps, PGQ_REBUILD_GAPS, &ngaps,
+								 &resume);
 	}
 	PG_CATCH();
 	{
@@ -767,7 +769,7 @@ rebuild_lane(Pop *pop, PgqBlock *block, int32 priority, const char *tenant)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	pgq_lane_rebuilt(pop->queue, block, priority, tenant, cursor, gaps, ngaps, more);
+	pgq_lane_rebuilt(pop->queue, block, priority, tenant, cursor, gaps, ngaps, resume);
 }
 
 /*
@@ -887,6 +889,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 				lease_until = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 																SPI_tuptable->tupdesc, 1,
 																&isnull));
+			SPI_freetuptable(SPI_tuptable);
 		}
 	}
 	PG_CATCH();
@@ -921,6 +924,8 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 		emit(pop, values, nulls, tenants);
 	}
 	pgq_flow_claims_done(claimed_tenants, ntake);
+	/* a pop may read many ranges: what each read is freed as it is done */
+	SPI_freetuptable(rows);
 	return ntake;
 }
 
@@ -949,7 +954,7 @@ claim_range(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int w
 										  tenants, &stop);
 				break;
 			case PGQ_LANE_REBUILD:
-				rebuild_lane(pop, block, priority, tenant);
+				rebuild_lane(pop, block, priority, tenant, r.lo);
 				break;
 			case PGQ_LANE_EMPTY:
 			case PGQ_LANE_BUSY:

@@ -100,6 +100,7 @@ typedef struct LaneEntry
 	bool		known;			/* cursor and returned are valid */
 	bool		rebuilding;		/* a pop reads them back from the claims */
 	bool		more;			/* more gaps than returned holds: read again */
+	int64		rebuild_from;	/* ... from this id on (0: from the start) */
 	int			reserving;		/* reservations whose claim is not written yet */
 	int			fresh;			/* claimers of one row a job (see above) */
 	int64		fresh_floor;	/* the lowest of their floors */
@@ -403,6 +404,7 @@ lane_entry(LaneKey *key)
 		entry->known = false;
 		entry->rebuilding = false;
 		entry->more = false;
+		entry->rebuild_from = 0;
 		entry->reserving = 0;
 		entry->fresh = 0;
 		entry->fresh_floor = PG_INT64_MAX;
@@ -444,6 +446,7 @@ give_back(LaneEntry *entry, int64 lo, int64 hi)
 	if (entry->nreturned == PGQ_LANE_RETURNED)
 	{
 		entry->known = false;
+		entry->rebuild_from = 0;
 		return;
 	}
 	/* keep them by lo: the oldest jobs go first */
@@ -464,7 +467,8 @@ give_back(LaneEntry *entry, int64 lo, int64 hi)
  *		PGQ_LANE_GOT with *r, PGQ_LANE_EMPTY (nothing to claim now),
  *		PGQ_LANE_BUSY (another pop reads the lane back: pass it by) or
  *		PGQ_LANE_REBUILD: the caller must read the lane back from the claim
- *		records and call pgq_lane_rebuilt (or pgq_lane_rebuild_failed).
+ *		records, from id r->lo on (0: all of them), and call
+ *		pgq_lane_rebuilt (or pgq_lane_rebuild_failed).
  */
 PgqLaneStatus
 pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
@@ -486,6 +490,7 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 		else
 		{
 			entry->rebuilding = true;
+			r->lo = entry->rebuild_from;
 			result = PGQ_LANE_REBUILD;
 		}
 	}
@@ -639,7 +644,11 @@ pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	if (entry != NULL)
 	{
 		entry->reserving--;
-		give_back(entry, used + 1, r->hi);
+		/* a tail at the cursor is given back by moving the cursor back */
+		if (r->hi + 1 == entry->cursor && used + 1 <= r->hi)
+			entry->cursor = used + 1;
+		else
+			give_back(entry, used + 1, r->hi);
 		if (used >= r->lo)
 			entry->density = 0.5 * entry->density +
 				0.5 * Max((double) seen / (double) (used - r->lo + 1), 0.01);
@@ -670,11 +679,13 @@ pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 /*
  * pgq_lane_rebuilt
  *		Set a lane read back from its claim records: its cursor and the gaps
- *		between its claims (more: there were more gaps than given).
+ *		between its claims; resume, if not 0, is where the gaps that did not
+ *		fit begin: once those given are used up, the lane is read again
+ *		from there.
  */
 void
 pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
-				 int64 cursor, PgqRange *gaps, int ngaps, bool more)
+				 int64 cursor, PgqRange *gaps, int ngaps, int64 resume)
 {
 	LaneKey		key;
 	LaneEntry  *entry;
@@ -686,7 +697,8 @@ pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	{
 		entry->rebuilding = false;
 		entry->known = true;
-		entry->more = more;
+		entry->more = resume > 0;
+		entry->rebuild_from = resume;
 		entry->cursor = Max(entry->cursor, cursor);
 		for (int i = 0; i < ngaps; i++)
 			give_back(entry, gaps[i].lo, gaps[i].hi);

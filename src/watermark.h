@@ -42,7 +42,7 @@ extern void pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 int seen);
 extern void pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 const char *tenant, int64 cursor, PgqRange *gaps, int ngaps,
-							 bool more);
+							 int64 resume);
 extern void pgq_lane_rebuild_failed(PgqQueue *queue, PgqBlock *block, int32 priority,
 									const char *tenant);
 extern void pgq_lane_return(QueueTag queue, int32 block_no, int32 priority,

@@ -38,7 +38,10 @@
 #define PGQ_JATT_JOB_ID		2
 #define PGQ_JATT_KEY		3
 #define PGQ_JATT_PRIORITY	4
-#define PGQ_JATT_TENANT		8
+#define PGQ_JATT_RUN_AT		5
+#define PGQ_JATT_ENQUEUED_AT	6
+#define PGQ_JATT_PAYLOAD	7
+#define PGQ_JATT_TENANT		8	/* the last */
 
 /* attribute numbers of the status tables (status_store) */
 #define PGQ_SATT_JOB_ID		2
@@ -69,7 +72,6 @@
 /* the statements cached per block, prepared on first use */
 typedef enum PgqPlanKind
 {
-	PGQ_PLAN_PUSH,				/* insert jobs from arrays */
 	PGQ_PLAN_SCHEDULE,			/* insert scheduled status rows */
 	PGQ_PLAN_LANES,				/* distinct priorities, highest first */
 	PGQ_PLAN_CLAIM_WAITING,		/* claim due retried/released/scheduled jobs */

@@ -12,15 +12,21 @@
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/sequence.h"
+#include "executor/executor.h"
 #include "fmgr.h"
+#include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #include "args.h"
 #include "flow.h"
@@ -33,11 +39,8 @@
 PG_FUNCTION_INFO_V1(pgq_push);
 PG_FUNCTION_INFO_V1(pgq_push_batch);
 
-static const char *push_sql =
-"INSERT INTO %1$s (queue_id, job_id, key, priority, run_at, enqueued_at, payload, tenant)"
-" SELECT $1, u.id, u.key, u.priority, $5, $6, u.payload, u.tenant"
-" FROM unnest($2::bigint[], $3::text[], $4::int[], $7::jsonb[], $8::text[])"
-" AS u(id, key, priority, payload, tenant)";
+/* rows of one multi-insert at most */
+#define PGQ_PUSH_CHUNK	1000
 
 static const char *schedule_sql =
 "INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
@@ -56,51 +59,81 @@ typedef struct PushArgs
 
 /*
  * insert_jobs
- *		Insert n jobs, all of one block, with one statement; and their
- *		scheduled status rows if they run later.
+ *		Insert n jobs, all of one block, by one multi-insert into its jobs
+ *		table and its indexes (as COPY does: one WAL record a page of rows,
+ *		not one a row); and their scheduled status rows if they run later.
+ *		The rows are made here to satisfy the table's CHECK constraints
+ *		(the queue, the block's id range), which are not evaluated again.
  */
 static void
 insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 			bool run_later, Datum run_at, TimestampTz now)
 {
-	Oid			argtypes[8] = {INT4OID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-	TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBARRAYOID, TEXTARRAYOID};
-	Datum		values[8];
-	char		nulls[8] = "        ";
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	ArrayType  *idarr = construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	SPIPlanPtr	plan;
-	int			rc;
+	Relation	rel = table_open(block->jobs_relid, RowExclusiveLock);
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	int			nslots = Min(n, PGQ_PUSH_CHUNK);
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nslots);
+	CommandId	cid = GetCurrentCommandId(true);
+	TupleDesc	desc;
 
-	values[0] = Int32GetDatum(queue->queue_id);
-	values[1] = PointerGetDatum(idarr);
-	values[2] = PointerGetDatum(construct_md_array(args->keys, args->key_nulls, 1, dims, lbs,
-												   TEXTOID, -1, false, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(args->priorities, n, INT4OID, 4, true,
-												TYPALIGN_INT));
-	values[4] = run_at;
-	if (!run_later)
-		nulls[4] = 'n';
-	values[5] = TimestampTzGetDatum(now);
-	values[6] = PointerGetDatum(construct_array(args->payloads, n, JSONBOID, -1, false,
-												TYPALIGN_INT));
-	values[7] = PointerGetDatum(construct_md_array(args->tenants, args->tenant_nulls, 1, dims,
-												   lbs, TEXTOID, -1, false, TYPALIGN_INT));
+	if (RelationGetDescr(rel)->natts != PGQ_JATT_TENANT)
+		elog(ERROR, "the jobs table of block %d of queue \"%s\" has %d columns, not %d",
+			 block->block_no, queue->name, RelationGetDescr(rel)->natts, PGQ_JATT_TENANT);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
 
-	plan = pgq_block_plan(queue, block, PGQ_PLAN_PUSH, push_sql, 8, argtypes);
-	rc = SPI_execute_plan(plan, values, nulls, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not insert jobs into queue \"%s\": %s",
-			 queue->name, SPI_result_code_string(rc));
+	/* slots of a private copy of the row type, which no resource owner tracks */
+	desc = CreateTupleDescCopy(RelationGetDescr(rel));
+	for (int i = 0; i < nslots; i++)
+		slots[i] = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	for (int start = 0; start < n; start += nslots)
+	{
+		int			m = Min(nslots, n - start);
+
+		for (int k = 0; k < m; k++)
+		{
+			TupleTableSlot *slot = slots[k];
+			int			i = start + k;
+
+			ExecClearTuple(slot);
+			memset(slot->tts_isnull, false, sizeof(bool) * PGQ_JATT_TENANT);
+			slot->tts_values[0] = Int32GetDatum(queue->queue_id);
+			slot->tts_values[PGQ_JATT_JOB_ID - 1] = ids[i];
+			slot->tts_values[PGQ_JATT_KEY - 1] = args->keys[i];
+			slot->tts_isnull[PGQ_JATT_KEY - 1] = args->key_nulls[i];
+			slot->tts_values[PGQ_JATT_PRIORITY - 1] = args->priorities[i];
+			slot->tts_values[PGQ_JATT_RUN_AT - 1] = run_at;
+			slot->tts_isnull[PGQ_JATT_RUN_AT - 1] = !run_later;
+			slot->tts_values[PGQ_JATT_ENQUEUED_AT - 1] = TimestampTzGetDatum(now);
+			slot->tts_values[PGQ_JATT_PAYLOAD - 1] = args->payloads[i];
+			slot->tts_values[PGQ_JATT_TENANT - 1] = args->tenants[i];
+			slot->tts_isnull[PGQ_JATT_TENANT - 1] = args->tenant_nulls[i];
+			ExecStoreVirtualTuple(slot);
+		}
+		table_multi_insert(rel, slots, m, cid, 0, NULL);
+		for (int k = 0; k < m; k++)
+		{
+			ResetPerTupleExprContext(estate);
+			list_free(ExecInsertIndexTuples(rri, slots[k], estate, false, false, NULL, NIL));
+		}
+	}
+	for (int i = 0; i < nslots; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
 
 	if (run_later)
 	{
 		Oid			stypes[4] = {INT4OID, INT8ARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 		Datum		svalues[4];
+		SPIPlanPtr	plan;
+		int			rc;
 
 		svalues[0] = Int32GetDatum(queue->queue_id);
-		svalues[1] = PointerGetDatum(idarr);
+		svalues[1] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+													 TYPALIGN_DOUBLE));
 		svalues[2] = TimestampTzGetDatum(now);
 		svalues[3] = run_at;
 		plan = pgq_block_plan(queue, block, PGQ_PLAN_SCHEDULE, schedule_sql, 4, stypes);

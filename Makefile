@@ -12,6 +12,7 @@ OBJS = \
 	src/wakeup.o \
 	src/flow.o \
 	src/forget.o \
+	src/rows.o \
 	src/push.o \
 	src/pop.o \
 	src/claim.o \

@@ -78,8 +78,7 @@ typedef enum PgqPlanKind
 	PGQ_PLAN_CLAIM_FRESH,		/* claim never-claimed jobs one row each */
 	PGQ_PLAN_TENANTS,			/* tenants of a lane */
 	PGQ_PLAN_CLAIM_FAIR,		/* the same, shares per tenant */
-	PGQ_PLAN_RANGE,				/* the jobs of a lane in an id range */
-	PGQ_PLAN_CLAIM_RECORD,		/* write a claim record and its holes */
+	PGQ_PLAN_HOLES,				/* the status rows of a claim's holes */
 	PGQ_PLAN_ACK,				/* the transitions from executing by status row */
 	PGQ_PLAN_FAIL,
 	PGQ_PLAN_EXTEND,

@@ -47,6 +47,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -60,6 +61,7 @@
 #include "note.h"
 #include "privilege.h"
 #include "queueshm.h"
+#include "rows.h"
 #include "wakeup.h"
 #include "watermark.h"
 
@@ -181,28 +183,24 @@ CLAIM_FLOW_FILTERS("j")
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
-/* the jobs of a lane in a range of ids, in order ($1 priority, $2 tenant) */
-static const char *range_sql =
-"SELECT j.job_id, j.key, j.payload, j.enqueued_at, j.tenant FROM %1$s j"
-" WHERE j.priority = $1 AND coalesce(j.tenant, '') = $2 AND j.job_id BETWEEN $3 AND $4"
-" ORDER BY j.job_id LIMIT $5";
-static Oid	range_argtypes[5] = {INT4OID, TEXTOID, INT8OID, INT8OID, INT4OID};
+/* the status rows "available" of the holes of a claim's range ($3) */
+static const char *holes_sql =
+"INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
+" SELECT $1, u.id, 1, 'a', 0, 0, $2, $2 FROM unnest($3::int8[]) AS u(id)"
+" ON CONFLICT DO NOTHING";
+static Oid	holes_argtypes[3] = {INT4OID, TIMESTAMPTZOID, INT8ARRAYOID};
 
-/*
- * write a claim record ($4: its id, NULL for none) and the status rows of
- * the holes of its range ($3)
- */
-static const char *claim_record_sql =
-"WITH h AS ("
-"  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
-"  SELECT $1, u.id, 1, 'a', 0, 0, $2, $2 FROM unnest($3::int8[]) AS u(id)"
-"  ON CONFLICT DO NOTHING)"
-" INSERT INTO %3$s (queue_id, claim_id, seq, kind, priority, tenant, lo, hi, n, at, lease_until)"
-" SELECT $1, $4, 0, 'c', $5, $6, $7, $8, $9, t.at, t.at + $10"
-" FROM (SELECT clock_timestamp() AS at) t WHERE $4 IS NOT NULL"
-" RETURNING lease_until";
-static Oid	claim_record_argtypes[10] = {INT4OID, TIMESTAMPTZOID, INT8ARRAYOID, INT8OID,
-	INT4OID, TEXTOID, INT8OID, INT8OID, INT4OID, INTERVALOID};
+/* a job of a lane read for a claim of a range */
+typedef struct RangeJob
+{
+	int64		job_id;
+	Datum		key;
+	bool		key_null;
+	Datum		payload;
+	TimestampTz enqueued_at;
+	Datum		tenant;
+	bool		tenant_null;
+} RangeJob;
 
 /* rounds of one claim statement that lost jobs to concurrent claims */
 #define PGQ_CLAIM_TRIES 8
@@ -773,19 +771,113 @@ rebuild_lane(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int6
 }
 
 /*
+ * read_range
+ *		Read up to limit jobs of a lane (block, priority, tenant) with ids
+ *		in [lo, hi], in id order, into jobs, as a snapshot taken now sees
+ *		them (after the bound of open pushes was read).  Returns how many.
+ */
+static int
+read_range(PgqBlock *block, int32 priority, const char *tenant, int64 lo, int64 hi,
+		   int limit, RangeJob *jobs)
+{
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	Relation	rel = table_open(block->jobs_relid, AccessShareLock);
+	Relation	lane;
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	ScanKeyData skeys[4];
+	IndexScanDesc scan;
+	int			n = 0;
+
+	pgq_block_indexes(block);
+	lane = index_open(block->jobs_lane, AccessShareLock);
+	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
+	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   lane->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
+	ScanKeyInit(&skeys[2], 3, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
+	ScanKeyInit(&skeys[3], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	scan = index_beginscan(rel, lane, snap, 4, 0);
+	index_rescan(scan, skeys, 4, NULL, 0);
+	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		RangeJob   *j = &jobs[n++];
+		bool		isnull;
+		Datum		d;
+
+		j->job_id = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
+		d = slot_getattr(slot, PGQ_JATT_KEY, &j->key_null);
+		j->key = j->key_null ? (Datum) 0 : datumCopy(d, false, -1);
+		j->payload = datumCopy(slot_getattr(slot, PGQ_JATT_PAYLOAD, &isnull), false, -1);
+		j->enqueued_at = DatumGetTimestampTz(slot_getattr(slot, PGQ_JATT_ENQUEUED_AT, &isnull));
+		d = slot_getattr(slot, PGQ_JATT_TENANT, &j->tenant_null);
+		j->tenant = j->tenant_null ? (Datum) 0 : datumCopy(d, false, -1);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(lane, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snap);
+	return n;
+}
+
+/*
+ * write_claim
+ *		Insert the claim record of ntake jobs of a lane, taken in [lo, hi]
+ *		from job claim_id on, leased for the pop's lease from now.  Returns
+ *		the lease's end.
+ */
+static TimestampTz
+write_claim(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int64 claim_id,
+			int64 lo, int64 hi, int ntake)
+{
+	Relation	rel = table_open(block->claims_relid, RowExclusiveLock);
+	TupleTableSlot **slot;
+	TimestampTz at = GetCurrentTimestamp();
+	TimestampTz lease_until;
+
+	if (RelationGetDescr(rel)->natts != PGQ_CATT_LEASE)
+		elog(ERROR, "the claims table of block %d of queue \"%s\" has %d columns, not %d",
+			 block->block_no, pop->queue->name, RelationGetDescr(rel)->natts, PGQ_CATT_LEASE);
+	lease_until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														  TimestampTzGetDatum(at),
+														  IntervalPGetDatum(pop->lease)));
+	slot = pgq_rows_slots(rel, 1);
+	memset(slot[0]->tts_isnull, false, sizeof(bool) * PGQ_CATT_LEASE);
+	slot[0]->tts_values[0] = Int32GetDatum(pop->queue->queue_id);
+	slot[0]->tts_values[PGQ_CATT_CLAIM_ID - 1] = Int64GetDatum(claim_id);
+	slot[0]->tts_values[PGQ_CATT_SEQ - 1] = Int32GetDatum(0);
+	slot[0]->tts_values[PGQ_CATT_KIND - 1] = CharGetDatum(PGQ_CLAIM);
+	slot[0]->tts_values[PGQ_CATT_PRIORITY - 1] = Int32GetDatum(priority);
+	slot[0]->tts_values[PGQ_CATT_TENANT - 1] = CStringGetTextDatum(tenant);
+	slot[0]->tts_isnull[PGQ_CATT_TENANT - 1] = tenant[0] == '\0';
+	slot[0]->tts_values[PGQ_CATT_LO - 1] = Int64GetDatum(lo);
+	slot[0]->tts_values[PGQ_CATT_HI - 1] = Int64GetDatum(hi);
+	slot[0]->tts_values[PGQ_CATT_N - 1] = Int32GetDatum(ntake);
+	slot[0]->tts_isnull[PGQ_CATT_IDS - 1] = true;
+	slot[0]->tts_values[PGQ_CATT_AT - 1] = TimestampTzGetDatum(at);
+	slot[0]->tts_values[PGQ_CATT_LEASE - 1] = TimestampTzGetDatum(lease_until);
+	ExecStoreVirtualTuple(slot[0]);
+	pgq_rows_insert(rel, slot, 1);
+	pgq_rows_free(slot, 1);
+	table_close(rel, NoLock);
+	return lease_until;
+}
+
+/*
  * claim_reserved
  *		Claim the jobs of a lane in a reserved range r, up to wanted: read
  *		them, pass over those with status rows, make holes of those that
  *		cannot be taken now (a status row being written, a busy key), stop
- *		at a tenant out of room, and write one claim record for the others.
- *		The part of the range not used goes back to the lane.  Returns how
- *		many it claimed; *stop tells that a limit ended the range.
+ *		at a tenant out of room, and write one claim record for the others
+ *		(then the holes' rows, so that a pop that claims rows of their own
+ *		finds the record first).  The part of the range not used goes back
+ *		to the lane.  Returns how many it claimed; *stop tells that a limit
+ *		ended the range.
  */
 static int
 claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, PgqRange *r,
 			   int wanted, Tenants *tenants, bool *stop)
 {
-	SPITupleTable *rows;
+	RangeJob   *rows = palloc(sizeof(RangeJob) * wanted);
 	int			nrows;
 	int64		used = r->hi;
 	int		   *take;
@@ -794,34 +886,15 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	int			nholes = 0;
 	text	  **claimed_tenants;
 	TimestampTz lease_until = 0;
-	int			rc;
 
 	*stop = false;
 	PG_TRY();
 	{
-		Datum		args[10];
-		char		nulls[10];
 		PgqStatusIds status;
-		SPIPlanPtr	plan;
 
-		args[0] = Int32GetDatum(priority);
-		args[1] = CStringGetTextDatum(tenant);
-		args[2] = Int64GetDatum(r->lo);
-		args[3] = Int64GetDatum(r->hi);
-		args[4] = Int32GetDatum(wanted);
-		plan = pgq_block_plan(pop->queue, block, PGQ_PLAN_RANGE, range_sql, 5, range_argtypes);
-		rc = SPI_execute_plan(plan, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not read the jobs of queue \"%s\": %s",
-				 pop->queue->name, SPI_result_code_string(rc));
-		rows = SPI_tuptable;
-		nrows = (int) SPI_processed;
+		nrows = read_range(block, priority, tenant, r->lo, r->hi, wanted, rows);
 		if (nrows == wanted)
-		{
-			bool		isnull;
-
-			used = DatumGetInt64(SPI_getbinval(rows->vals[nrows - 1], rows->tupdesc, 1, &isnull));
-		}
+			used = rows[nrows - 1].job_id;
 
 		/* jobs with status rows, committed (not fresh) or being written */
 		pgq_status_ids(block, r->lo, used, &status);
@@ -830,66 +903,44 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 		claimed_tenants = palloc(sizeof(text *) * Max(nrows, 1));
 		for (int i = 0; i < nrows; i++)
 		{
-			HeapTuple	tup = rows->vals[i];
-			bool		key_null;
-			bool		tenant_null;
-			int64		job_id;
-			Datum		key;
-			Datum		tenant_d;
-			bool		isnull;
+			RangeJob   *j = &rows[i];
 
-			job_id = DatumGetInt64(SPI_getbinval(tup, rows->tupdesc, 1, &isnull));
-			if (pgq_in_sorted(status.done, status.ndone, job_id))
+			if (pgq_in_sorted(status.done, status.ndone, j->job_id))
 				continue;
-			key = SPI_getbinval(tup, rows->tupdesc, 2, &key_null);
-			if (pgq_in_sorted(status.pending, status.npending, job_id) ||
-				(!key_null && !pgq_flow_key_ready(DatumGetTextPP(key), job_id)))
+			if (pgq_in_sorted(status.pending, status.npending, j->job_id) ||
+				(!j->key_null && !pgq_flow_key_ready(DatumGetTextPP(j->key), j->job_id)))
 			{
-				holes[nholes++] = Int64GetDatum(job_id);
+				holes[nholes++] = Int64GetDatum(j->job_id);
 				continue;
 			}
-			tenant_d = SPI_getbinval(tup, rows->tupdesc, 5, &tenant_null);
-			if (!tenant_null && !pgq_flow_take(DatumGetTextPP(tenant_d)))
+			if (!j->tenant_null && !pgq_flow_take(DatumGetTextPP(j->tenant)))
 			{
-				used = job_id - 1;
+				used = j->job_id - 1;
 				*stop = true;
 				break;
 			}
-			claimed_tenants[ntake] = tenant_null ? NULL : DatumGetTextPP(tenant_d);
+			claimed_tenants[ntake] = j->tenant_null ? NULL : DatumGetTextPP(j->tenant);
 			take[ntake++] = i;
 		}
 
-		/* the claim record and the holes' status rows */
-		if (ntake > 0 || nholes > 0)
+		if (ntake > 0)
+			lease_until = write_claim(pop, block, priority, tenant, rows[take[0]].job_id,
+									  r->lo, used, ntake);
+		if (nholes > 0)
 		{
-			bool		isnull;
+			Datum		args[3];
+			SPIPlanPtr	plan = pgq_block_plan(pop->queue, block, PGQ_PLAN_HOLES, holes_sql,
+											  3, holes_argtypes);
+			int			rc;
 
-			memset(nulls, ' ', sizeof(nulls));
 			args[0] = Int32GetDatum(pop->queue->queue_id);
 			args[1] = TimestampTzGetDatum(pop->now);
 			args[2] = PointerGetDatum(construct_array(holes, nholes, INT8OID, 8,
 													  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			args[3] = ntake > 0 ? SPI_getbinval(rows->vals[take[0]], rows->tupdesc, 1, &isnull)
-				: (Datum) 0;
-			nulls[3] = ntake > 0 ? ' ' : 'n';
-			args[4] = Int32GetDatum(priority);
-			args[5] = CStringGetTextDatum(tenant);
-			nulls[5] = tenant[0] == '\0' ? 'n' : ' ';
-			args[6] = Int64GetDatum(r->lo);
-			args[7] = Int64GetDatum(used);
-			args[8] = Int32GetDatum(ntake);
-			args[9] = IntervalPGetDatum(pop->lease);
-			plan = pgq_block_plan(pop->queue, block, PGQ_PLAN_CLAIM_RECORD, claim_record_sql,
-								  10, claim_record_argtypes);
-			rc = SPI_execute_plan(plan, args, nulls, false, 0);
-			if (rc != SPI_OK_INSERT_RETURNING)
-				elog(ERROR, "could not claim jobs of queue \"%s\": %s",
+			rc = SPI_execute_plan(plan, args, NULL, false, 0);
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "could not write the holes of a claim of queue \"%s\": %s",
 					 pop->queue->name, SPI_result_code_string(rc));
-			if (ntake > 0)
-				lease_until = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-																SPI_tuptable->tupdesc, 1,
-																&isnull));
-			SPI_freetuptable(SPI_tuptable);
 		}
 	}
 	PG_CATCH();
@@ -905,27 +956,38 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	pgq_note_reservation(pop->queue, block, priority, tenant, r->lo, used);
 	for (int k = 0; k < ntake; k++)
 	{
-		HeapTuple	tup = rows->vals[take[k]];
+		RangeJob   *j = &rows[take[k]];
 		Datum		values[9];
 		bool		nulls[9];
 
-		/* job_id, key, payload, enqueued_at, tenant of the range statement */
-		values[0] = SPI_getbinval(tup, rows->tupdesc, 1, &nulls[0]);
-		values[2] = SPI_getbinval(tup, rows->tupdesc, 2, &nulls[2]);
-		values[3] = SPI_getbinval(tup, rows->tupdesc, 3, &nulls[3]);
+		memset(nulls, false, sizeof(nulls));
+		values[0] = Int64GetDatum(j->job_id);
+		values[2] = j->key;
+		nulls[2] = j->key_null;
+		values[3] = j->payload;
 		values[4] = Int32GetDatum(priority);
-		nulls[4] = false;
 		values[5] = Int32GetDatum(1);
-		nulls[5] = false;
-		values[6] = SPI_getbinval(tup, rows->tupdesc, 4, &nulls[6]);
+		values[6] = TimestampTzGetDatum(j->enqueued_at);
 		values[7] = TimestampTzGetDatum(lease_until);
-		nulls[7] = false;
-		values[8] = SPI_getbinval(tup, rows->tupdesc, 5, &nulls[8]);
+		values[8] = j->tenant;
+		nulls[8] = j->tenant_null;
 		emit(pop, values, nulls, tenants);
 	}
 	pgq_flow_claims_done(claimed_tenants, ntake);
+
 	/* a pop may read many ranges: what each read is freed as it is done */
-	SPI_freetuptable(rows);
+	for (int i = 0; i < nrows; i++)
+	{
+		pfree(DatumGetPointer(rows[i].payload));
+		if (!rows[i].key_null)
+			pfree(DatumGetPointer(rows[i].key));
+		if (!rows[i].tenant_null)
+			pfree(DatumGetPointer(rows[i].tenant));
+	}
+	pfree(rows);
+	pfree(take);
+	pfree(holes);
+	pfree(claimed_tenants);
 	return ntake;
 }
 

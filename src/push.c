@@ -13,14 +13,10 @@
 #include "postgres.h"
 
 #include "access/table.h"
-#include "access/tableam.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/sequence.h"
-#include "executor/executor.h"
 #include "fmgr.h"
-#include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -33,6 +29,7 @@
 #include "note.h"
 #include "cache.h"
 #include "privilege.h"
+#include "rows.h"
 #include "watermark.h"
 
 
@@ -59,34 +56,21 @@ typedef struct PushArgs
 
 /*
  * insert_jobs
- *		Insert n jobs, all of one block, by one multi-insert into its jobs
- *		table and its indexes (as COPY does: one WAL record a page of rows,
- *		not one a row); and their scheduled status rows if they run later.
- *		The rows are made here to satisfy the table's CHECK constraints
- *		(the queue, the block's id range), which are not evaluated again.
+ *		Insert n jobs, all of one block, straight into its jobs table
+ *		(rows.c); and their scheduled status rows if they run later.
  */
 static void
 insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 			bool run_later, Datum run_at, TimestampTz now)
 {
 	Relation	rel = table_open(block->jobs_relid, RowExclusiveLock);
-	EState	   *estate = CreateExecutorState();
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
 	int			nslots = Min(n, PGQ_PUSH_CHUNK);
-	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * nslots);
-	CommandId	cid = GetCurrentCommandId(true);
-	TupleDesc	desc;
+	TupleTableSlot **slots;
 
 	if (RelationGetDescr(rel)->natts != PGQ_JATT_TENANT)
 		elog(ERROR, "the jobs table of block %d of queue \"%s\" has %d columns, not %d",
 			 block->block_no, queue->name, RelationGetDescr(rel)->natts, PGQ_JATT_TENANT);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-
-	/* slots of a private copy of the row type, which no resource owner tracks */
-	desc = CreateTupleDescCopy(RelationGetDescr(rel));
-	for (int i = 0; i < nslots; i++)
-		slots[i] = MakeSingleTupleTableSlot(desc, &TTSOpsVirtual);
+	slots = pgq_rows_slots(rel, nslots);
 	for (int start = 0; start < n; start += nslots)
 	{
 		int			m = Min(nslots, n - start);
@@ -111,17 +95,9 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 			slot->tts_isnull[PGQ_JATT_TENANT - 1] = args->tenant_nulls[i];
 			ExecStoreVirtualTuple(slot);
 		}
-		table_multi_insert(rel, slots, m, cid, 0, NULL);
-		for (int k = 0; k < m; k++)
-		{
-			ResetPerTupleExprContext(estate);
-			list_free(ExecInsertIndexTuples(rri, slots[k], estate, false, false, NULL, NIL));
-		}
+		pgq_rows_insert(rel, slots, m);
 	}
-	for (int i = 0; i < nslots; i++)
-		ExecDropSingleTupleTableSlot(slots[i]);
-	ExecCloseIndices(rri);
-	FreeExecutorState(estate);
+	pgq_rows_free(slots, nslots);
 	table_close(rel, NoLock);
 
 	if (run_later)

@@ -561,8 +561,9 @@ fresh_exit(int code, Datum arg)
  *		status row each (see the file header) and return its floor: the
  *		lane's cursor, or with from_start the block's first id.  Returns -1
  *		(pass the lane by) if the cursor is not known now, or with
- *		from_start while a reservation is out, or if the table of lanes has
- *		no room.  pgq_lane_fresh_end leaves every lane registered.
+ *		from_start while a reservation is out, if the table of lanes has no
+ *		room, or if the cursor passed the block's end.  pgq_lane_fresh_end
+ *		leaves every lane registered.
  */
 int64
 pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
@@ -586,6 +587,9 @@ pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority, const cha
 	if (entry != NULL && !entry->rebuilding &&
 		(from_start ? entry->reserving == 0 : entry->known))
 		floor = from_start ? block->first_id : Max(entry->cursor, block->first_id);
+	/* a lane whose cursor passed its block has nothing above it */
+	if (floor > block->last_id)
+		floor = -1;
 	if (floor >= 0)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);

@@ -7,7 +7,7 @@
  * The hot paths never read the catalog in steady state: a queue is loaded
  * once and kept until a relcache invalidation of pgqueue.queue or
  * pgqueue.block arrives.  Every function that changes those catalogs sends
- * one (pgqueue._cache_invalidate), so all backends reload at their next
+ * one (pgqueue_internal._cache_invalidate), so all backends reload at their next
  * call.  Plans are prepared per block on first use and freed on reload.
  *
  *-------------------------------------------------------------------------
@@ -735,7 +735,7 @@ pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 
 /*
  * pgq_block_lock
- *		SQL: pgqueue._block_lock(queue_id, block_no, nowait) takes the block's
+ *		SQL: pgqueue_internal._block_lock(queue_id, block_no, nowait) takes the block's
  *		lock in exclusive mode until the end of the transaction.
  */
 Datum
@@ -750,7 +750,7 @@ pgq_block_lock(PG_FUNCTION_ARGS)
 
 /*
  * pgq_cache_invalidate
- *		SQL: pgqueue._cache_invalidate() makes every backend reload its queue
+ *		SQL: pgqueue_internal._cache_invalidate() makes every backend reload its queue
  *		cache once this transaction commits (and this one at once).
  */
 Datum

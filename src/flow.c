@@ -7,7 +7,7 @@
  * Ordering keys.  A job with a key may be claimed only when every job of
  * its key with a lower id has finished (succeeded or aborted) and, since a
  * claim must also see all of those, only below the bound of open pushes
- * (shmem.c): then the jobs of a key visible to a claim are a prefix of the
+ * (watermark.c): then the jobs of a key visible to a claim are a prefix of the
  * key's jobs in id order, and "lowest unfinished job of its key" picks one
  * job per key, so two consumers never hold two jobs of one key.  The test
  * is pgqueue_internal._key_ready(), called by the claim statements for each keyed

@@ -428,6 +428,7 @@ block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, i
 	SPIPlanPtr	plan;
 	int32	   *read;
 	bool	   *read_fair;
+	int			rc;
 
 	if (block->nlanes >= 0 && !(fresh && block->state == 'o') &&
 		now - block->lanes_at < (block->state == 'o' ? PGQ_OPEN_LANES_TTL : PGQ_LANES_TTL))
@@ -441,8 +442,10 @@ block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, i
 		return -1;
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
 	/* not read-only: a waiting pop must see lanes pushed since it started */
-	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the priorities of queue \"%s\"", queue->name);
+	rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the priorities of queue \"%s\": %s",
+			 queue->name, SPI_result_code_string(rc));
 	read = palloc(sizeof(int32) * Max(SPI_processed, 1));
 	read_fair = palloc(sizeof(bool) * Max(SPI_processed, 1));
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -537,6 +540,7 @@ lane_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, TimestampTz now, bool
 	PgqTenants *list = NULL;
 	SPIPlanPtr	plan;
 	MemoryContext old;
+	int			rc;
 
 	foreach(lc, block->tenant_lists)
 	{
@@ -552,8 +556,10 @@ lane_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, TimestampTz now, bool
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_TENANTS, tenants_sql,
 						  CLAIM_NARGS, claim_argtypes);
 	args[1] = Int32GetDatum(lane->priority);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the tenants of queue \"%s\"", queue->name);
+	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tenants of queue \"%s\": %s",
+			 queue->name, SPI_result_code_string(rc));
 	old = MemoryContextSwitchTo(pgq_cache_memory());
 	if (list == NULL)
 	{

@@ -149,7 +149,7 @@ push_jobs(text *name, int n, PushArgs *args, bool has_run_at, Datum run_at, Datu
 	pgq_flow_push(queue, n, args->key_nulls, args->tenants, args->tenant_nulls,
 				  args->priorities);
 
-	/* publish the open push before the first id is handed out (shmem.c) */
+	/* publish the open push before the first id is handed out (watermark.c) */
 	pgq_push_begin(queue);
 	for (int i = 0; i < n; i++)
 		ids_out[i] = DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(queue->seq_relid));

@@ -12,7 +12,7 @@
  * one queue and one unit of work per transaction.  A duty that fails is
  * logged and recorded against its queue, which is left alone for a
  * backoff; the other queues go on.
- * What each database's worker did last lives in shared memory (shmem.c):
+ * What each database's worker did last lives in a table in shared memory:
  * a database without the extension is looked at again after a minute, and
  * a worker that failed is restarted after a backoff that doubles up to
  * five minutes, so an error cannot become a crash loop.  A crash of the
@@ -430,8 +430,9 @@ pgq_launcher_main(Datum arg)
 	hold_until = started + (crashes > 0 ? (TimestampTz) Min(1 << Min(crashes, 8), 300) * USECS_PER_SEC : 0);
 	if (crashes > 0)
 		ereport(LOG,
-				(errmsg("pgqueue launcher holds maintenance back for %d s after %d crash%s in a row",
-						Min(1 << Min(crashes, 8), 300), crashes, crashes == 1 ? "" : "es")));
+				(errmsg_plural("pgqueue launcher holds maintenance back for %d s after %d crash in a row",
+							   "pgqueue launcher holds maintenance back for %d s after %d crashes in a row",
+							   crashes, Min(1 << Min(crashes, 8), 300), crashes)));
 
 	for (;;)
 	{

@@ -16,6 +16,7 @@
 
 #include "access/genam.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -41,6 +42,24 @@
 static HTAB *queue_cache = NULL;
 static MemoryContext cache_cxt = NULL;
 static bool cache_stale = false;
+
+/*
+ * Calls of pgqueue's C functions that hold pointers into the cache while
+ * statements run that may look it up again (pgq_cache_pin).  A reset while
+ * any is running builds a new cache and retires the old one, with its
+ * plans, until the last of them ends (or the transaction does).
+ */
+typedef struct RetiredCache
+{
+	HTAB	   *queues;
+	MemoryContext cxt;
+	SPIPlanPtr	plans[3];		/* the catalog queries of its time */
+} RetiredCache;
+
+static int	cache_pins = 0;
+static List *retired = NIL;
+
+static void cache_xact_callback(XactEvent event, void *arg);
 
 /* catalog relations, looked up on first use after each reset */
 static Oid	queue_relid = InvalidOid;
@@ -74,6 +93,7 @@ void
 pgq_cache_init(void)
 {
 	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+	RegisterXactCallback(cache_xact_callback, NULL);
 	cache_stale = true;
 }
 
@@ -89,18 +109,18 @@ pgq_cache_memory(void)
 }
 
 /*
- * cache_reset
- *		Free every cached queue, block and plan.
+ * free_cache
+ *		Free the plans of a cache of queues, and its memory.
  */
 static void
-cache_reset(void)
+free_cache(HTAB *queues, MemoryContext cxt, SPIPlanPtr *plans)
 {
-	if (queue_cache != NULL)
+	if (queues != NULL)
 	{
 		HASH_SEQ_STATUS status;
 		PgqQueue   *q;
 
-		hash_seq_init(&status, queue_cache);
+		hash_seq_init(&status, queues);
 		while ((q = hash_seq_search(&status)) != NULL)
 		{
 			for (int i = 0; i < q->nblocks; i++)
@@ -109,12 +129,93 @@ cache_reset(void)
 						SPI_freeplan(q->blocks[i].plans[k]);
 		}
 	}
-	if (queue_plan != NULL)
-		SPI_freeplan(queue_plan);
-	if (blocks_plan != NULL)
-		SPI_freeplan(blocks_plan);
-	if (acl_plan != NULL)
-		SPI_freeplan(acl_plan);
+	for (int k = 0; k < 3; k++)
+		if (plans[k] != NULL)
+			SPI_freeplan(plans[k]);
+	if (cxt != NULL)
+		MemoryContextDelete(cxt);
+}
+
+/*
+ * free_retired
+ *		Free the caches retired while calls held them.
+ */
+static void
+free_retired(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, retired)
+	{
+		RetiredCache *r = lfirst(lc);
+
+		free_cache(r->queues, r->cxt, r->plans);
+	}
+	list_free_deep(retired);
+	retired = NIL;
+}
+
+/*
+ * cache_xact_callback
+ *		At the end of a transaction no call holds the cache any more (an
+ *		error may have skipped pgq_cache_unpin); retired caches are freed
+ *		at the next reset, when no plan of theirs can be in use.
+ */
+static void
+cache_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		cache_pins = 0;
+}
+
+/*
+ * pgq_cache_pin, pgq_cache_unpin
+ *		A call begins (ends) that holds pointers into the cache while it
+ *		runs statements: until the last one ends, a reset leaves the
+ *		current cache alive.
+ */
+void
+pgq_cache_pin(void)
+{
+	cache_pins++;
+}
+
+void
+pgq_cache_unpin(void)
+{
+	if (cache_pins > 0 && --cache_pins == 0)
+		free_retired();
+}
+
+/*
+ * cache_reset
+ *		Start an empty cache of queues and blocks; the old one is freed, or
+ *		retired if a call holds it (see above).
+ */
+static void
+cache_reset(void)
+{
+	SPIPlanPtr	plans[3] = {queue_plan, blocks_plan, acl_plan};
+
+	if (cache_pins > 0 && cache_cxt != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		RetiredCache *r = palloc(sizeof(RetiredCache));
+
+		r->queues = queue_cache;
+		r->cxt = cache_cxt;
+		memcpy(r->plans, plans, sizeof(plans));
+		retired = lappend(retired, r);
+		MemoryContextSwitchTo(old);
+		cache_cxt = NULL;
+	}
+	else if (cache_cxt != NULL)
+	{
+		free_retired();
+		free_cache(queue_cache, NULL, plans);
+		MemoryContextReset(cache_cxt);
+	}
 	queue_plan = NULL;
 	blocks_plan = NULL;
 	acl_plan = NULL;
@@ -122,9 +223,6 @@ cache_reset(void)
 	if (cache_cxt == NULL)
 		cache_cxt = AllocSetContextCreate(CacheMemoryContext, "pgqueue cache",
 										  ALLOCSET_DEFAULT_SIZES);
-	else
-		MemoryContextReset(cache_cxt);
-
 	{
 		HASHCTL		ctl;
 

@@ -206,6 +206,8 @@ typedef enum PgqCounter
 
 /* cache.c */
 extern void pgq_cache_init(void);
+extern void pgq_cache_pin(void);
+extern void pgq_cache_unpin(void);
 extern MemoryContext pgq_cache_memory(void);
 extern PgqQueue *pgq_queue_get(text *name);
 extern PgqQueue *pgq_queue_find(text *name);

@@ -470,6 +470,47 @@ pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, PgqStatusIds *ids)
 }
 
 /*
+ * pgq_claims_overlap
+ *		Whether a claim of a lane, committed or being written, holds an id
+ *		in [lo, hi] (the claims of a lane never overlap, but for a range
+ *		that the lane's cursor handed out twice: see pop.c).
+ */
+bool
+pgq_claims_overlap(PgqBlock *block, int32 priority, const char *tenant, int64 lo, int64 hi)
+{
+	Relation	claims;
+	Relation	lane;
+	TupleTableSlot *slot;
+	ScanKeyData skeys[3];
+	IndexScanDesc scan;
+	SnapshotData dirty;
+	bool		overlap = false;
+
+	pgq_block_indexes(block);
+	claims = table_open(block->claims_relid, AccessShareLock);
+	lane = index_open(block->claims_lane, AccessShareLock);
+	slot = table_slot_create(claims, NULL);
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
+	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   lane->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
+	ScanKeyInit(&skeys[2], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	scan = index_beginscan(claims, lane, &dirty, 3, 0);
+	index_rescan(scan, skeys, 3, NULL, 0);
+	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		overlap = DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull)) >= lo;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(lane, AccessShareLock);
+	table_close(claims, AccessShareLock);
+	return overlap;
+}
+
+/*
  * pgq_claims_lane
  *		Read a lane's claims back (with a dirty snapshot, so that claims
  *		being written count), those that begin at from or later (0: all):

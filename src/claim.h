@@ -77,6 +77,8 @@ extern bool pgq_in_sorted(const int64 *a, int n, int64 v);
 extern int	pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
 						   bool *writing);
 extern void pgq_status_ids(PgqBlock *block, int64 lo, int64 hi, PgqStatusIds *ids);
+extern bool pgq_claims_overlap(PgqBlock *block, int32 priority, const char *tenant, int64 lo,
+							   int64 hi);
 extern int64 pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, int64 from,
 							 PgqRange *gaps, int maxgaps, int *ngaps, int64 *resume);
 

@@ -14,7 +14,9 @@
  * block stay in its table after their jobs finished.  So the claims are
  * read by lease end from where this backend's last round of the block
  * left off (the worker keeps that between rounds; any other backend
- * starts at the beginning), up to now less PGQ_EXPIRY_MARGIN: a claim
+ * starts at the beginning, and so does every block after a rollback that
+ * may have taken back what a round did), up to now less
+ * PGQ_EXPIRY_MARGIN: a claim
  * record's lease end is computed by the statement that inserts it, so a
  * claim that is not in the index yet ends after that.  A claim whose
  * transaction is still running is remembered and read again next round;
@@ -29,6 +31,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/transam.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -81,6 +84,34 @@ typedef struct ExpiryState
 
 static HTAB *expiry_states = NULL;
 
+/*
+ * forget_places
+ *		A transaction or subtransaction that rolls back may take back what
+ *		its rounds expired: every block is read from the start next time.
+ */
+static void
+forget_places(void)
+{
+	if (expiry_states != NULL)
+		hash_destroy(expiry_states);
+	expiry_states = NULL;
+}
+
+static void
+expiry_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT)
+		forget_places();
+}
+
+static void
+expiry_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		forget_places();
+}
+
 /* end the expired leases that status rows hold */
 static const char *expire_sql =
 "WITH i AS ("
@@ -112,8 +143,15 @@ expiry_state(PgqQueue *queue, PgqBlock *block)
 
 	if (expiry_states == NULL || hash_get_num_entries(expiry_states) >= PGQ_EXPIRY_BLOCKS)
 	{
+		static bool callbacks_set = false;
 		HASHCTL		ctl;
 
+		if (!callbacks_set)
+		{
+			RegisterXactCallback(expiry_xact_callback, NULL);
+			RegisterSubXactCallback(expiry_subxact_callback, NULL);
+			callbacks_set = true;
+		}
 		if (expiry_states != NULL)
 			hash_destroy(expiry_states);
 		ctl.keysize = sizeof(ExpiryKey);
@@ -215,6 +253,23 @@ expire_claim(PgqQueue *queue, PgqBlock *block, int64 claim_id, TransactionId xmi
 }
 
 /*
+ * expire_claim_in
+ *		expire_claim with what it reads of the claim in cxt, reset after:
+ *		a round may read many claims.
+ */
+static int
+expire_claim_in(MemoryContext cxt, PgqQueue *queue, PgqBlock *block, int64 claim_id,
+				TransactionId xmin)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	int			n = expire_claim(queue, block, claim_id, xmin);
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(cxt);
+	return n;
+}
+
+/*
  * expire_claims
  *		End the expired leases of a block's claims (see the file header);
  *		returns how many jobs left their claims.
@@ -236,12 +291,14 @@ expire_claims(PgqQueue *queue, PgqBlock *block, TimestampTz now)
 	IndexScanDesc scan;
 	SnapshotData dirty;
 	int			nkeys = 0;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "pgqueue expiry",
+											  ALLOCSET_SMALL_SIZES);
 
 	/* the claims of running transactions seen last round */
 	for (int i = 0; i < st->npending; i++)
 	{
-		int			n = expire_claim(queue, block, st->pending[i].claim_id,
-									 st->pending[i].xmin);
+		int			n = expire_claim_in(cxt, queue, block, st->pending[i].claim_id,
+										st->pending[i].xmin);
 
 		if (n >= 0)
 			expired += n;
@@ -271,7 +328,7 @@ expire_claims(PgqQueue *queue, PgqBlock *block, TimestampTz now)
 		TransactionId xmin = dirty.xmin;
 		int			n;
 
-		n = expire_claim(queue, block, claim_id, xmin);
+		n = expire_claim_in(cxt, queue, block, claim_id, xmin);
 		if (n >= 0)
 			expired += n;
 		else if (!remember(pending, &npending, claim_id, xmin))
@@ -286,6 +343,7 @@ expire_claims(PgqQueue *queue, PgqBlock *block, TimestampTz now)
 	index_close(lease, AccessShareLock);
 	table_close(claims, AccessShareLock);
 
+	MemoryContextDelete(cxt);
 	st = expiry_state(queue, block);
 	st->from = next_from;
 	st->npending = npending;

@@ -117,6 +117,22 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
+ * note_xact_callback
+ *		Refuse to prepare a transaction that used a queue: its notes (the
+ *		ranges its claims took, what it counts) would be applied as
+ *		committed when it is prepared, whatever becomes of it.
+ */
+static void
+note_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_PRE_PREPARE && nnotes > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot prepare a transaction that used a pgqueue queue"),
+				 errdetail("What it did to the queue is settled when it commits or rolls back.")));
+}
+
+/*
  * pgq_note_for
  *		This (sub)transaction's note for a queue, created empty if needed.
  */
@@ -133,6 +149,7 @@ pgq_note_for(PgqQueue *queue)
 	{
 		RegisterResourceReleaseCallback(release_callback, NULL);
 		RegisterSubXactCallback(subxact_callback, NULL);
+		RegisterXactCallback(note_xact_callback, NULL);
 		callbacks_registered = true;
 	}
 	if (nnotes == maxnotes)
@@ -177,9 +194,10 @@ pgq_note_due(PgqQueue *queue, TimestampTz due)
 /*
  * pgq_note_reservation
  *		A claim of this (sub)transaction took the ids lo to hi of a lane:
- *		give them back to the lane if it aborts.
+ *		give them back to the lane if it aborts.  The caller may narrow the
+ *		range it returns (the claim took less).
  */
-void
+PgqReservation *
 pgq_note_reservation(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
 					 int64 lo, int64 hi)
 {
@@ -194,6 +212,7 @@ pgq_note_reservation(PgqQueue *queue, PgqBlock *block, int32 priority, const cha
 	r->hi = hi;
 	note->reservations = lappend(note->reservations, r);
 	MemoryContextSwitchTo(old);
+	return r;
 }
 
 /*

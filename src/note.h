@@ -63,7 +63,7 @@ extern void pgq_note_applier(PgqNoteApplier applier);
 extern PgqNote *pgq_note_for(PgqQueue *queue);
 extern void pgq_note(PgqQueue *queue, PgqCounter counter, int64 n);
 extern void pgq_note_due(PgqQueue *queue, TimestampTz due);
-extern void pgq_note_reservation(PgqQueue *queue, PgqBlock *block, int32 priority,
-								 const char *tenant, int64 lo, int64 hi);
+extern PgqReservation *pgq_note_reservation(PgqQueue *queue, PgqBlock *block, int32 priority,
+											const char *tenant, int64 lo, int64 hi);
 
 #endif							/* PGQUEUE_NOTE_H */

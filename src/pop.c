@@ -10,10 +10,11 @@
  * lock and no row per job.  The cursor hands out disjoint ranges, so two
  * pops never claim the same job; a range whose claim rolls back goes back
  * to the lane.  In a range, a job that has status rows is not a fresh
- * job (it was scheduled, or repaired) and is passed over; one whose status
- * row is being written, or whose key is busy, cannot be taken now and gets
- * a status row "available" of its own (a hole: it is claimed one row at a
- * time later); a tenant out of room ends the range there.
+ * job (it was scheduled, or repaired) and is passed over; one whose key is
+ * busy cannot be taken now and gets a status row "available" of its own (a
+ * hole: it is claimed one row at a time later); a tenant out of room, or a
+ * job whose status row is being written (a pop does not wait for another's
+ * transaction), ends the range there.
  *
  * Every other job is claimed one status row at a time: due retried,
  * released and scheduled jobs and holes always, never-claimed jobs above
@@ -46,6 +47,7 @@
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -204,6 +206,9 @@ typedef struct RangeJob
 
 /* rounds of one claim statement that lost jobs to concurrent claims */
 #define PGQ_CLAIM_TRIES 8
+
+/* reads of a lane back from its claims in one pop, at most */
+#define PGQ_REBUILDS_PER_POP	4
 
 /* gaps between claims kept when a lane is read back (more: read on later) */
 #define PGQ_REBUILD_GAPS 8
@@ -429,6 +434,7 @@ block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, i
 	int32	   *read;
 	bool	   *read_fair;
 	int			rc;
+	int			n;
 
 	if (block->nlanes >= 0 && !(fresh && block->state == 'o') &&
 		now - block->lanes_at < (block->state == 'o' ? PGQ_OPEN_LANES_TTL : PGQ_LANES_TTL))
@@ -467,7 +473,9 @@ block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, i
 	}
 	*lanes = read;
 	*fair = read_fair;
-	return (int) SPI_processed;
+	n = (int) SPI_processed;
+	SPI_freetuptable(SPI_tuptable);
+	return n;
 }
 
 /*
@@ -567,12 +575,20 @@ lane_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, TimestampTz now, bool
 		list->priority = lane->priority;
 		block->tenant_lists = lappend(block->tenant_lists, list);
 	}
+	else
+	{
+		/* read again: the names read before go */
+		for (int r = 0; r < list->n; r++)
+			pfree(list->names[r]);
+		pfree(list->names);
+	}
 	list->n = (int) SPI_processed;
 	list->names = palloc(sizeof(char *) * Max(list->n, 1));
 	for (int r = 0; r < list->n; r++)
 		list->names[r] = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
 	list->at = now;
 	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
 	return list;
 }
 
@@ -743,6 +759,7 @@ claim(Pop *pop, PgqBlock *block, PgqPlanKind kind, const char *sql, int wanted,
 			emit(pop, values, nulls, tenants);
 		}
 		pgq_flow_claims_done(claimed_tenants, got);
+		SPI_freetuptable(SPI_tuptable);
 		claimed += got;
 	} while (tenants == NULL && locked == request && got < locked && ++tries < PGQ_CLAIM_TRIES);
 	return claimed;
@@ -773,7 +790,7 @@ rebuild_lane(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int6
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	pgq_lane_rebuilt(pop->queue, block, priority, tenant, cursor, gaps, ngaps, resume);
+	pgq_lane_rebuilt(pop->queue, block, priority, tenant, from, cursor, gaps, ngaps, resume);
 }
 
 /*
@@ -871,19 +888,20 @@ write_claim(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int64
 /*
  * claim_reserved
  *		Claim the jobs of a lane in a reserved range r, up to wanted: read
- *		them, pass over those with status rows, make holes of those that
- *		cannot be taken now (a status row being written, a busy key), stop
- *		at a tenant out of room, and write one claim record for the others
+ *		them, pass over those with status rows, make holes of those whose
+ *		key is busy, stop at a tenant out of room or at a job whose status
+ *		row is being written, and write one claim record for the others
  *		(then the holes' rows, so that a pop that claims rows of their own
  *		finds the record first).  The part of the range not used goes back
- *		to the lane.  Returns how many it claimed; *stop tells that a limit
- *		ended the range.
+ *		to the lane, and noted (the range as this transaction's note gives
+ *		it back if it aborts) shrinks to the part used.  Returns how many it
+ *		claimed; *stop tells that a limit ended the range.
  */
 static int
 claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, PgqRange *r,
-			   int wanted, Tenants *tenants, bool *stop)
+			   PgqReservation *noted, int wanted, Tenants *tenants, bool *stop)
 {
-	RangeJob   *rows = palloc(sizeof(RangeJob) * wanted);
+	RangeJob   *rows;
 	int			nrows;
 	int64		used = r->hi;
 	int		   *take;
@@ -892,15 +910,31 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	int			nholes = 0;
 	text	  **claimed_tenants;
 	TimestampTz lease_until = 0;
+	bool		lost = false;
 
 	*stop = false;
 	PG_TRY();
 	{
 		PgqStatusIds status;
 
+		rows = palloc(sizeof(RangeJob) * wanted);
 		nrows = read_range(block, priority, tenant, r->lo, r->hi, wanted, rows);
 		if (nrows == wanted)
 			used = rows[nrows - 1].job_id;
+
+		/*
+		 * a range of a lane that a claim already holds part of: a range
+		 * given back twice (its claim aborted after the lane was read back,
+		 * which found the range a gap, before the abort gave it back).
+		 * Nothing is taken, and the lane is read back again.
+		 */
+		if (nrows > 0 && pgq_claims_overlap(block, priority, tenant, r->lo, used))
+		{
+			lost = true;
+			used = r->lo - 1;
+			*stop = true;
+			nrows = 0;
+		}
 
 		/* jobs with status rows, committed (not fresh) or being written */
 		pgq_status_ids(block, r->lo, used, &status);
@@ -913,8 +947,19 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 
 			if (pgq_in_sorted(status.done, status.ndone, j->job_id))
 				continue;
-			if (pgq_in_sorted(status.pending, status.npending, j->job_id) ||
-				(!j->key_null && !pgq_flow_key_ready(DatumGetTextPP(j->key), j->job_id)))
+
+			/*
+			 * a status row being written (a claim of one row, a repair):
+			 * the range ends before the job, rather than wait for its
+			 * writer; a later pop finds out what became of it
+			 */
+			if (pgq_in_sorted(status.pending, status.npending, j->job_id))
+			{
+				used = j->job_id - 1;
+				*stop = true;
+				break;
+			}
+			if (!j->key_null && !pgq_flow_key_ready(DatumGetTextPP(j->key), j->job_id))
 			{
 				holes[nholes++] = Int64GetDatum(j->job_id);
 				continue;
@@ -953,13 +998,13 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	{
 		/* the (sub)transaction aborts and gives the whole range back */
 		pgq_lane_abandon(pop->queue, block, priority, tenant);
-		pgq_note_reservation(pop->queue, block, priority, tenant, r->lo, r->hi);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
-	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, ntake, nrows);
-	pgq_note_reservation(pop->queue, block, priority, tenant, r->lo, used);
+	/* the rest of the range goes back now, this part if the claim aborts */
+	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, ntake, nrows, lost);
+	noted->hi = used;
 	for (int k = 0; k < ntake; k++)
 	{
 		RangeJob   *j = &rows[take[k]];
@@ -1008,21 +1053,28 @@ claim_range(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int w
 			Tenants *tenants)
 {
 	int			claimed = 0;
+	int			rebuilds = 0;
 	bool		stop = false;
 
 	while (claimed < wanted && !stop)
 	{
 		PgqRange	r;
 
+		CHECK_FOR_INTERRUPTS();
 		switch (pgq_lane_reserve(pop->queue, block, priority, tenant, wanted - claimed,
 								 pop->bound, &r))
 		{
 			case PGQ_LANE_GOT:
-				claimed += claim_reserved(pop, block, priority, tenant, &r, wanted - claimed,
-										  tenants, &stop);
+				/* noted at once: an abort, even by FATAL, gives it back */
+				claimed += claim_reserved(pop, block, priority, tenant, &r,
+										  pgq_note_reservation(pop->queue, block, priority,
+															   tenant, r.lo, r.hi),
+										  wanted - claimed, tenants, &stop);
 				break;
 			case PGQ_LANE_REBUILD:
+				/* a lane read back in parts: the next pops read on */
 				rebuild_lane(pop, block, priority, tenant, r.lo);
+				stop = ++rebuilds == PGQ_REBUILDS_PER_POP;
 				break;
 			case PGQ_LANE_EMPTY:
 			case PGQ_LANE_BUSY:
@@ -1360,10 +1412,21 @@ pgq_pop(PG_FUNCTION_ARGS)
 		pgq_wait_begin(&w, pgq_queue_get(name), deadline);
 		PG_TRY();
 		{
+			/* what each attempt leaves behind is freed before the next */
+			MemoryContext attempt = AllocSetContextCreate(CurrentMemoryContext,
+														  "pgqueue pop attempt",
+														  ALLOCSET_DEFAULT_SIZES);
+
 			for (;;)
 			{
+				MemoryContext old = MemoryContextSwitchTo(attempt);
+				int			got;
+
 				pgq_wait_mark(&w);
-				if (pop_once(name, n, lease, rsinfo, &w.limited) > 0 || !pgq_wait_sleep(&w))
+				got = pop_once(name, n, lease, rsinfo, &w.limited);
+				MemoryContextSwitchTo(old);
+				MemoryContextReset(attempt);
+				if (got > 0 || !pgq_wait_sleep(&w))
 					break;
 			}
 		}

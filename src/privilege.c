@@ -94,6 +94,8 @@ pgq_api_enter(FunctionCallInfo fcinfo, PgqApiCall *call)
 	call->prev_caller = current_caller;
 	current_caller = call->save_user;
 	SetUserIdAndSecContext(owner, call->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	/* the call keeps pointers into the cache while its statements run */
+	pgq_cache_pin();
 }
 
 /*
@@ -105,6 +107,7 @@ pgq_api_leave(PgqApiCall *call)
 {
 	SetUserIdAndSecContext(call->save_user, call->save_sec);
 	current_caller = call->prev_caller;
+	pgq_cache_unpin();
 }
 
 /*

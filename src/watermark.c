@@ -60,7 +60,6 @@
 #include "storage/spin.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
-#include "utils/memutils.h"
 
 #include "note.h"
 #include "watermark.h"
@@ -72,7 +71,8 @@ typedef struct PushSlot
 {
 	slock_t		mutex;
 	QueueTag	queue;			/* seq_relid is InvalidOid when free */
-	bool		many;			/* pushed to several queues: holds back all */
+	bool		many;			/* pushed to several queues: holds back all of
+								 * its database */
 	bool		allocated;		/* min_id is an id, not the floor */
 	int64		min_id;			/* lowest id it allocated, or may allocate */
 } PushSlot;
@@ -192,8 +192,8 @@ my_slot(void)
 
 /*
  * xact_callback
- *		Clear the push slot when the transaction ends; refuse to prepare a
- *		transaction that pushed, since its pushes would outlive the slot.
+ *		Clear the push slot when the transaction ends (a transaction that
+ *		used a queue is not prepared: note.c).
  */
 static void
 xact_callback(XactEvent event, void *arg)
@@ -202,11 +202,6 @@ xact_callback(XactEvent event, void *arg)
 		return;
 	switch (event)
 	{
-		case XACT_EVENT_PRE_PREPARE:
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("cannot prepare a transaction that pushed jobs to a pgqueue queue")));
-			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_ABORT:
@@ -318,8 +313,8 @@ pgq_push_allocated(int64 job_id)
  *		pushes of this transaction do not count, since it sees them (it only
  *		advances lanes before it writes anything).  Also the bound below
  *		which keyed jobs may be claimed (flow.c).  Returns 0 (no advance
- *		possible) when shared memory is missing or a transaction pushes to
- *		several queues.
+ *		possible) when shared memory is missing or a transaction of the
+ *		queue's database pushes to several queues.
  */
 int64
 pgq_lane_bound(PgqQueue *queue)
@@ -344,7 +339,7 @@ pgq_lane_bound(PgqQueue *queue)
 			continue;
 
 		SpinLockAcquire(&slot->mutex);
-		if (slot->many)
+		if (slot->many && slot->queue.dbid == tag.dbid)
 			bound = 0;
 		else if (pgq_same_queue(slot->queue, tag))
 			bound = Min(bound, slot->min_id);
@@ -416,19 +411,125 @@ lane_entry(LaneKey *key)
 }
 
 /*
- * give_back
- *		Add a range to a lane's returned list, merged with the ranges it
- *		touches so that the list stays disjoint; a full list makes the lane
- *		unknown (the range is then a gap between claims, found again).
+ * What this backend holds in lanes' entries: reservations whose claim is
+ * not written yet ('r'), a lane it reads back ('b'), lanes it claims in
+ * one row a job at ('f').  Released as the work ends, and at exit for a
+ * backend that ends with FATAL in the middle (errors are caught by the
+ * callers).  A fixed array: nothing is allocated under the lock.
+ */
+#define PGQ_HOLDS	64
+
+typedef struct LaneHold
+{
+	LaneKey		key;
+	char		kind;
+} LaneHold;
+
+static LaneHold holds[PGQ_HOLDS];
+static int	nholds = 0;
+
+static void holds_exit(int code, Datum arg);
+
+/*
+ * hold_add
+ *		Remember a hold; false if there is no room (the caller passes the
+ *		lane by).  Caller holds the lock.
+ */
+static bool
+hold_add(LaneKey *key, char kind)
+{
+	static bool exit_set = false;
+
+	if (!exit_set)
+	{
+		before_shmem_exit(holds_exit, (Datum) 0);
+		exit_set = true;
+	}
+	if (nholds == PGQ_HOLDS)
+		return false;
+	holds[nholds].key = *key;
+	holds[nholds].kind = kind;
+	nholds++;
+	return true;
+}
+
+/*
+ * hold_remove
+ *		Forget one hold of a lane, of a kind.  Caller holds the lock.
  */
 static void
+hold_remove(LaneKey *key, char kind)
+{
+	for (int i = nholds - 1; i >= 0; i--)
+		if (holds[i].kind == kind && memcmp(&holds[i].key, key, sizeof(LaneKey)) == 0)
+		{
+			holds[i] = holds[--nholds];
+			return;
+		}
+}
+
+/*
+ * release_holds
+ *		Give up every hold of the kinds given (all of them with kind '\0').
+ */
+static void
+release_holds(char kind)
+{
+	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
+	for (int i = nholds - 1; i >= 0; i--)
+	{
+		LaneEntry  *entry;
+
+		if (kind != '\0' && holds[i].kind != kind)
+			continue;
+		entry = hash_search(lane_hash, &holds[i].key, HASH_FIND, NULL);
+		if (entry != NULL)
+			switch (holds[i].kind)
+			{
+				case 'r':
+					entry->reserving--;
+					break;
+				case 'b':
+					entry->rebuilding = false;
+					break;
+				case 'f':
+					if (--entry->fresh == 0)
+						entry->fresh_floor = PG_INT64_MAX;
+					break;
+			}
+		holds[i] = holds[--nholds];
+	}
+	LWLockRelease(lanes_lock);
+}
+
+/*
+ * holds_exit
+ *		before_shmem_exit callback: give up what a backend that ends in the
+ *		middle of a pop holds.  The ranges of its reservations go back to
+ *		their lanes with its transaction's notes.
+ */
+static void
+holds_exit(int code, Datum arg)
+{
+	if (nholds > 0)
+		release_holds('\0');
+}
+
+/*
+ * give_back
+ *		Add a range to a lane's returned list, merged with the ranges it
+ *		touches so that the list stays disjoint; false if the list is full
+ *		(the range is then a gap between claims, found when the lane is read
+ *		back: see unknown).
+ */
+static bool
 give_back(LaneEntry *entry, int64 lo, int64 hi)
 {
 	int			i;
 	int			j;
 
 	if (lo > hi)
-		return;
+		return true;
 	/* merge every range that overlaps or touches [lo, hi] */
 	for (i = 0; i < entry->nreturned;)
 	{
@@ -444,11 +545,7 @@ give_back(LaneEntry *entry, int64 lo, int64 hi)
 		entry->returned[i] = entry->returned[--entry->nreturned];
 	}
 	if (entry->nreturned == PGQ_LANE_RETURNED)
-	{
-		entry->known = false;
-		entry->rebuild_from = 0;
-		return;
-	}
+		return false;
 	/* keep them by lo: the oldest jobs go first */
 	for (i = 0; i < entry->nreturned && entry->returned[i].lo < lo; i++)
 		;
@@ -457,6 +554,19 @@ give_back(LaneEntry *entry, int64 lo, int64 hi)
 	entry->returned[i].lo = lo;
 	entry->returned[i].hi = hi;
 	entry->nreturned++;
+	return true;
+}
+
+/*
+ * unknown
+ *		A lane that lost track of a returned range: it is read back whole
+ *		from its claim records, where the range is a gap.
+ */
+static void
+unknown(LaneEntry *entry)
+{
+	entry->known = false;
+	entry->rebuild_from = 0;
 }
 
 /*
@@ -487,13 +597,17 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	{
 		if (entry->reserving > 0)
 			result = PGQ_LANE_BUSY;
-		else
+		else if (hold_add(&key, 'b'))
 		{
 			entry->rebuilding = true;
 			r->lo = entry->rebuild_from;
 			result = PGQ_LANE_REBUILD;
 		}
+		else
+			result = PGQ_LANE_BUSY;
 	}
+	else if (nholds == PGQ_HOLDS)
+		result = PGQ_LANE_BUSY;
 	else
 	{
 		int64		span = (int64) ceil(want / Max(entry->density, 0.01));
@@ -529,7 +643,10 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 			}
 		}
 		if (result == PGQ_LANE_GOT)
+		{
 			entry->reserving++;
+			hold_add(&key, 'r');
+		}
 		/* a list that had to drop gaps is read again once it is empty */
 		if (entry->nreturned == 0 && entry->more)
 		{
@@ -539,20 +656,6 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	}
 	LWLockRelease(lanes_lock);
 	return result;
-}
-
-/* the lanes this backend claims in one row a job at, to leave at exit */
-static List *fresh_lanes = NIL;
-
-/*
- * fresh_exit
- *		before_shmem_exit callback: leave the lanes a statement that failed
- *		with FATAL did not leave.
- */
-static void
-fresh_exit(int code, Datum arg)
-{
-	pgq_lane_fresh_end();
 }
 
 /*
@@ -569,18 +672,12 @@ int64
 pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
 					 bool from_start)
 {
-	static bool exit_set = false;
 	LaneKey		key;
 	LaneEntry  *entry;
 	int64		floor = -1;
 
 	if (lane_hash == NULL)
 		return block->first_id;
-	if (!exit_set)
-	{
-		before_shmem_exit(fresh_exit, (Datum) 0);
-		exit_set = true;
-	}
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = lane_entry(&key);
@@ -588,16 +685,10 @@ pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority, const cha
 		(from_start ? entry->reserving == 0 : entry->known))
 		floor = from_start ? block->first_id : Max(entry->cursor, block->first_id);
 	/* a lane whose cursor passed its block has nothing above it */
-	if (floor > block->last_id)
+	if (floor > block->last_id || (floor >= 0 && !hold_add(&key, 'f')))
 		floor = -1;
 	if (floor >= 0)
 	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-		LaneKey    *kept = palloc(sizeof(LaneKey));
-
-		*kept = key;
-		fresh_lanes = lappend(fresh_lanes, kept);
-		MemoryContextSwitchTo(old);
 		entry->fresh++;
 		entry->fresh_floor = Min(entry->fresh_floor, floor);
 	}
@@ -612,32 +703,25 @@ pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority, const cha
 void
 pgq_lane_fresh_end(void)
 {
-	ListCell   *lc;
-
-	if (fresh_lanes == NIL)
-		return;
-	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
-	foreach(lc, fresh_lanes)
-	{
-		LaneEntry  *entry = hash_search(lane_hash, lfirst(lc), HASH_FIND, NULL);
-
-		if (entry != NULL && --entry->fresh == 0)
-			entry->fresh_floor = PG_INT64_MAX;
-	}
-	LWLockRelease(lanes_lock);
-	list_free_deep(fresh_lanes);
-	fresh_lanes = NIL;
+	for (int i = 0; i < nholds; i++)
+		if (holds[i].kind == 'f')
+		{
+			release_holds('f');
+			return;
+		}
 }
 
 /*
  * pgq_lane_claimed
  *		The claim of a reservation is written (or will never be): it took
  *		its lane's jobs up to id used, claimed of them out of seen; the rest
- *		of the range goes back to the lane.
+ *		of the range goes back to the lane.  lost: the range was not the
+ *		lane's to give (a claim holds part of it): the lane is read back
+ *		from its claim records.
  */
 void
 pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
-				 PgqRange *r, int64 used, int claimed, int seen)
+				 PgqRange *r, int64 used, int claimed, int seen, bool lost)
 {
 	LaneKey		key;
 	LaneEntry  *entry;
@@ -645,14 +729,17 @@ pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	hold_remove(&key, 'r');
 	if (entry != NULL)
 	{
 		entry->reserving--;
 		/* a tail at the cursor is given back by moving the cursor back */
-		if (r->hi + 1 == entry->cursor && used + 1 <= r->hi)
+		if (lost)
+			unknown(entry);
+		else if (r->hi + 1 == entry->cursor && used + 1 <= r->hi)
 			entry->cursor = used + 1;
-		else
-			give_back(entry, used + 1, r->hi);
+		else if (!give_back(entry, used + 1, r->hi))
+			unknown(entry);
 		if (used >= r->lo)
 			entry->density = 0.5 * entry->density +
 				0.5 * Max((double) seen / (double) (used - r->lo + 1), 0.01);
@@ -675,6 +762,7 @@ pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	hold_remove(&key, 'r');
 	if (entry != NULL)
 		entry->reserving--;
 	LWLockRelease(lanes_lock);
@@ -682,14 +770,15 @@ pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 
 /*
  * pgq_lane_rebuilt
- *		Set a lane read back from its claim records: its cursor and the gaps
- *		between its claims; resume, if not 0, is where the gaps that did not
- *		fit begin: once those given are used up, the lane is read again
- *		from there.
+ *		Set a lane read back from its claim records (those from id from on;
+ *		0: all of them, and then every range it had returned is among the
+ *		gaps): its cursor and the gaps between its claims; resume, if not 0,
+ *		is where the gaps that did not fit begin: once those given are used
+ *		up, the lane is read again from there.
  */
 void
 pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
-				 int64 cursor, PgqRange *gaps, int ngaps, int64 resume)
+				 int64 from, int64 cursor, PgqRange *gaps, int ngaps, int64 resume)
 {
 	LaneKey		key;
 	LaneEntry  *entry;
@@ -697,15 +786,23 @@ pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	hold_remove(&key, 'b');
 	if (entry != NULL)
 	{
 		entry->rebuilding = false;
 		entry->known = true;
+		entry->cursor = Max(entry->cursor, cursor);
+		if (from == 0)
+			entry->nreturned = 0;
+		for (int i = 0; i < ngaps; i++)
+			if (!give_back(entry, gaps[i].lo, gaps[i].hi))
+			{
+				/* no room: read on from this gap once the list is used up */
+				resume = resume == 0 ? gaps[i].lo : Min(resume, gaps[i].lo);
+				break;
+			}
 		entry->more = resume > 0;
 		entry->rebuild_from = resume;
-		entry->cursor = Max(entry->cursor, cursor);
-		for (int i = 0; i < ngaps; i++)
-			give_back(entry, gaps[i].lo, gaps[i].hi);
 	}
 	LWLockRelease(lanes_lock);
 }
@@ -723,6 +820,7 @@ pgq_lane_rebuild_failed(PgqQueue *queue, PgqBlock *block, int32 priority, const 
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
+	hold_remove(&key, 'b');
 	if (entry != NULL)
 		entry->rebuilding = false;
 	LWLockRelease(lanes_lock);
@@ -745,8 +843,8 @@ pgq_lane_return(QueueTag queue, int32 block_no, int32 priority, const char *tena
 	lane_key(&key, queue, block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
-	if (entry != NULL)
-		give_back(entry, lo, hi);
+	if (entry != NULL && !give_back(entry, lo, hi))
+		unknown(entry);
 	LWLockRelease(lanes_lock);
 }
 

@@ -39,10 +39,10 @@ extern int64 pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priori
 extern void pgq_lane_fresh_end(void);
 extern void pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 const char *tenant, PgqRange *r, int64 used, int claimed,
-							 int seen);
+							 int seen, bool lost);
 extern void pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority,
-							 const char *tenant, int64 cursor, PgqRange *gaps, int ngaps,
-							 int64 resume);
+							 const char *tenant, int64 from, int64 cursor, PgqRange *gaps,
+							 int ngaps, int64 resume);
 extern void pgq_lane_rebuild_failed(PgqQueue *queue, PgqBlock *block, int32 priority,
 									const char *tenant);
 extern void pgq_lane_return(QueueTag queue, int32 block_no, int32 priority,

@@ -10,7 +10,10 @@
  * and the first unfinished one ends the look.  This backend remembers that
  * job per block (the worker keeps it between rounds) and looks at it first
  * next time: while it is unfinished, the answer costs one look at one job,
- * however long the block waited for the rest.
+ * however long the block waited for the rest.  When it has finished, a
+ * block without status rows (its jobs all claimed and acked by claim
+ * records, the usual end of a drained block) is counted instead of looked
+ * at job by job.
  *
  *-------------------------------------------------------------------------
  */
@@ -102,6 +105,51 @@ unfinished(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 }
 
 /*
+ * claims_acked
+ *		How many jobs the ack records of a block's claims took.
+ */
+static int64
+claims_acked(PgqBlock *block, Snapshot snapshot)
+{
+	Relation	claims = table_open(block->claims_relid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(claims, NULL);
+	TableScanDesc scan = table_beginscan(claims, snapshot, 0, NULL);
+	int64		acked = 0;
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		if (DatumGetChar(slot_getattr(slot, PGQ_CATT_KIND, &isnull)) == PGQ_CLAIM_ACKED)
+			acked += DatumGetInt32(slot_getattr(slot, PGQ_CATT_N, &isnull));
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(claims, AccessShareLock);
+	return acked;
+}
+
+/*
+ * jobs_count
+ *		How many jobs a block holds.
+ */
+static int64
+jobs_count(PgqBlock *block, Snapshot snapshot)
+{
+	Relation	jobs = table_open(block->jobs_relid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(jobs, NULL);
+	TableScanDesc scan = table_beginscan(jobs, snapshot, 0, NULL);
+	int64		n = 0;
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		n++;
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(jobs, AccessShareLock);
+	return n;
+}
+
+/*
  * pgq_block_busy
  *		SQL: pgqueue_internal._block_busy(queue_id, block_no) tells whether
  *		a block holds an unfinished job, as the statement sees it.
@@ -133,6 +181,15 @@ pgq_block_busy(PG_FUNCTION_ARGS)
 	if (known != NULL && known->job_id != 0 &&
 		unfinished(block, known->job_id, known->priority, known->tenant, snapshot))
 		PG_RETURN_BOOL(true);
+
+	/*
+	 * Without status rows, a job is finished only if an ack record of its
+	 * claim took it: the block is done when the acks took as many jobs as
+	 * it holds.  Two reads of its tables instead of a look at each job.
+	 */
+	if (pgq_relation_empty(block->status_relid) &&
+		claims_acked(block, snapshot) == jobs_count(block, snapshot))
+		PG_RETURN_BOOL(false);
 
 	jobs = table_open(block->jobs_relid, AccessShareLock);
 	pkey = index_open(block->jobs_pkey, AccessShareLock);

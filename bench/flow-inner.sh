@@ -118,23 +118,28 @@ s AS (SELECT s.*, pg_xact_commit_timestamp(s.xmin) AS committed
 		FROM pgqueue_data.status_store s, q WHERE s.queue_id = q.queue_id),
 c AS (SELECT c.*, pg_xact_commit_timestamp(c.xmin) AS committed
 		FROM pgqueue_data.claim_store c, q WHERE c.queue_id = q.queue_id),
-r AS (SELECT j.job_id, c.claim_id, c.committed
-		FROM j JOIN c ON c.seq = 0 AND c.priority = j.priority
-					 AND coalesce(c.tenant, '') = coalesce(j.tenant, '')
-					 AND j.job_id BETWEEN c.lo AND c.hi
-	   WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.job_id = j.job_id AND s.seq = 1)),
+r AS (SELECT j.job_id, c.claim_id, pg_xact_commit_timestamp(c.xmin) AS committed
+		FROM j CROSS JOIN LATERAL (
+			SELECT c.claim_id, c.hi, c.xmin FROM pgqueue_data.claim_store c
+			 WHERE c.queue_id = j.queue_id AND c.seq = 0 AND c.priority = j.priority
+			   AND coalesce(c.tenant, '') = coalesce(j.tenant, '') AND c.lo <= j.job_id
+			 ORDER BY c.lo DESC LIMIT 1) c
+	   WHERE c.hi >= j.job_id
+		 AND NOT EXISTS (SELECT 1 FROM s WHERE s.job_id = j.job_id AND s.seq = 1)),
 e AS (SELECT s.job_id, s.committed FROM s WHERE s.state = 'e'
 	  UNION ALL
 	  SELECT r.job_id, r.committed FROM r),
 d AS (SELECT s.job_id, s.committed FROM s WHERE s.state = 'd'
 	  UNION ALL
-	  SELECT DISTINCT ON (r.job_id) r.job_id, a.committed
-		FROM r JOIN c a ON a.claim_id = r.claim_id AND a.kind = 'd'
-						AND (a.ids IS NULL OR r.job_id = ANY (a.ids))
-	   ORDER BY r.job_id, a.seq),
-k AS (SELECT j.job_id, j.key, (SELECT max(e.committed) FROM e WHERE e.job_id = j.job_id) AS claimed,
-			 (SELECT max(d.committed) FROM d WHERE d.job_id = j.job_id) AS acked
-		FROM j WHERE j.key IS NOT NULL),
+	  (SELECT DISTINCT ON (r.job_id) r.job_id, a.committed
+		 FROM r JOIN c a ON a.claim_id = r.claim_id AND a.kind = 'd'
+						 AND (a.ids IS NULL OR r.job_id = ANY (a.ids))
+		ORDER BY r.job_id, a.seq)),
+ee AS (SELECT job_id, max(committed) AS claimed FROM e GROUP BY job_id),
+dd AS (SELECT job_id, max(committed) AS acked FROM d GROUP BY job_id),
+k AS (SELECT j.job_id, j.key, ee.claimed, dd.acked
+		FROM j LEFT JOIN ee USING (job_id) LEFT JOIN dd USING (job_id)
+	   WHERE j.key IS NOT NULL),
 o AS (SELECT claimed, lag(acked) OVER w AS prev_acked, lag(job_id) OVER w AS prev_id
 		FROM k WINDOW w AS (PARTITION BY key ORDER BY job_id))
 SELECT (SELECT count(*) FROM j),

@@ -116,6 +116,33 @@ claimed_by_range(PgqBlock *block, int64 job_id, Snapshot snapshot)
 }
 
 /*
+ * pgq_lane_scan
+ *		Begin a scan of a lane index of rel (priority, coalesce(tenant, ''),
+ *		then an id: the jobs' lane index, or the claims' by range start)
+ *		for one lane's entries with ids from lo to hi (0: no bound).
+ */
+IndexScanDesc
+pgq_lane_scan(Relation rel, Relation index, Snapshot snapshot, int32 priority,
+			  const char *tenant, int64 lo, int64 hi)
+{
+	ScanKeyData skeys[4];
+	int			nkeys = 2;
+	IndexScanDesc scan;
+
+	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
+	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   index->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
+	if (lo > 0)
+		ScanKeyInit(&skeys[nkeys++], 3, BTGreaterEqualStrategyNumber, F_INT8GE,
+					Int64GetDatum(lo));
+	if (hi > 0)
+		ScanKeyInit(&skeys[nkeys++], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	scan = index_beginscan(rel, index, snapshot, nkeys, 0);
+	index_rescan(scan, skeys, nkeys, NULL, 0);
+	return scan;
+}
+
+/*
  * pgq_claim_read
  *		Read a claim record and every later record of it, as snapshot sees
  *		them; false if there is no such claim.
@@ -244,7 +271,6 @@ pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant
 	Relation	claims;
 	Relation	lane;
 	TupleTableSlot *slot;
-	ScanKeyData skeys[3];
 	IndexScanDesc scan;
 	int64		claim_id = 0;
 
@@ -254,13 +280,7 @@ pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant
 	claims = table_open(block->claims_relid, AccessShareLock);
 	lane = index_open(block->claims_lane, AccessShareLock);
 	slot = table_slot_create(claims, NULL);
-	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
-	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   lane->rd_indcollation[1], F_TEXTEQ,
-						   CStringGetTextDatum(tenant));
-	ScanKeyInit(&skeys[2], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(job_id));
-	scan = index_beginscan(claims, lane, snapshot, 3, 0);
-	index_rescan(scan, skeys, 3, NULL, 0);
+	scan = pgq_lane_scan(claims, lane, snapshot, priority, tenant, 0, job_id);
 	if (index_getnext_slot(scan, BackwardScanDirection, slot))
 	{
 		bool		isnull;
@@ -350,7 +370,6 @@ pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
 	Relation	jobs;
 	Relation	lane;
 	TupleTableSlot *slot;
-	ScanKeyData skeys[4];
 	IndexScanDesc scan;
 	PgqStatusIds status;
 	int			n = 0;
@@ -366,14 +385,8 @@ pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
 	jobs = table_open(block->jobs_relid, AccessShareLock);
 	lane = index_open(block->jobs_lane, AccessShareLock);
 	slot = table_slot_create(jobs, NULL);
-	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(claim->priority));
-	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   lane->rd_indcollation[1], F_TEXTEQ,
-						   CStringGetTextDatum(claim->tenant));
-	ScanKeyInit(&skeys[2], 3, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(claim->lo));
-	ScanKeyInit(&skeys[3], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(claim->hi));
-	scan = index_beginscan(jobs, lane, snapshot, 4, 0);
-	index_rescan(scan, skeys, 4, NULL, 0);
+	scan = pgq_lane_scan(jobs, lane, snapshot, claim->priority, claim->tenant, claim->lo,
+						 claim->hi);
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
@@ -481,7 +494,6 @@ pgq_claims_overlap(PgqBlock *block, int32 priority, const char *tenant, int64 lo
 	Relation	claims;
 	Relation	lane;
 	TupleTableSlot *slot;
-	ScanKeyData skeys[3];
 	IndexScanDesc scan;
 	SnapshotData dirty;
 	bool		overlap = false;
@@ -491,12 +503,7 @@ pgq_claims_overlap(PgqBlock *block, int32 priority, const char *tenant, int64 lo
 	lane = index_open(block->claims_lane, AccessShareLock);
 	slot = table_slot_create(claims, NULL);
 	InitDirtySnapshot(dirty);
-	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
-	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   lane->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
-	ScanKeyInit(&skeys[2], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
-	scan = index_beginscan(claims, lane, &dirty, 3, 0);
-	index_rescan(scan, skeys, 3, NULL, 0);
+	scan = pgq_lane_scan(claims, lane, &dirty, priority, tenant, 0, hi);
 	if (index_getnext_slot(scan, BackwardScanDirection, slot))
 	{
 		bool		isnull;
@@ -526,7 +533,6 @@ pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, int64 from,
 	Relation	claims;
 	Relation	lane;
 	TupleTableSlot *slot;
-	ScanKeyData skeys[3];
 	IndexScanDesc scan;
 	SnapshotData dirty;
 	int64		next = Max(from, block->first_id);
@@ -538,12 +544,7 @@ pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, int64 from,
 	lane = index_open(block->claims_lane, AccessShareLock);
 	slot = table_slot_create(claims, NULL);
 	InitDirtySnapshot(dirty);
-	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
-	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   lane->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
-	ScanKeyInit(&skeys[2], 3, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(next));
-	scan = index_beginscan(claims, lane, &dirty, 3, 0);
-	index_rescan(scan, skeys, 3, NULL, 0);
+	scan = pgq_lane_scan(claims, lane, &dirty, priority, tenant, next, 0);
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;

@@ -9,6 +9,8 @@
 #ifndef PGQUEUE_CLAIM_H
 #define PGQUEUE_CLAIM_H
 
+#include "access/genam.h"
+#include "utils/rel.h"
 #include "utils/snapshot.h"
 
 #include "cache.h"
@@ -67,6 +69,8 @@ typedef struct PgqClaim
 	TimestampTz *ats;			/* when */
 } PgqClaim;
 
+extern IndexScanDesc pgq_lane_scan(Relation rel, Relation index, Snapshot snapshot,
+								   int32 priority, const char *tenant, int64 lo, int64 hi);
 extern void pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 						  Snapshot snapshot, PgqJobState *st);
 extern bool pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,

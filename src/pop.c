@@ -786,7 +786,7 @@ rebuild_lane(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int6
 	}
 	PG_CATCH();
 	{
-		pgq_lane_rebuild_failed(pop->queue, block, priority, tenant);
+		pgq_lane_release(pop->queue, block, priority, tenant, PGQ_HOLD_REBUILD);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -807,19 +807,12 @@ read_range(PgqBlock *block, int32 priority, const char *tenant, int64 lo, int64 
 	Relation	rel = table_open(block->jobs_relid, AccessShareLock);
 	Relation	lane;
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	ScanKeyData skeys[4];
 	IndexScanDesc scan;
 	int			n = 0;
 
 	pgq_block_indexes(block);
 	lane = index_open(block->jobs_lane, AccessShareLock);
-	ScanKeyInit(&skeys[0], 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(priority));
-	ScanKeyEntryInitialize(&skeys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-						   lane->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(tenant));
-	ScanKeyInit(&skeys[2], 3, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
-	ScanKeyInit(&skeys[3], 3, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
-	scan = index_beginscan(rel, lane, snap, 4, 0);
-	index_rescan(scan, skeys, 4, NULL, 0);
+	scan = pgq_lane_scan(rel, lane, snap, priority, tenant, lo, hi);
 	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		RangeJob   *j = &jobs[n++];
@@ -997,7 +990,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	PG_CATCH();
 	{
 		/* the (sub)transaction aborts and gives the whole range back */
-		pgq_lane_abandon(pop->queue, block, priority, tenant);
+		pgq_lane_release(pop->queue, block, priority, tenant, PGQ_HOLD_RESERVE);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

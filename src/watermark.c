@@ -412,8 +412,8 @@ lane_entry(LaneKey *key)
 
 /*
  * What this backend holds in lanes' entries: reservations whose claim is
- * not written yet ('r'), a lane it reads back ('b'), lanes it claims in
- * one row a job at ('f').  Released as the work ends, and at exit for a
+ * not written yet (PGQ_HOLD_RESERVE), a lane it reads back (PGQ_HOLD_REBUILD), lanes it claims in
+ * one row a job at (PGQ_HOLD_FRESH).  Released as the work ends, and at exit for a
  * backend that ends with FATAL in the middle (errors are caught by the
  * callers).  A fixed array: nothing is allocated under the lock.
  */
@@ -469,6 +469,29 @@ hold_remove(LaneKey *key, char kind)
 }
 
 /*
+ * undo_hold
+ *		Take back what a hold of a kind set in a lane's entry.  Caller holds
+ *		the lock.
+ */
+static void
+undo_hold(LaneEntry *entry, char kind)
+{
+	switch (kind)
+	{
+		case PGQ_HOLD_RESERVE:
+			entry->reserving--;
+			break;
+		case PGQ_HOLD_REBUILD:
+			entry->rebuilding = false;
+			break;
+		case PGQ_HOLD_FRESH:
+			if (--entry->fresh == 0)
+				entry->fresh_floor = PG_INT64_MAX;
+			break;
+	}
+}
+
+/*
  * release_holds
  *		Give up every hold of the kinds given (all of them with kind '\0').
  */
@@ -484,19 +507,7 @@ release_holds(char kind)
 			continue;
 		entry = hash_search(lane_hash, &holds[i].key, HASH_FIND, NULL);
 		if (entry != NULL)
-			switch (holds[i].kind)
-			{
-				case 'r':
-					entry->reserving--;
-					break;
-				case 'b':
-					entry->rebuilding = false;
-					break;
-				case 'f':
-					if (--entry->fresh == 0)
-						entry->fresh_floor = PG_INT64_MAX;
-					break;
-			}
+			undo_hold(entry, holds[i].kind);
 		holds[i] = holds[--nholds];
 	}
 	LWLockRelease(lanes_lock);
@@ -597,7 +608,7 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	{
 		if (entry->reserving > 0)
 			result = PGQ_LANE_BUSY;
-		else if (hold_add(&key, 'b'))
+		else if (hold_add(&key, PGQ_HOLD_REBUILD))
 		{
 			entry->rebuilding = true;
 			r->lo = entry->rebuild_from;
@@ -645,7 +656,7 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 		if (result == PGQ_LANE_GOT)
 		{
 			entry->reserving++;
-			hold_add(&key, 'r');
+			hold_add(&key, PGQ_HOLD_RESERVE);
 		}
 		/* a list that had to drop gaps is read again once it is empty */
 		if (entry->nreturned == 0 && entry->more)
@@ -685,7 +696,7 @@ pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priority, const cha
 		(from_start ? entry->reserving == 0 : entry->known))
 		floor = from_start ? block->first_id : Max(entry->cursor, block->first_id);
 	/* a lane whose cursor passed its block has nothing above it */
-	if (floor > block->last_id || (floor >= 0 && !hold_add(&key, 'f')))
+	if (floor > block->last_id || (floor >= 0 && !hold_add(&key, PGQ_HOLD_FRESH)))
 		floor = -1;
 	if (floor >= 0)
 	{
@@ -704,9 +715,9 @@ void
 pgq_lane_fresh_end(void)
 {
 	for (int i = 0; i < nholds; i++)
-		if (holds[i].kind == 'f')
+		if (holds[i].kind == PGQ_HOLD_FRESH)
 		{
-			release_holds('f');
+			release_holds(PGQ_HOLD_FRESH);
 			return;
 		}
 }
@@ -729,7 +740,7 @@ pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
-	hold_remove(&key, 'r');
+	hold_remove(&key, PGQ_HOLD_RESERVE);
 	if (entry != NULL)
 	{
 		entry->reserving--;
@@ -749,12 +760,15 @@ pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 }
 
 /*
- * pgq_lane_abandon
- *		A reservation whose claim failed: its (sub)transaction aborts and
- *		gives the range back (pgq_watermarks_apply).
+ * pgq_lane_release
+ *		Give up a hold of a lane: a reservation whose claim failed (its
+ *		(sub)transaction aborts and gives the range back:
+ *		pgq_watermarks_apply), or a read-back that failed (the next pop
+ *		tries).
  */
 void
-pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
+pgq_lane_release(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
+				 char kind)
 {
 	LaneKey		key;
 	LaneEntry  *entry;
@@ -762,9 +776,9 @@ pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
-	hold_remove(&key, 'r');
+	hold_remove(&key, kind);
 	if (entry != NULL)
-		entry->reserving--;
+		undo_hold(entry, kind);
 	LWLockRelease(lanes_lock);
 }
 
@@ -786,7 +800,7 @@ pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
 	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
 	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
-	hold_remove(&key, 'b');
+	hold_remove(&key, PGQ_HOLD_REBUILD);
 	if (entry != NULL)
 	{
 		entry->rebuilding = false;
@@ -804,25 +818,6 @@ pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 		entry->more = resume > 0;
 		entry->rebuild_from = resume;
 	}
-	LWLockRelease(lanes_lock);
-}
-
-/*
- * pgq_lane_rebuild_failed
- *		Reading a lane back failed: let the next pop try.
- */
-void
-pgq_lane_rebuild_failed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant)
-{
-	LaneKey		key;
-	LaneEntry  *entry;
-
-	lane_key(&key, pgq_queue_tag(queue), block->block_no, priority, tenant);
-	LWLockAcquire(lanes_lock, LW_EXCLUSIVE);
-	entry = hash_search(lane_hash, &key, HASH_FIND, NULL);
-	hold_remove(&key, 'b');
-	if (entry != NULL)
-		entry->rebuilding = false;
 	LWLockRelease(lanes_lock);
 }
 

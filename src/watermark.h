@@ -12,6 +12,11 @@
 #include "note.h"
 #include "queueshm.h"
 
+/* what a backend holds in a lane's entry (watermark.c) */
+#define PGQ_HOLD_RESERVE	'r'		/* a range whose claim is being written */
+#define PGQ_HOLD_REBUILD	'b'		/* the lane, read back */
+#define PGQ_HOLD_FRESH		'f'		/* a floor of claims one row each */
+
 /* lanes with a shared cursor; more lanes evict others (GUC) */
 extern int	pgq_max_lanes;
 
@@ -43,13 +48,12 @@ extern void pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority,
 extern void pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 const char *tenant, int64 from, int64 cursor, PgqRange *gaps,
 							 int ngaps, int64 resume);
-extern void pgq_lane_rebuild_failed(PgqQueue *queue, PgqBlock *block, int32 priority,
-									const char *tenant);
+extern void pgq_lane_release(PgqQueue *queue, PgqBlock *block, int32 priority,
+							 const char *tenant, char kind);
 extern void pgq_lane_return(QueueTag queue, int32 block_no, int32 priority,
 							const char *tenant, int64 lo, int64 hi);
 extern void pgq_lanes_forget(const PgqForget *forget, const int32 *block_no);
 extern void pgq_watermarks_apply(PgqNote *note, QueueShared *qs, bool commit);
-extern void pgq_lane_abandon(PgqQueue *queue, PgqBlock *block, int32 priority,
-							 const char *tenant);
+
 
 #endif							/* PGQUEUE_WATERMARK_H */

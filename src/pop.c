@@ -996,7 +996,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	PG_END_TRY();
 
 	/* the rest of the range goes back now, this part if the claim aborts */
-	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, ntake, nrows, lost);
+	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, nrows, lost);
 	noted->hi = used;
 	for (int k = 0; k < ntake; k++)
 	{

@@ -724,15 +724,15 @@ pgq_lane_fresh_end(void)
 
 /*
  * pgq_lane_claimed
- *		The claim of a reservation is written (or will never be): it took
- *		its lane's jobs up to id used, claimed of them out of seen; the rest
+ *		The claim of a reservation is written (or will never be): it read
+ *		seen jobs of its lane, up to id used, and took what it could; the rest
  *		of the range goes back to the lane.  lost: the range was not the
  *		lane's to give (a claim holds part of it): the lane is read back
  *		from its claim records.
  */
 void
 pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *tenant,
-				 PgqRange *r, int64 used, int claimed, int seen, bool lost)
+				 PgqRange *r, int64 used, int seen, bool lost)
 {
 	LaneKey		key;
 	LaneEntry  *entry;
@@ -754,7 +754,6 @@ pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 		if (used >= r->lo)
 			entry->density = 0.5 * entry->density +
 				0.5 * Max((double) seen / (double) (used - r->lo + 1), 0.01);
-		(void) claimed;
 	}
 	LWLockRelease(lanes_lock);
 }

@@ -43,8 +43,8 @@ extern int64 pgq_lane_fresh_begin(PgqQueue *queue, PgqBlock *block, int32 priori
 								  const char *tenant, bool from_start);
 extern void pgq_lane_fresh_end(void);
 extern void pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority,
-							 const char *tenant, PgqRange *r, int64 used, int claimed,
-							 int seen, bool lost);
+							 const char *tenant, PgqRange *r, int64 used, int seen,
+							 bool lost);
 extern void pgq_lane_rebuilt(PgqQueue *queue, PgqBlock *block, int32 priority,
 							 const char *tenant, int64 from, int64 cursor, PgqRange *gaps,
 							 int ngaps, int64 resume);

@@ -38,6 +38,7 @@
 
 /* field4 of pgqueue's advisory lock tags; SQL-level advisory locks use 1 and 2 */
 #define PGQ_LOCKTAG_BLOCK	3
+#define PGQ_LOCKTAG_MAINT	4
 
 static HTAB *queue_cache = NULL;
 static MemoryContext cache_cxt = NULL;
@@ -72,6 +73,7 @@ static SPIPlanPtr acl_plan = NULL;
 
 PG_FUNCTION_INFO_V1(pgq_cache_invalidate);
 PG_FUNCTION_INFO_V1(pgq_block_lock);
+PG_FUNCTION_INFO_V1(pgq_maint_lock);
 
 /*
  * relcache_callback
@@ -843,6 +845,22 @@ pgq_block_lock(PG_FUNCTION_ARGS)
 	bool		nowait = PG_GETARG_BOOL(2);
 
 	block_locktag(&tag, PG_GETARG_INT32(0), PG_GETARG_INT32(1));
+	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, false, nowait) != LOCKACQUIRE_NOT_AVAIL);
+}
+
+/*
+ * pgq_maint_lock
+ *		SQL: pgqueue_internal._maint_lock(queue_id, nowait) takes the lock of
+ *		the queue's maintenance until the end of the transaction.
+ */
+Datum
+pgq_maint_lock(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+	bool		nowait = PG_GETARG_BOOL(1);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) PG_GETARG_INT32(0), 0,
+						 PGQ_LOCKTAG_MAINT);
 	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, false, nowait) != LOCKACQUIRE_NOT_AVAIL);
 }
 

@@ -631,8 +631,9 @@ round_duties(bool *has_extension)
  *		One maintenance round: every duty of every queue, each in its own
  *		transaction.  A duty that fails is logged and recorded against its
  *		queue (pgqueue.maintenance), and the queue's other duties wait for
- *		its retry time; the other queues go on.  Returns false if the
- *		extension is gone.
+ *		its retry time; the other queues go on.  A duty of a queue whose
+ *		maintenance holds its lock elsewhere (a maintain() call) is left
+ *		for the next round.  Returns false if the extension is gone.
  */
 static bool
 maintenance_round(MemoryContext round_cxt)
@@ -650,8 +651,15 @@ maintenance_round(MemoryContext round_cxt)
 	foreach(lc, duties)
 	{
 		Duty	   *d = lfirst(lc);
-		char	   *sql = psprintf("SELECT pgqueue_internal.%s(%s)::text",
-								   quote_identifier(d->op), d->queue_id < 0 ? "" : "$1");
+		char	   *sql;
+
+		/* a queue whose maintenance runs elsewhere waits for the next round */
+		if (d->queue_id < 0)
+			sql = psprintf("SELECT pgqueue_internal.%s()::text", quote_identifier(d->op));
+		else
+			sql = psprintf("SELECT CASE WHEN pgqueue_internal._maint_lock($1, true)"
+						   " THEN pgqueue_internal.%s($1)::text END",
+						   quote_identifier(d->op));
 
 		if (d->queue_id >= 0 && d->queue_id == failed)
 			continue;

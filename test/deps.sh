@@ -6,7 +6,7 @@
 pgq_packages=(
 	postgresql-15 postgresql-server-dev-15 postgresql-15-cron
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-	postgresql-15-pgq3 libipc-run-perl pgbouncer make gcc
+	postgresql-15-pgq3 libipc-run-perl libdbd-pg-perl pgbouncer make gcc
 )
 
 pgq_missing=()

@@ -48,6 +48,18 @@ SET search_path = pg_catalog, pgqueue, pg_temp
 AS 'MODULE_PATHNAME', 'pgq_block_lock';
 
 /*
+ * _maint_lock: take the lock of a queue's maintenance until the end of the
+ * transaction, so that two maintenance runs of one queue never overlap: the
+ * second would work from blocks the first has dropped.  maintain() waits for
+ * it; the worker, with nowait, leaves the queue for its next round.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._maint_lock(queue_id integer, nowait boolean)
+RETURNS boolean
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_maint_lock';
+
+/*
  * _wake: jobs of the queue become claimable at due (wake waiting pops at
  * commit) and aborted jobs to count; for the SQL-level functions
  */

@@ -633,8 +633,10 @@ $$;
  * maintain: one round of maintenance for one queue or all of them, in one
  * transaction: every duty of _maint_operations, each in a subtransaction.
  * A queue whose duty fails is recorded (pgqueue.maintenance) and left for
- * this round; the others go on.  Idempotent; returns what it did as jsonb,
- * with the failures under "errors".
+ * this round; the others go on.  A queue's maintenance running elsewhere
+ * (the worker's duty, another maintain()) is waited for before the queue's
+ * first duty, which then sees what it did.  Idempotent; returns what it did
+ * as jsonb, with the failures under "errors".
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal.maintain(queue text)
 RETURNS jsonb
@@ -645,6 +647,7 @@ DECLARE
 	o record;
 	r text;
 	failed integer := NULL;
+	locked integer := NULL;
 	expired bigint := 0;
 	closed integer := 0;
 	done integer := 0;
@@ -658,6 +661,11 @@ BEGIN
 	END IF;
 	FOR o IN SELECT * FROM pgqueue_internal._maint_operations(queue) LOOP
 		CONTINUE WHEN o.queue_id = failed;
+		/* before a queue's first duty, wait for its maintenance elsewhere */
+		IF o.queue_id IS DISTINCT FROM locked THEN
+			PERFORM pgqueue_internal._maint_lock(o.queue_id, false);
+			locked := o.queue_id;
+		END IF;
 		LOOP
 			BEGIN
 				EXECUTE format('SELECT pgqueue_internal.%I(%s)::text', o.op,

@@ -1,7 +1,8 @@
 /*
  * 07_retry_abort.sql: repairing with psql: forced retry of aborted, failed
  * and scheduled jobs (single and bulk, filtered by state, error text and
- * time window), and abort (single and bulk), which revokes a lease.
+ * time window), and abort (single and bulk), which revokes a lease; the
+ * backoff of a job that failed many times.
  */
 \set ON_ERROR_STOP 1
 \set QUIET 1
@@ -10,7 +11,7 @@
 \pset pager off
 
 BEGIN;
-SELECT plan(52);
+SELECT plan(55);
 
 -- forced retry of an aborted job
 SELECT pgqueue.queue_create('r', max_attempts => 1, backoff_jitter => 0) \g /dev/null
@@ -138,6 +139,38 @@ SELECT results_eq(
 			 (3, 'aborted', 'stop all'), (4, 'aborted', 'drain'), (5, 'aborted', 'drain'),
 			 (6, 'aborted', 'drain')$$,
 	'every job is aborted with its reason');
+
+-- the backoff after many failures is capped, not an error (issue 14, bug 1:
+-- base * 2^failures overflowed an interval from the 45th failure on, before
+-- the cap applied; checked by mutation: computing the backoff as the
+-- interval $7 * power(2, l.fails) fails the first of these with 22008)
+SELECT pgqueue.queue_create('ra_many', max_attempts => 1000, backoff_base => '1 second',
+							backoff_cap => '1 hour', backoff_jitter => 0);
+CREATE FUNCTION pg_temp.fail_until(n integer, id bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	a integer;
+BEGIN
+	FOR i IN 1 .. n LOOP
+		SELECT attempt INTO STRICT a FROM pgqueue.queue_pop('ra_many', 1) WHERE job_id = id;
+		PERFORM pgqueue.queue_fail('ra_many', id, 'again', '0 seconds', a);
+	END LOOP;
+END
+$$;
+SELECT pgqueue.queue_push('ra_many', '{}') AS j1 \gset
+SELECT pg_temp.fail_until(44, :j1);
+SELECT is(pgqueue.queue_fail('ra_many', :j1, 'backoff', NULL,
+							 (SELECT attempt FROM pgqueue.queue_pop('ra_many', 1))),
+		  'failed', 'the 45th failure with the backoff of the queue works');
+SELECT pgqueue.queue_push('ra_many', '{}') AS j2 \gset
+SELECT pg_temp.fail_until(998, :j2);
+SELECT is(pgqueue.queue_fail('ra_many', :j2, 'backoff', NULL,
+							 (SELECT attempt FROM pgqueue.queue_pop('ra_many', 1))),
+		  'failed', 'the 999th failure with the backoff of the queue works');
+SELECT results_eq(
+	$$SELECT job_id, attempt, run_at - now() BETWEEN '1 hour' AND '1 hour 1 minute'
+		FROM pgqueue.jobs WHERE queue = 'ra_many' ORDER BY job_id$$,
+	format($$VALUES (%s::bigint, 45, true), (%s, 999, true)$$, :j1, :j2),
+	'both are due again after the cap of the backoff');
 
 SELECT * FROM finish();
 ROLLBACK;

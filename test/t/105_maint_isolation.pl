@@ -32,7 +32,12 @@
 #     (about 1 s, then 2 s, ...), not once per 100 ms round;
 #   - after RESET pgqueue.fault_injection (reload), the worker maintains
 #     "bad" again at its retry time (lease expired, blocks compacted, jobs
-#     archived) and its row leaves pgqueue.maintenance.
+#     archived) and its row leaves pgqueue.maintenance;
+#   - while a session holds the maintenance of good2 (maintain() in an open
+#     transaction), the worker leaves good2 for later rounds and goes on
+#     with good: no failure, no wait, no new worker (issue 14, bug 2; with
+#     the worker's duty not taking the lock of the queue's maintenance, it
+#     expires good2's lease while the session holds on).
 #
 # Against pgqueue 0.1.0 (git show 019fb96:src/worker.c) this fails: its
 # worker ran the queues in order and died at the first error, so "good" and
@@ -294,6 +299,40 @@ $log = slurp_file($node->logfile, $offset);
 my $failures = () = $log =~ /pgqueue maintenance of queue "bad" failed/g;
 is($failures, 3, 'after RESET: no more failures logged');
 ok($pid > 0 && worker_pid('postgres') == $pid, 'after RESET: still the same worker process');
+
+# --- a queue's maintenance held by a session (issue 14, bug 2) ------------------
+
+# a session's maintain('good2') holds the lock of good2's maintenance until
+# it commits: the worker leaves good2 for a later round instead of waiting
+# (and stalling every queue) or failing on blocks the session changed.  A
+# lease of 300 ms in each of good and good2, taken after the session's
+# round: good's is expired, good2's is not while the session holds on.
+my $holder = $node->background_psql('postgres', on_error_stop => 0);
+$holder->query_safe(q{BEGIN});
+$holder->query_safe(q{SELECT pgqueue.maintain('good2')});
+$offset = -s $node->logfile;
+my %leased;
+for my $q ('good', 'good2')
+{
+	$leased{$q} = $node->safe_psql('postgres',
+		qq{SELECT job_id FROM pgqueue.queue_pop('$q', lease => '300 milliseconds')});
+}
+my $lease1_sql = q{SELECT state FROM pgqueue.jobs WHERE queue = '%s' AND job_id = %d};
+ok(poll('postgres', sprintf($lease1_sql, 'good', $leased{good}), 'available', 5),
+	'held: the worker expires the lease of good');
+usleep(1_000_000);
+is($node->safe_psql('postgres', sprintf($lease1_sql, 'good2', $leased{good2})),
+	'executing', 'held: the worker leaves good2, whose maintenance a session holds');
+$holder->query_safe(q{COMMIT});
+$holder->quit;
+ok(poll('postgres', sprintf($lease1_sql, 'good2', $leased{good2}), 'available', 5),
+	'after the session commits, the worker expires the lease of good2');
+$log = slurp_file($node->logfile, $offset);
+unlike($log, qr/pgqueue maintenance of queue "good2" failed/,
+	'held: no failure of good2 logged');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pgqueue.maintenance}), '0',
+	'held: pgqueue.maintenance stays empty');
+ok($pid > 0 && worker_pid('postgres') == $pid, 'held: still the same worker process');
 
 $node->stop;
 done_testing();

@@ -36,6 +36,9 @@
 #include "cache.h"
 
 
+/* how many changes of its block a push looks past before it gives up */
+#define PGQ_PUSH_TRIES	5
+
 /* field4 of pgqueue's advisory lock tags; SQL-level advisory locks use 1 and 2 */
 #define PGQ_LOCKTAG_BLOCK	3
 #define PGQ_LOCKTAG_MAINT	4
@@ -281,14 +284,13 @@ keep_plan(const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
- * check_version
- *		Refuse to work with the SQL objects of another version of pgqueue
- *		than this library's (after an upgrade of one but not the other).
+ * pgq_installed_version
+ *		The version of pgqueue's SQL objects in this database, or NULL if the
+ *		extension is not installed.  Needs SPI.
  */
-static void
-check_version(void)
+char *
+pgq_installed_version(void)
 {
-	char	   *installed;
 	int			rc;
 
 	rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgqueue'",
@@ -297,10 +299,24 @@ check_version(void)
 		elog(ERROR, "could not read the version of extension pgqueue: %s",
 			 SPI_result_code_string(rc));
 	if (SPI_processed != 1)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * check_version
+ *		Refuse to work with the SQL objects of another version of pgqueue
+ *		than this library's (after an upgrade of one but not the other).
+ */
+static void
+check_version(void)
+{
+	char	   *installed = pgq_installed_version();
+
+	if (installed == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"pgqueue\" is not installed in this database")));
-	installed = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (strcmp(installed, PGQ_VERSION) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -724,12 +740,17 @@ pgq_block_for_push(PgqQueue **queue, int64 job_id)
 	int			rc;
 
 	strlcpy(name, (*queue)->name, NAMEDATALEN);
-	for (int tries = 0;; tries++)
+	for (int changes = 0;;)
 	{
 		PgqBlock   *b = pgq_block_for_id(*queue, job_id);
 		LOCKTAG		tag;
 
-		if (tries == 5)
+		/*
+		 * Blocks made by this call, or by others (each invalidates every
+		 * cache), are progress; only a change of this id's block under this
+		 * call (compacted away) counts against the tries.
+		 */
+		if (changes == PGQ_PUSH_TRIES)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("the blocks of queue \"%s\" keep changing", name),
@@ -761,7 +782,12 @@ pgq_block_for_push(PgqQueue **queue, int64 job_id)
 		AcceptInvalidationMessages();
 		if (cache_stale || !pgq_block_open(b, true))
 		{
+			Oid			relid = b->jobs_relid;
+
 			*queue = pgq_queue_get(cstring_to_text(name));
+			b = pgq_block_for_id(*queue, job_id);
+			if (b == NULL || b->jobs_relid != relid)
+				changes++;
 			continue;
 		}
 		if (b->state == 'd')

@@ -206,6 +206,7 @@ typedef enum PgqCounter
 
 /* cache.c */
 extern void pgq_cache_init(void);
+extern char *pgq_installed_version(void);
 extern void pgq_cache_pin(void);
 extern void pgq_cache_unpin(void);
 extern MemoryContext pgq_cache_memory(void);

@@ -33,6 +33,7 @@
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -51,6 +52,7 @@
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
+#include "cache.h"
 #include "forget.h"
 #include "worker.h"
 
@@ -64,6 +66,9 @@ int			pgq_naptime = 1000;
 
 /* seconds before this worker's database is looked at again; -1: failed */
 static int	worker_exit_delay = -1;
+
+/* the database's SQL objects are of another version than this library */
+static bool other_version = false;
 
 /* the launcher's state file, relative to the data directory */
 #define PGQ_STATE_FILE	"pg_stat/pgqueue.state"
@@ -509,9 +514,45 @@ typedef struct Duty
 #define PGQ_MAX_REPEATS	100
 
 /*
+ * run_statement
+ *		Run one statement of run_sql through SPI; its rows go to *rows, in
+ *		memory context outer, if rows is given.
+ */
+static void
+run_statement(const char *sql, Datum *values, const char *nulls, List **rows,
+			  MemoryContext outer)
+{
+	Oid			argtypes[2] = {INT4OID, TEXTOID};
+	int			rc;
+
+	pgstat_report_activity(STATE_RUNNING, sql);
+	rc = SPI_execute_with_args(sql, 2, argtypes, values, nulls, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
+	for (uint64 r = 0; rows != NULL && r < SPI_processed; r++)
+	{
+		List	   *row = NIL;
+		MemoryContext old;
+
+		for (int c = 1; c <= SPI_tuptable->tupdesc->natts; c++)
+		{
+			char	   *v = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c);
+
+			old = MemoryContextSwitchTo(outer);
+			row = lappend(row, v == NULL ? NULL : pstrdup(v));
+			MemoryContextSwitchTo(old);
+		}
+		old = MemoryContextSwitchTo(outer);
+		*rows = lappend(*rows, row);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
  * run_sql
  *		Run one statement, with an int4 and a text argument, in a
- *		transaction of its own.  Returns false if the extension is gone.
+ *		transaction of its own.  Returns false if the extension is gone (or
+ *		its SQL objects are of another version than this library).
  *		Its first row goes to *rows (as a list of text arrays, NULL for
  *		NULL), if rows is given.  An error rolls the transaction back and
  *		leaves its message in *error (NULL if none), for the caller to
@@ -523,7 +564,6 @@ static bool
 run_sql(const char *sql, int32 id, const char *arg, List **rows, char **error)
 {
 	MemoryContext outer = CurrentMemoryContext;
-	Oid			argtypes[2] = {INT4OID, TEXTOID};
 	Datum		values[2];
 	char		nulls[2] = {' ', arg == NULL ? 'n' : ' '};
 	bool		has_extension = false;
@@ -544,33 +584,23 @@ run_sql(const char *sql, int32 id, const char *arg, List **rows, char **error)
 		}
 		if (has_extension)
 		{
-			int			rc;
+			char	   *installed;
 
 			SPI_connect();
 			PushActiveSnapshot(GetTransactionSnapshot());
-			pgstat_report_activity(STATE_RUNNING, sql);
-			rc = SPI_execute_with_args(sql, 2, argtypes, values, nulls, false, 0);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "could not run \"%s\": %s", sql, SPI_result_code_string(rc));
-			for (uint64 r = 0; rows != NULL && r < SPI_processed; r++)
-			{
-				List	   *row = NIL;
 
-				for (int c = 1; c <= SPI_tuptable->tupdesc->natts; c++)
-				{
-					char	   *v = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, c);
-					MemoryContext old = MemoryContextSwitchTo(outer);
-
-					row = lappend(row, v == NULL ? NULL : pstrdup(v));
-					MemoryContextSwitchTo(old);
-				}
-				{
-					MemoryContext old = MemoryContextSwitchTo(outer);
-
-					*rows = lappend(*rows, row);
-					MemoryContextSwitchTo(old);
-				}
-			}
+			/* the objects of another version wait for ALTER EXTENSION UPDATE */
+			installed = pgq_installed_version();
+			has_extension = installed != NULL && strcmp(installed, PGQ_VERSION) == 0;
+			if (installed != NULL && !has_extension && !other_version)
+				ereport(LOG,
+						(errmsg("pgqueue maintenance of database \"%s\" waits for ALTER EXTENSION pgqueue UPDATE",
+								get_database_name(MyDatabaseId)),
+						 errdetail("The library is of version %s, the SQL objects of version %s.",
+								   PGQ_VERSION, installed)));
+			other_version = installed != NULL && !has_extension;
+			if (has_extension)
+				run_statement(sql, values, nulls, rows, outer);
 			SPI_finish();
 			PopActiveSnapshot();
 		}
@@ -653,11 +683,15 @@ maintenance_round(MemoryContext round_cxt)
 		Duty	   *d = lfirst(lc);
 		char	   *sql;
 
-		/* a queue whose maintenance runs elsewhere waits for the next round */
+		/*
+		 * A queue whose maintenance runs elsewhere waits for the next round;
+		 * one dropped since the round began is left alone.
+		 */
 		if (d->queue_id < 0)
 			sql = psprintf("SELECT pgqueue_internal.%s()::text", quote_identifier(d->op));
 		else
 			sql = psprintf("SELECT CASE WHEN pgqueue_internal._maint_lock($1, true)"
+						   " AND EXISTS (SELECT FROM pgqueue.queue q WHERE q.queue_id = $1)"
 						   " THEN pgqueue_internal.%s($1)::text END",
 						   quote_identifier(d->op));
 
@@ -722,7 +756,10 @@ pgq_worker_main(Datum arg)
 	{
 		TimestampTz round_end;
 
-		/* no extension here: forget its queues, look again in a minute */
+		/*
+		 * No extension here: forget its queues, look again in a minute; or
+		 * soon, if it waits for ALTER EXTENSION UPDATE.
+		 */
 		if (!maintenance_round(round_cxt))
 		{
 			PgqForget	forget;
@@ -732,7 +769,7 @@ pgq_worker_main(Datum arg)
 			forget.live = NULL;
 			forget.seq_relid = InvalidOid;
 			pgq_shmem_forget(&forget);
-			worker_exit_delay = 60;
+			worker_exit_delay = other_version ? 5 : 60;
 			break;
 		}
 

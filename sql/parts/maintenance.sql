@@ -304,6 +304,15 @@ BEGIN
 		IF NOT pgqueue_internal._wait_writers(rels, 1000) THEN
 			RAISE EXCEPTION USING ERRCODE = 'lock_not_available';
 		END IF;
+		/* the writers waited for (late pushes) may have made the run not worth it */
+		FOR i IN 1 .. cardinality(run) LOOP
+			SELECT k.total, k.keep INTO total, keep
+			  FROM pgqueue_internal._block_keep(run[i].queue_id, run[i].block_no, cutoff,
+												q.compact_threshold) k;
+			IF total > 0 AND (total - keep)::float8 / total < q.compact_threshold THEN
+				RETURN NULL;
+			END IF;
+		END LOOP;
 		snap := pg_current_snapshot();
 		IF q.archive THEN
 			a := pgqueue_internal._archive_table(q.queue_id);
@@ -525,14 +534,25 @@ BEGIN
 		END IF;
 	END LOOP;
 
-	/* the block after the one the sequence is in, once that is half used */
+	/*
+	 * The block after the one the sequence is in, once that is half used;
+	 * not while a push transaction makes blocks (it holds the parent tables
+	 * until it commits): a round does not wait for it, and a push makes the
+	 * block itself if it needs it first.
+	 */
 	newest := (greatest(last_value - 1, 0) / q.block_size)::integer;
 	IF last_value - newest::bigint * q.block_size >= q.block_size / 2
 		AND NOT EXISTS (SELECT 1 FROM pgqueue.block bl
 						 WHERE bl.queue_id = q.queue_id AND bl.block_no = newest + 1) THEN
-		PERFORM pgqueue_internal._block_create(q.queue_id, newest + 1);
-		PERFORM pgqueue_internal._fault('block_created');
-		created := 1;
+		BEGIN
+			LOCK TABLE pgqueue_data.job_store, pgqueue_data.status_store,
+				pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+			PERFORM pgqueue_internal._block_create(q.queue_id, newest + 1);
+			PERFORM pgqueue_internal._fault('block_created');
+			created := 1;
+		EXCEPTION WHEN lock_not_available THEN
+			NULL;
+		END;
 	END IF;
 	IF closed > 0 OR done > 0 THEN
 		PERFORM pgqueue_internal._cache_invalidate();

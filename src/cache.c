@@ -39,9 +39,6 @@
 /* how many changes of its block a push looks past before it gives up */
 #define PGQ_PUSH_TRIES	5
 
-/* field4 of pgqueue's advisory lock tags; SQL-level advisory locks use 1 and 2 */
-#define PGQ_LOCKTAG_BLOCK	3
-#define PGQ_LOCKTAG_MAINT	4
 
 static HTAB *queue_cache = NULL;
 static MemoryContext cache_cxt = NULL;

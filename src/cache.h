@@ -205,6 +205,12 @@ typedef enum PgqCounter
 } PgqCounter;
 
 /* cache.c */
+/* field4 of pgqueue's advisory lock tags; SQL-level advisory locks use 1 and 2 */
+#define PGQ_LOCKTAG_BLOCK	3		/* a block: pushes, fences (cache.c) */
+#define PGQ_LOCKTAG_MAINT	4		/* a queue's maintenance (cache.c) */
+#define PGQ_LOCKTAG_FLOW	5		/* a queue's committing counts (flow.c) */
+#define PGQ_LOCKTAG_RECOUNT	6		/* a queue's recount (flow.c) */
+
 extern void pgq_cache_init(void);
 extern char *pgq_installed_version(void);
 extern void pgq_cache_pin(void);

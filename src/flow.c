@@ -54,6 +54,8 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -276,24 +278,41 @@ shed_keep(double rate, int32 priority)
 }
 
 /*
- * flow_count
- *		Read a queue's (or one tenant's) unfinished and executing jobs from
- *		the tables.
+ * flow_locktag
+ *		The tag of one of a queue's flow-control locks (PGQ_LOCKTAG_FLOW or
+ *		PGQ_LOCKTAG_RECOUNT).
  */
 static void
-flow_count(PgqQueue *queue, const char *tenant, int64 *depth, int64 *inflight)
+flow_locktag(LOCKTAG *tag, int32 queue_id, uint16 kind)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) queue_id, 0, kind);
+}
+
+/*
+ * flow_count
+ *		Read a queue's (or one tenant's) unfinished and executing jobs from
+ *		the tables, as snapshot sees them.
+ */
+static void
+flow_count(PgqQueue *queue, const char *tenant, Snapshot snapshot, int64 *depth,
+		   int64 *inflight)
 {
 	Oid			argtypes[2] = {INT4OID, TEXTOID};
 	Datum		args[2];
 	char		nulls[2] = {' ', tenant ? ' ' : 'n'};
 	bool		isnull;
+	SPIPlanPtr	plan;
 	int			rc;
 
 	args[0] = Int32GetDatum(queue->queue_id);
 	args[1] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
 	SPI_connect();
-	rc = SPI_execute_with_args("SELECT depth, inflight FROM pgqueue_internal._flow_count($1, $2)",
-							   2, argtypes, args, nulls, false, 1);
+	plan = SPI_prepare("SELECT depth, inflight FROM pgqueue_internal._flow_count($1, $2)",
+					   2, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the count of queue \"%s\": %s",
+			 queue->name, SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, args, nulls, snapshot, InvalidSnapshot, true, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not count the jobs of queue \"%s\": %s",
 			 queue->name, SPI_result_code_string(rc));
@@ -303,18 +322,14 @@ flow_count(PgqQueue *queue, const char *tenant, int64 *depth, int64 *inflight)
 }
 
 /*
- * ensure_counted
- *		Make the committed counts of a queue (tenant NULL) or tenant valid,
- *		reading them from the tables if they are not.
+ * counted
+ *		Whether the committed counts of a flow are valid.
  */
-static void
-ensure_counted(PgqQueue *queue, QueueShared *qs, FlowShared *flow, slock_t *mutex,
-			   const char *tenant)
+static bool
+counted(QueueShared *qs, FlowShared *flow, slock_t *mutex)
 {
 	uint64		gen;
 	bool		known;
-	int64		depth;
-	int64		inflight;
 
 	SpinLockAcquire(&qs->mutex);
 	gen = qs->flow_gen;
@@ -322,15 +337,73 @@ ensure_counted(PgqQueue *queue, QueueShared *qs, FlowShared *flow, slock_t *mute
 	SpinLockAcquire(mutex);
 	known = flow->known && flow->gen == gen;
 	SpinLockRelease(mutex);
-	if (known)
+	return known;
+}
+
+/*
+ * ensure_counted
+ *		Make the committed counts of a queue (tenant NULL) or tenant valid,
+ *		reading them from the tables if they are not.
+ *
+ * A transaction settles its counts after its commit became visible, so a
+ * count taken with a snapshot must not simply replace the shared counts:
+ * a commit the snapshot missed may have settled already (lost), or one it
+ * saw may settle later (counted twice).  Every transaction that settles
+ * counts holds the queue's flow lock from before its commit shows until it
+ * settled (pgq_flow_pre_commit); the recount takes that lock exclusively
+ * just long enough to take its snapshot and start the shared counts from
+ * zero.  Then every commit the snapshot sees has settled before, and every
+ * later one settles on top of the zero, so the count is added, not stored.
+ * Recounts of a queue take turns; a repair committed meanwhile (flow_gen)
+ * leaves the counts unknown, for the next call to count again.
+ */
+static void
+ensure_counted(PgqQueue *queue, QueueShared *qs, FlowShared *flow, slock_t *mutex,
+			   const char *tenant)
+{
+	LOCKTAG		recount_tag;
+	LOCKTAG		flow_tag;
+	Snapshot	snapshot;
+	uint64		gen;
+	bool		repaired;
+	int64		depth;
+	int64		inflight;
+
+	if (counted(qs, flow, mutex))
 		return;
-	flow_count(queue, tenant, &depth, &inflight);
+	flow_locktag(&recount_tag, queue->queue_id, PGQ_LOCKTAG_RECOUNT);
+	(void) LockAcquire(&recount_tag, ExclusiveLock, false, false);
+	if (counted(qs, flow, mutex))
+	{
+		LockRelease(&recount_tag, ExclusiveLock, false);
+		return;
+	}
+	flow_locktag(&flow_tag, queue->queue_id, PGQ_LOCKTAG_FLOW);
+	(void) LockAcquire(&flow_tag, ExclusiveLock, false, false);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	SpinLockAcquire(&qs->mutex);
+	gen = qs->flow_gen;
+	SpinLockRelease(&qs->mutex);
 	SpinLockAcquire(mutex);
-	flow->depth = depth;
-	flow->inflight = inflight;
-	flow->gen = gen;
-	flow->known = true;
+	flow->depth = 0;
+	flow->inflight = 0;
+	flow->known = false;
 	SpinLockRelease(mutex);
+	LockRelease(&flow_tag, ExclusiveLock, false);
+
+	flow_count(queue, tenant, snapshot, &depth, &inflight);
+	UnregisterSnapshot(snapshot);
+
+	SpinLockAcquire(&qs->mutex);
+	repaired = qs->flow_gen != gen;
+	SpinLockRelease(&qs->mutex);
+	SpinLockAcquire(mutex);
+	flow->depth += depth;
+	flow->inflight += inflight;
+	flow->gen = gen;
+	flow->known = !repaired;
+	SpinLockRelease(mutex);
+	LockRelease(&recount_tag, ExclusiveLock, false);
 }
 
 /*
@@ -1320,6 +1393,47 @@ pgq_flow_finished(PgqQueue *queue, text *key, text *tenant, int64 job_id, char s
 }
 
 /*
+ * flow_unlock
+ *		Give up the flow lock that pgq_flow_pre_commit took, if it did.
+ */
+static void
+flow_unlock(PgqNote *pnote)
+{
+	LOCKTAG		tag;
+
+	if (!pnote->flow.locked)
+		return;
+	flow_locktag(&tag, pnote->queue_id, PGQ_LOCKTAG_FLOW);
+	LockRelease(&tag, ShareLock, true);
+	pnote->flow.locked = false;
+}
+
+/*
+ * pgq_flow_pre_commit
+ *		Before a transaction's commit shows, take the queue's flow lock if
+ *		its note has counts to settle, until pgq_flow_apply settled them
+ *		(see ensure_counted).  A session lock: the transaction's own locks
+ *		are gone when the notes are applied.
+ */
+void
+pgq_flow_pre_commit(PgqNote *pnote)
+{
+	FlowNote   *note = &pnote->flow;
+	LOCKTAG		tag;
+	ListCell   *lc;
+	bool		counts = note->pushed != 0 || note->finished != 0 ||
+		note->claimed != 0 || note->ended != 0;
+
+	foreach(lc, note->events)
+		counts |= ((FlowEvent *) lfirst(lc))->kind == FLOW_TENANT;
+	if (!counts || note->locked)
+		return;
+	flow_locktag(&tag, pnote->queue_id, PGQ_LOCKTAG_FLOW);
+	(void) LockAcquire(&tag, ShareLock, true, false);
+	note->locked = true;
+}
+
+/*
  * pgq_flow_apply
  *		Apply a (sub)transaction's flow note at its end (from wakeup.c).
  */
@@ -1332,7 +1446,10 @@ pgq_flow_apply(PgqNote *pnote, QueueShared *qs, bool commit)
 	uint64		gen;
 
 	if (qs == NULL)
+	{
+		flow_unlock(pnote);
 		return;
+	}
 	SpinLockAcquire(&qs->mutex);
 	settle(&qs->flow, note->pushed, note->finished, note->claimed, note->ended, commit);
 	if (commit && note->stale)
@@ -1371,6 +1488,7 @@ pgq_flow_apply(PgqNote *pnote, QueueShared *qs, bool commit)
 					   ev->next, false, false, false);
 		}
 	}
+	flow_unlock(pnote);
 }
 
 /*

@@ -19,6 +19,7 @@ extern int	pgq_max_keys;
 extern Size pgq_flow_shmem_size(void);
 extern void pgq_flow_shmem_request(void);
 extern void pgq_flow_shmem_init(void);
+extern void pgq_flow_pre_commit(PgqNote *note);
 extern void pgq_flow_apply(PgqNote *note, QueueShared *qs, bool commit);
 extern void pgq_flow_forget(const PgqForget *forget);
 

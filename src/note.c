@@ -25,6 +25,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
+#include "flow.h"
 #include "note.h"
 
 PG_FUNCTION_INFO_V1(pgq_wake);
@@ -118,13 +119,17 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 /*
  * note_xact_callback
- *		Refuse to prepare a transaction that used a queue: its notes (the
- *		ranges its claims took, what it counts) would be applied as
- *		committed when it is prepared, whatever becomes of it.
+ *		Before a commit shows, let flow control take what it needs until
+ *		the notes are applied.  Refuse to prepare a transaction that used a
+ *		queue: its notes (the ranges its claims took, what it counts) would
+ *		be applied as committed when it is prepared, whatever becomes of it.
  */
 static void
 note_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_PRE_COMMIT)
+		for (int i = 0; i < nnotes; i++)
+			pgq_flow_pre_commit(&notes[i]);
 	if (event == XACT_EVENT_PRE_PREPARE && nnotes > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

@@ -27,6 +27,7 @@ typedef struct FlowNote
 	int64		claimed;
 	int64		ended;
 	bool		stale;			/* repaired by SQL: counts must be read again */
+	bool		locked;			/* holds the queue's flow lock (flow.c) */
 	List	   *events;
 } FlowNote;
 

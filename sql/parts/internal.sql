@@ -387,10 +387,12 @@ AS 'MODULE_PATHNAME', 'pgq_claim_abort';
  * given; flow control reads them when its counts in shared memory are not
  * known.  A tenant's jobs are read through the lane index, one priority
  * at a time, so that counting a tenant costs its own jobs, not the queue's.
+ * Stable: every block is read with the snapshot of the caller, which flow
+ * control chooses (flow.c, ensure_counted).
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._flow_count(queue_id integer, tenant text,
 														OUT depth bigint, OUT inflight bigint)
-LANGUAGE plpgsql
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE

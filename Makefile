@@ -16,6 +16,7 @@ OBJS = \
 	src/push.o \
 	src/pop.o \
 	src/claim.o \
+	src/stats.o \
 	src/finish.o \
 	src/expire.o \
 	src/busy.o \

@@ -47,6 +47,34 @@ PG_FUNCTION_INFO_V1(pgq_job_state_sql);
 PG_FUNCTION_INFO_V1(pgq_job_claim_rows);
 
 /*
+ * status_row_state
+ *		The state that a status row in slot says (rule 1 of the file header)
+ *		into *st; its error only if with_error (else NULL).
+ */
+static void
+status_row_state(TupleTableSlot *slot, bool with_error, PgqJobState *st)
+{
+	bool		isnull;
+
+	st->seq = DatumGetInt32(slot_getattr(slot, PGQ_SATT_SEQ, &isnull));
+	st->state = DatumGetChar(slot_getattr(slot, PGQ_SATT_STATE, &isnull));
+	st->attempt = DatumGetInt32(slot_getattr(slot, PGQ_SATT_ATTEMPT, &isnull));
+	st->fails = DatumGetInt32(slot_getattr(slot, PGQ_SATT_FAILS, &isnull));
+	st->at = DatumGetTimestampTz(slot_getattr(slot, PGQ_SATT_AT, &isnull));
+	st->due_at = DatumGetTimestampTz(slot_getattr(slot, PGQ_SATT_DUE, &isnull));
+	st->has_due = !isnull;
+	st->error = NULL;
+	if (with_error)
+	{
+		Datum		error = slot_getattr(slot, PGQ_SATT_ERROR, &isnull);
+
+		if (!isnull)
+			st->error = DatumGetTextPCopy(error);
+	}
+	st->claim_id = 0;
+}
+
+/*
  * latest_status
  *		The latest status row of a job into *st; false if it has none.
  */
@@ -65,21 +93,7 @@ latest_status(PgqBlock *block, int64 job_id, Snapshot snapshot, PgqJobState *st)
 	index_rescan(scan, &skey, 1, NULL, 0);
 	found = index_getnext_slot(scan, BackwardScanDirection, slot);
 	if (found)
-	{
-		bool		isnull;
-		Datum		error;
-
-		st->seq = DatumGetInt32(slot_getattr(slot, PGQ_SATT_SEQ, &isnull));
-		st->state = DatumGetChar(slot_getattr(slot, PGQ_SATT_STATE, &isnull));
-		st->attempt = DatumGetInt32(slot_getattr(slot, PGQ_SATT_ATTEMPT, &isnull));
-		st->fails = DatumGetInt32(slot_getattr(slot, PGQ_SATT_FAILS, &isnull));
-		st->at = DatumGetTimestampTz(slot_getattr(slot, PGQ_SATT_AT, &isnull));
-		st->due_at = DatumGetTimestampTz(slot_getattr(slot, PGQ_SATT_DUE, &isnull));
-		st->has_due = !isnull;
-		error = slot_getattr(slot, PGQ_SATT_ERROR, &isnull);
-		st->error = isnull ? NULL : DatumGetTextPCopy(error);
-		st->claim_id = 0;
-	}
+		status_row_state(slot, true, st);
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(pkey, AccessShareLock);
@@ -143,6 +157,79 @@ pgq_lane_scan(Relation rel, Relation index, Snapshot snapshot, int32 priority,
 }
 
 /*
+ * claim_add_record
+ *		Add one record of claim claim_id, in slot, to *claim: the claim
+ *		itself (seq 0: returns true) or a later record (acks and leaves).
+ *		The records of a claim must come in the order of their seq;
+ *		*maxids is the room in claim's arrays (0 at first).
+ */
+static bool
+claim_add_record(PgqClaim *claim, int64 claim_id, TupleTableSlot *slot, int *maxids)
+{
+	bool		isnull;
+	int32		seq = DatumGetInt32(slot_getattr(slot, PGQ_CATT_SEQ, &isnull));
+	char		kind = DatumGetChar(slot_getattr(slot, PGQ_CATT_KIND, &isnull));
+	int32		n = DatumGetInt32(slot_getattr(slot, PGQ_CATT_N, &isnull));
+	TimestampTz at = DatumGetTimestampTz(slot_getattr(slot, PGQ_CATT_AT, &isnull));
+	Datum		ids;
+	Datum	   *elems = NULL;
+	bool	   *enulls;
+	int			nelems = 0;
+
+	claim->last_seq = Max(claim->last_seq, seq);
+	if (seq == 0)
+	{
+		Datum		tenant;
+
+		claim->claim_id = claim_id;
+		claim->priority = DatumGetInt32(slot_getattr(slot, PGQ_CATT_PRIORITY, &isnull));
+		tenant = slot_getattr(slot, PGQ_CATT_TENANT, &isnull);
+		if (!isnull)
+			text_to_cstring_buffer(DatumGetTextPP(tenant), claim->tenant, NAMEDATALEN);
+		claim->lo = DatumGetInt64(slot_getattr(slot, PGQ_CATT_LO, &isnull));
+		claim->hi = DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull));
+		claim->n = n;
+		claim->at = at;
+		claim->lease_until = DatumGetTimestampTz(slot_getattr(slot, PGQ_CATT_LEASE, &isnull));
+		return true;
+	}
+	if (kind == PGQ_CLAIM_ACKED)
+		claim->nacked += n;
+	else
+		claim->nleft += n;
+	ids = slot_getattr(slot, PGQ_CATT_IDS, &isnull);
+	/* no ids: an ack of all the jobs that were left in the claim */
+	claim->all_acked |= isnull;
+	if (!isnull)
+		deconstruct_array(DatumGetArrayTypeP(ids), INT8OID, 8, FLOAT8PASSBYVAL,
+						  TYPALIGN_DOUBLE, &elems, &enulls, &nelems);
+	if (claim->nids + nelems + 1 > *maxids)
+	{
+		*maxids = Max(16, 2 * (claim->nids + nelems + 1));
+		claim->ids = claim->ids == NULL ? palloc(sizeof(int64) * *maxids)
+			: repalloc(claim->ids, sizeof(int64) * *maxids);
+		claim->kinds = claim->kinds == NULL ? palloc(*maxids)
+			: repalloc(claim->kinds, *maxids);
+		claim->ats = claim->ats == NULL ? palloc(sizeof(TimestampTz) * *maxids)
+			: repalloc(claim->ats, sizeof(TimestampTz) * *maxids);
+	}
+	/* an ack of all is kept as id 0 */
+	if (isnull)
+	{
+		claim->ids[claim->nids] = 0;
+		claim->kinds[claim->nids] = kind;
+		claim->ats[claim->nids++] = at;
+	}
+	for (int i = 0; i < nelems; i++)
+	{
+		claim->ids[claim->nids] = DatumGetInt64(elems[i]);
+		claim->kinds[claim->nids] = kind;
+		claim->ats[claim->nids++] = at;
+	}
+	return false;
+}
+
+/*
  * pgq_claim_read
  *		Read a claim record and every later record of it, as snapshot sees
  *		them; false if there is no such claim.
@@ -163,72 +250,7 @@ pgq_claim_read(PgqBlock *block, int64 claim_id, Snapshot snapshot, PgqClaim *cla
 	scan = index_beginscan(claims, pkey, snapshot, 1, 0);
 	index_rescan(scan, &skey, 1, NULL, 0);
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		bool		isnull;
-		int32		seq = DatumGetInt32(slot_getattr(slot, PGQ_CATT_SEQ, &isnull));
-		char		kind = DatumGetChar(slot_getattr(slot, PGQ_CATT_KIND, &isnull));
-		int32		n = DatumGetInt32(slot_getattr(slot, PGQ_CATT_N, &isnull));
-		TimestampTz at = DatumGetTimestampTz(slot_getattr(slot, PGQ_CATT_AT, &isnull));
-		Datum		ids;
-
-		claim->last_seq = Max(claim->last_seq, seq);
-		if (seq == 0)
-		{
-			Datum		tenant;
-
-			found = true;
-			claim->claim_id = claim_id;
-			claim->priority = DatumGetInt32(slot_getattr(slot, PGQ_CATT_PRIORITY, &isnull));
-			tenant = slot_getattr(slot, PGQ_CATT_TENANT, &isnull);
-			if (!isnull)
-				text_to_cstring_buffer(DatumGetTextPP(tenant), claim->tenant, NAMEDATALEN);
-			claim->lo = DatumGetInt64(slot_getattr(slot, PGQ_CATT_LO, &isnull));
-			claim->hi = DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull));
-			claim->n = n;
-			claim->at = at;
-			claim->lease_until = DatumGetTimestampTz(slot_getattr(slot, PGQ_CATT_LEASE, &isnull));
-			continue;
-		}
-		if (kind == PGQ_CLAIM_ACKED)
-			claim->nacked += n;
-		else
-			claim->nleft += n;
-		ids = slot_getattr(slot, PGQ_CATT_IDS, &isnull);
-		/* no ids: an ack of all the jobs that were left in the claim */
-		claim->all_acked |= isnull;
-		{
-			Datum	   *elems = NULL;
-			bool	   *enulls;
-			int			nelems = 0;
-
-			if (!isnull)
-				deconstruct_array(DatumGetArrayTypeP(ids), INT8OID, 8, FLOAT8PASSBYVAL,
-								  TYPALIGN_DOUBLE, &elems, &enulls, &nelems);
-			if (claim->nids + nelems + 1 > maxids)
-			{
-				maxids = Max(16, 2 * (claim->nids + nelems + 1));
-				claim->ids = claim->ids == NULL ? palloc(sizeof(int64) * maxids)
-					: repalloc(claim->ids, sizeof(int64) * maxids);
-				claim->kinds = claim->kinds == NULL ? palloc(maxids)
-					: repalloc(claim->kinds, maxids);
-				claim->ats = claim->ats == NULL ? palloc(sizeof(TimestampTz) * maxids)
-					: repalloc(claim->ats, sizeof(TimestampTz) * maxids);
-			}
-			/* an ack of all is kept as id 0 */
-			if (isnull)
-			{
-				claim->ids[claim->nids] = 0;
-				claim->kinds[claim->nids] = kind;
-				claim->ats[claim->nids++] = at;
-			}
-			for (int i = 0; i < nelems; i++)
-			{
-				claim->ids[claim->nids] = DatumGetInt64(elems[i]);
-				claim->kinds[claim->nids] = kind;
-				claim->ats[claim->nids++] = at;
-			}
-		}
-	}
+		found |= claim_add_record(claim, claim_id, slot, &maxids);
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(pkey, AccessShareLock);
@@ -244,6 +266,33 @@ pgq_claim_read(PgqBlock *block, int64 claim_id, Snapshot snapshot, PgqClaim *cla
 char
 pgq_claim_fate(PgqClaim *claim, int64 job_id, TimestampTz *at)
 {
+	if (claim->ids_sorted)
+	{
+		int			lo = 0;
+		int			hi = claim->nids;
+
+		/* the first entry of job_id, the same one as in record order */
+		while (lo < hi)
+		{
+			int			mid = lo + (hi - lo) / 2;
+
+			if (claim->ids[mid] < job_id)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < claim->nids && claim->ids[lo] == job_id)
+		{
+			*at = claim->ats[lo];
+			return claim->kinds[lo];
+		}
+		if (claim->nids > 0 && claim->ids[0] == 0)
+		{
+			*at = claim->ats[0];
+			return PGQ_CLAIM_ACKED;
+		}
+		return '\0';
+	}
 	for (int i = 0; i < claim->nids; i++)
 		if (claim->ids[i] == job_id)
 		{
@@ -296,26 +345,18 @@ pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant
 }
 
 /*
- * pgq_job_state
- *		The state of a job of a block (of lane priority, tenant) as
- *		snapshot sees it (see the file header).
+ * claimed_state
+ *		The state of a job that a claim's range holds and that has no status
+ *		row (rule 2 of the file header) into *st.
  */
-void
-pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
-			  Snapshot snapshot, PgqJobState *st)
+static void
+claimed_state(PgqClaim *claim, int64 job_id, PgqJobState *st)
 {
-	PgqClaim	claim;
 	TimestampTz at;
 
-	memset(st, 0, sizeof(*st));
-	pgq_block_indexes(block);
-	if (latest_status(block, job_id, snapshot, st))
-		return;
-	if (!pgq_claim_find(block, job_id, priority, tenant, snapshot, &claim))
-		return;
-	st->claim_id = claim.claim_id;
+	st->claim_id = claim->claim_id;
 	st->attempt = 1;
-	if (pgq_claim_fate(&claim, job_id, &at) == PGQ_CLAIM_ACKED)
+	if (pgq_claim_fate(claim, job_id, &at) == PGQ_CLAIM_ACKED)
 	{
 		st->seq = 2;
 		st->state = PGQ_SUCCEEDED;
@@ -325,9 +366,373 @@ pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 	{
 		st->seq = 1;
 		st->state = PGQ_EXECUTING;
-		st->at = claim.at;
+		st->at = claim->at;
 		st->has_due = true;
-		st->due_at = claim.lease_until;
+		st->due_at = claim->lease_until;
+	}
+}
+
+/*
+ * pgq_job_state
+ *		The state of a job of a block (of lane priority, tenant) as
+ *		snapshot sees it (see the file header).
+ */
+void
+pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
+			  Snapshot snapshot, PgqJobState *st)
+{
+	PgqClaim	claim;
+
+	memset(st, 0, sizeof(*st));
+	pgq_block_indexes(block);
+	if (latest_status(block, job_id, snapshot, st))
+		return;
+	if (!pgq_claim_find(block, job_id, priority, tenant, snapshot, &claim))
+		return;
+	claimed_state(&claim, job_id, st);
+}
+
+/*
+ * The states of all the jobs of a block, read at once (pgq_block_states_read):
+ * the latest status row of each job that has one, and the claims of every
+ * lane with their later records.
+ */
+typedef struct PgqLatestStatus
+{
+	int64		job_id;
+	PgqJobState st;
+} PgqLatestStatus;
+
+typedef struct PgqLaneClaim
+{
+	PgqClaim	claim;
+	ItemPointerData tid;		/* of its record seq 0 */
+} PgqLaneClaim;
+
+/* one claim record, copied, while the records are put in order */
+typedef struct ClaimRecord
+{
+	int64		claim_id;
+	int32		seq;
+	ItemPointerData tid;
+	HeapTuple	tuple;
+} ClaimRecord;
+
+/*
+ * cmp_latest_status
+ *		Order status rows by job and seq.
+ */
+static int
+cmp_latest_status(const void *a, const void *b)
+{
+	const PgqLatestStatus *x = a;
+	const PgqLatestStatus *y = b;
+
+	if (x->job_id != y->job_id)
+		return x->job_id < y->job_id ? -1 : 1;
+	if (x->st.seq != y->st.seq)
+		return x->st.seq < y->st.seq ? -1 : 1;
+	return 0;
+}
+
+/*
+ * cmp_claim_record
+ *		Order claim records by claim and seq.
+ */
+static int
+cmp_claim_record(const void *a, const void *b)
+{
+	const ClaimRecord *x = a;
+	const ClaimRecord *y = b;
+
+	if (x->claim_id != y->claim_id)
+		return x->claim_id < y->claim_id ? -1 : 1;
+	if (x->seq != y->seq)
+		return x->seq < y->seq ? -1 : 1;
+	return 0;
+}
+
+/*
+ * cmp_lane_key
+ *		Order a lane (priority, tenant) and an id against a claim: as the
+ *		claims' lane index orders its entries.
+ */
+static int
+cmp_lane_key(int32 priority, const char *tenant, int64 id, const PgqLaneClaim *c)
+{
+	int			r;
+
+	if (priority != c->claim.priority)
+		return priority < c->claim.priority ? -1 : 1;
+	r = strcmp(tenant, c->claim.tenant);
+	if (r != 0)
+		return r;
+	if (id != c->claim.lo)
+		return id < c->claim.lo ? -1 : 1;
+	return 0;
+}
+
+/*
+ * cmp_lane_claim
+ *		Order claims by lane and range start, then by the place of their
+ *		record seq 0 (which orders equal entries of the lane index).
+ */
+static int
+cmp_lane_claim(const void *a, const void *b)
+{
+	const PgqLaneClaim *x = a;
+	const PgqLaneClaim *y = b;
+	int			r = cmp_lane_key(x->claim.priority, x->claim.tenant, x->claim.lo, y);
+
+	if (r != 0)
+		return r;
+	return ItemPointerCompare((ItemPointer) &x->tid, (ItemPointer) &y->tid);
+}
+
+/* a claim's ids with their place in record order, while they are sorted */
+typedef struct FateEntry
+{
+	int64		id;
+	int			pos;
+} FateEntry;
+
+/*
+ * cmp_fate_entry
+ *		Order the acks and leaves of a claim by job, then record order.
+ */
+static int
+cmp_fate_entry(const void *a, const void *b)
+{
+	const FateEntry *x = a;
+	const FateEntry *y = b;
+
+	if (x->id != y->id)
+		return x->id < y->id ? -1 : 1;
+	return x->pos - y->pos;
+}
+
+/*
+ * claim_sort_ids
+ *		Sort the acks and leaves of a claim by job id, keeping the record
+ *		order of the entries of one job, so that pgq_claim_fate can search
+ *		them and still finds the entry it would find in record order.
+ */
+static void
+claim_sort_ids(PgqClaim *claim)
+{
+	FateEntry  *e;
+	int64	   *ids;
+	char	   *kinds;
+	TimestampTz *ats;
+
+	if (claim->nids > 1)
+	{
+		e = palloc(sizeof(FateEntry) * claim->nids);
+		for (int i = 0; i < claim->nids; i++)
+		{
+			e[i].id = claim->ids[i];
+			e[i].pos = i;
+		}
+		qsort(e, claim->nids, sizeof(FateEntry), cmp_fate_entry);
+		ids = palloc(sizeof(int64) * claim->nids);
+		kinds = palloc(claim->nids);
+		ats = palloc(sizeof(TimestampTz) * claim->nids);
+		for (int i = 0; i < claim->nids; i++)
+		{
+			ids[i] = e[i].id;
+			kinds[i] = claim->kinds[e[i].pos];
+			ats[i] = claim->ats[e[i].pos];
+		}
+		pfree(e);
+		pfree(claim->ids);
+		pfree(claim->kinds);
+		pfree(claim->ats);
+		claim->ids = ids;
+		claim->kinds = kinds;
+		claim->ats = ats;
+	}
+	claim->ids_sorted = true;
+}
+
+/*
+ * pgq_block_states_read
+ *		Read what the states of a block's jobs are made of, as snapshot
+ *		sees it, into *states: one sequential scan of its status table (the
+ *		latest row of each job, without its error) and one of its claims
+ *		table (NULL: the block has none).  The caller has the tables open.
+ *		pgq_block_job_state then gives the state of each job.
+ */
+void
+pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
+					  PgqBlockStates *states)
+{
+	TupleTableSlot *slot;
+	TableScanDesc scan;
+	int			max = 0;
+	int			n = 0;
+
+	memset(states, 0, sizeof(*states));
+
+	/* rule 1: the latest status row of each job */
+	slot = table_slot_create(status, NULL);
+	scan = table_beginscan(status, snapshot, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		if (n == max)
+		{
+			max = Max(1024, max * 2);
+			states->status = states->status == NULL
+				? palloc_extended(sizeof(PgqLatestStatus) * max, MCXT_ALLOC_HUGE)
+				: repalloc_huge(states->status, sizeof(PgqLatestStatus) * max);
+		}
+		states->status[n].job_id = DatumGetInt64(slot_getattr(slot, PGQ_SATT_JOB_ID, &isnull));
+		status_row_state(slot, false, &states->status[n].st);
+		n++;
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	if (n > 1)
+		qsort(states->status, n, sizeof(PgqLatestStatus), cmp_latest_status);
+	for (int i = 0; i < n; i++)
+	{
+		if (states->nstatus > 0 &&
+			states->status[states->nstatus - 1].job_id == states->status[i].job_id)
+			states->nstatus--;
+		states->status[states->nstatus++] = states->status[i];
+	}
+
+	/* rule 2: the claims, each with its records in the order of their seq */
+	if (claims != NULL)
+	{
+		ClaimRecord *records = NULL;
+		TupleTableSlot *hslot;
+		int			nrecords = 0;
+		int			i = 0;
+
+		max = 0;
+		slot = table_slot_create(claims, NULL);
+		scan = table_beginscan(claims, snapshot, 0, NULL);
+		while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+
+			if (nrecords == max)
+			{
+				max = Max(256, max * 2);
+				records = records == NULL
+					? palloc_extended(sizeof(ClaimRecord) * max, MCXT_ALLOC_HUGE)
+					: repalloc_huge(records, sizeof(ClaimRecord) * max);
+			}
+			records[nrecords].claim_id =
+				DatumGetInt64(slot_getattr(slot, PGQ_CATT_CLAIM_ID, &isnull));
+			records[nrecords].seq = DatumGetInt32(slot_getattr(slot, PGQ_CATT_SEQ, &isnull));
+			records[nrecords].tid = slot->tts_tid;
+			records[nrecords].tuple = ExecCopySlotHeapTuple(slot);
+			nrecords++;
+		}
+		table_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+		if (nrecords > 1)
+			qsort(records, nrecords, sizeof(ClaimRecord), cmp_claim_record);
+
+		hslot = MakeSingleTupleTableSlot(RelationGetDescr(claims), &TTSOpsHeapTuple);
+		max = 0;
+		while (i < nrecords)
+		{
+			PgqLaneClaim *lc;
+			int64		claim_id = records[i].claim_id;
+			bool		found = false;
+			int			maxids = 0;
+
+			if (states->nclaims == max)
+			{
+				max = Max(64, max * 2);
+				states->claims = states->claims == NULL
+					? palloc_extended(sizeof(PgqLaneClaim) * max, MCXT_ALLOC_HUGE)
+					: repalloc_huge(states->claims, sizeof(PgqLaneClaim) * max);
+			}
+			lc = &states->claims[states->nclaims];
+			memset(lc, 0, sizeof(*lc));
+			for (; i < nrecords && records[i].claim_id == claim_id; i++)
+			{
+				ExecStoreHeapTuple(records[i].tuple, hslot, true);
+				if (claim_add_record(&lc->claim, claim_id, hslot, &maxids))
+				{
+					found = true;
+					lc->tid = records[i].tid;
+				}
+			}
+			/* a claim is found by its record seq 0 (pgq_claim_find) */
+			if (found)
+			{
+				claim_sort_ids(&lc->claim);
+				states->nclaims++;
+			}
+		}
+		ExecDropSingleTupleTableSlot(hslot);
+		if (records != NULL)
+			pfree(records);
+		if (states->nclaims > 1)
+			qsort(states->claims, states->nclaims, sizeof(PgqLaneClaim), cmp_lane_claim);
+	}
+}
+
+/*
+ * pgq_block_job_state
+ *		The state of a job of a block (of lane priority, tenant) from what
+ *		pgq_block_states_read read: what pgq_job_state gives under the same
+ *		snapshot, but for the error of its latest status row (NULL).
+ */
+void
+pgq_block_job_state(PgqBlockStates *states, int64 job_id, int32 priority, const char *tenant,
+					PgqJobState *st)
+{
+	int			lo = 0;
+	int			hi = states->nstatus - 1;
+
+	memset(st, 0, sizeof(*st));
+
+	/* rule 1 */
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int64		id = states->status[mid].job_id;
+
+		if (id == job_id)
+		{
+			*st = states->status[mid].st;
+			return;
+		}
+		if (id < job_id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+
+	/*
+	 * rule 2: the last claim of the lane that begins at job_id or before
+	 * (as pgq_claim_find reads the lane index backwards), if it reaches it
+	 */
+	lo = 0;
+	hi = states->nclaims;
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (cmp_lane_key(priority, tenant, job_id, &states->claims[mid]) >= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo > 0)
+	{
+		PgqClaim   *claim = &states->claims[lo - 1].claim;
+
+		if (claim->priority == priority && strcmp(claim->tenant, tenant) == 0 &&
+			claim->hi >= job_id)
+			claimed_state(claim, job_id, st);
 	}
 }
 

@@ -63,16 +63,34 @@ typedef struct PgqClaim
 	int32		nacked;			/* jobs acked, left, so far */
 	int32		nleft;
 	bool		all_acked;		/* an ack of all that were left */
-	int			nids;			/* ids of the acks and leaves, sorted */
+	int			nids;			/* ids of the acks and leaves, in record order
+								 * (sorted by id if ids_sorted) */
 	int64	   *ids;
 	char	   *kinds;			/* PGQ_CLAIM_ACKED or PGQ_CLAIM_LEFT per id */
 	TimestampTz *ats;			/* when */
+	bool		ids_sorted;		/* ids sorted (pgq_block_states_read) */
 } PgqClaim;
+
+/*
+ * The states of all the jobs of one block, read at once
+ * (pgq_block_states_read); opaque
+ */
+typedef struct PgqBlockStates
+{
+	int			nstatus;
+	struct PgqLatestStatus *status; /* latest status rows, by job id */
+	int			nclaims;
+	struct PgqLaneClaim *claims;	/* claims, by lane and range start */
+} PgqBlockStates;
 
 extern IndexScanDesc pgq_lane_scan(Relation rel, Relation index, Snapshot snapshot,
 								   int32 priority, const char *tenant, int64 lo, int64 hi);
 extern void pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 						  Snapshot snapshot, PgqJobState *st);
+extern void pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
+								  PgqBlockStates *states);
+extern void pgq_block_job_state(PgqBlockStates *states, int64 job_id, int32 priority,
+								const char *tenant, PgqJobState *st);
 extern bool pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 						   Snapshot snapshot, PgqClaim *claim);
 extern bool pgq_claim_read(PgqBlock *block, int64 claim_id, Snapshot snapshot, PgqClaim *claim);

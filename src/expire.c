@@ -39,12 +39,14 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "cache.h"
 #include "claim.h"
+#include "expire.h"
 #include "finish.h"
 #include "note.h"
 
@@ -110,6 +112,26 @@ expiry_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 		forget_places();
+}
+
+/*
+ * pgq_expiry_prune
+ *		Forget the places of blocks whose claims table is gone (compacted
+ *		or dropped), so that a long-lived backend (the maintenance worker)
+ *		keeps none for the blocks it outlived.  In a transaction.
+ */
+void
+pgq_expiry_prune(void)
+{
+	HASH_SEQ_STATUS seq;
+	ExpiryState *st;
+
+	if (expiry_states == NULL)
+		return;
+	hash_seq_init(&seq, expiry_states);
+	while ((st = hash_seq_search(&seq)) != NULL)
+		if (get_rel_relkind(st->key.claims_relid) == '\0')
+			(void) hash_search(expiry_states, &st->key, HASH_REMOVE, NULL);
 }
 
 /* end the expired leases that status rows hold */

@@ -1390,6 +1390,8 @@ pgq_pop(PG_FUNCTION_ARGS)
 					 errmsg("queue_pop with a wait requires the READ COMMITTED isolation level"),
 					 errdetail("A transaction snapshot would never see the jobs it waits for.")));
 	}
+	/* on a standby too, before anything is reserved or waited for */
+	PreventCommandIfReadOnly("queue_pop()");
 
 	InitMaterializedSRF(fcinfo, 0);
 	pgq_api_enter(fcinfo, &call);

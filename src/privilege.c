@@ -41,6 +41,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #include "cache.h"
@@ -253,6 +254,9 @@ pgq_admin_call(PG_FUNCTION_ARGS)
 	LOCAL_FCINFO(inner, FUNC_MAX_ARGS);
 	PgqApiCall	call;
 	Datum		result;
+
+	/* every admin call writes: say so first on a standby */
+	PreventCommandIfReadOnly(psprintf("%s()", get_func_name(fcinfo->flinfo->fn_oid)));
 
 	/* as the owner: the caller may not look into pgqueue_internal */
 	pgq_api_enter(fcinfo, &call);

@@ -17,6 +17,7 @@
 #include "commands/async.h"
 #include "commands/sequence.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -202,6 +203,7 @@ pgq_push(PG_FUNCTION_ARGS)
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "payload");
 	pgq_require_arg(fcinfo, 3, "priority");
+	PreventCommandIfReadOnly("queue_push()");
 
 	key = key_null ? (Datum) 0 : PG_GETARG_DATUM(2);
 	priority = PG_GETARG_DATUM(3);
@@ -281,6 +283,7 @@ pgq_push_batch(PG_FUNCTION_ARGS)
 
 	pgq_require_arg(fcinfo, 0, "queue name");
 	pgq_require_arg(fcinfo, 1, "payloads");
+	PreventCommandIfReadOnly("queue_push_batch()");
 
 	n = deconstruct_arg(fcinfo, 1, "payloads", JSONBOID, -1, false, TYPALIGN_INT,
 						&payloads, &payload_nulls);

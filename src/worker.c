@@ -48,11 +48,13 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
 #include "cache.h"
+#include "expire.h"
 #include "forget.h"
 #include "worker.h"
 
@@ -70,8 +72,12 @@ static int	worker_exit_delay = -1;
 /* the database's SQL objects are of another version than this library */
 static bool other_version = false;
 
-/* the launcher's state file, relative to the data directory */
-#define PGQ_STATE_FILE	"pg_stat/pgqueue.state"
+/*
+ * the launcher's state file, relative to the data directory; in a directory
+ * whose files base backups leave out, so that a standby made from one does
+ * not take the primary's running launcher for a crash
+ */
+#define PGQ_STATE_FILE	"pg_stat_tmp/pgqueue.state"
 
 /* a launcher that ran this long without a crash forgets earlier crashes */
 #define PGQ_STABLE_SECS	60
@@ -672,6 +678,7 @@ maintenance_round(MemoryContext round_cxt)
 	List	   *duties;
 	ListCell   *lc;
 	int32		failed = -1;
+	bool		compacted = false;
 
 	MemoryContextReset(round_cxt);
 	MemoryContextSwitchTo(round_cxt);
@@ -722,10 +729,27 @@ maintenance_round(MemoryContext round_cxt)
 			if (result == NULL || strcmp(result, "busy") == 0)
 				break;
 			if (d->repeat)
+			{
+				compacted = true;
 				ereport(LOG,
 						(errmsg("pgqueue: queue \"%s\": %s: %s", d->queue, d->op, result)));
+			}
 		}
 		CHECK_FOR_INTERRUPTS();
+	}
+
+	/*
+	 * Compaction made and dropped tables, of which this process's catalog
+	 * caches keep entries that nothing frees, and expiry its places in the
+	 * blocks that are gone: drop both, so that the worker's memory stays
+	 * flat however long it runs.
+	 */
+	if (compacted)
+	{
+		StartTransactionCommand();
+		pgq_expiry_prune();
+		InvalidateSystemCaches();
+		CommitTransactionCommand();
 	}
 	return true;
 }

@@ -229,13 +229,9 @@ $$;
 
 /*
  * _block_create: create block block_no of a queue if it does not exist yet.
- * Called by push when an id crosses into a new block, by maintenance ahead
- * of that, and by queue_create.  Creators serialize on the parent tables,
- * whose lock CREATE TABLE ... INHERITS takes anyway and keeps until commit.
- * It is taken first and no block's lock is taken here: a creator that held
- * the new block's lock while it waited for a push transaction that made a
- * block before (and holds the parents) would deadlock with that push once
- * it went on into the new block.
+ * Serialized per block by its lock; called by push when an id crosses into
+ * a new block, by maintenance ahead of that (which waits only briefly, see
+ * _maintain_queue), and by queue_create.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_create(queue_id integer, block_no integer)
 RETURNS void
@@ -245,8 +241,7 @@ AS $$
 DECLARE
 	bs bigint;
 BEGIN
-	LOCK TABLE pgqueue_data.job_store, pgqueue_data.status_store, pgqueue_data.claim_store
-		IN SHARE UPDATE EXCLUSIVE MODE;
+	PERFORM pgqueue_internal._block_lock(queue_id, block_no, false);
 	IF EXISTS (SELECT 1 FROM pgqueue.block b
 			   WHERE b.queue_id = _block_create.queue_id
 				 AND b.block_no = _block_create.block_no) THEN

@@ -493,6 +493,7 @@ DECLARE
 	done integer := 0;
 	created integer := 0;
 	newest integer;
+	saved_timeout text;
 BEGIN
 	SELECT * INTO q FROM pgqueue.queue qu WHERE qu.queue_id = _maintain_queue.queue_id;
 	IF NOT FOUND THEN
@@ -535,24 +536,31 @@ BEGIN
 	END LOOP;
 
 	/*
-	 * The block after the one the sequence is in, once that is half used;
-	 * not while a push transaction makes blocks (it holds the parent tables
-	 * until it commits): a round does not wait for it, and a push makes the
-	 * block itself if it needs it first.
+	 * The block after the one the sequence is in, once that is half used.
+	 * The parent tables first, which a push transaction that made a block
+	 * holds until it commits, then the block's lock, each waited for only
+	 * half a second (less than the default deadlock_timeout): a long push
+	 * transaction does not stall the round, and one that goes on into the
+	 * new block while this round holds its lock and waits for the parents
+	 * finds it free again before its deadlock check could abort it.  The
+	 * push makes the block then.
 	 */
 	newest := (greatest(last_value - 1, 0) / q.block_size)::integer;
 	IF last_value - newest::bigint * q.block_size >= q.block_size / 2
 		AND NOT EXISTS (SELECT 1 FROM pgqueue.block bl
 						 WHERE bl.queue_id = q.queue_id AND bl.block_no = newest + 1) THEN
+		saved_timeout := current_setting('lock_timeout');
+		PERFORM set_config('lock_timeout', '500ms', true);
 		BEGIN
-			LOCK TABLE pgqueue_data.job_store, pgqueue_data.status_store,
-				pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+			LOCK TABLE ONLY pgqueue_data.job_store, pgqueue_data.status_store,
+				pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE;
 			PERFORM pgqueue_internal._block_create(q.queue_id, newest + 1);
 			PERFORM pgqueue_internal._fault('block_created');
 			created := 1;
-		EXCEPTION WHEN lock_not_available THEN
+		EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
 			NULL;
 		END;
+		PERFORM set_config('lock_timeout', saved_timeout, true);
 	END IF;
 	IF closed > 0 OR done > 0 THEN
 		PERFORM pgqueue_internal._cache_invalidate();

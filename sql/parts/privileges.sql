@@ -70,6 +70,7 @@ GRANT EXECUTE ON FUNCTION
 	pgqueue_internal._job_state(integer, bigint, integer, text, integer),
 	pgqueue_internal._job_claim_rows(integer, bigint, integer, text, integer),
 	pgqueue_internal._block_stats(integer, integer),
+	pgqueue_internal._queue_stats(integer, integer[]),
 	pgqueue_internal._counters(text)
 	TO pgqueue_monitor;
 

@@ -112,25 +112,18 @@ SELECT q.name, a.job_id, a.seq,
   FROM pgqueue_data.archive_store a
   JOIN pgqueue.queue q ON q.queue_id = a.queue_id;
 
-/* _block_stats: job counts and size of one block */
+/*
+ * _block_stats: the jobs of one block, those not finished (succeeded or
+ * aborted) and the size of its tables, read in one pass (stats.c); NULLs
+ * if the block or its tables are gone (a compaction that committed since
+ * the statement's snapshot dropped them)
+ */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_stats(queue_id integer, block_no integer,
 									 OUT jobs bigint, OUT unfinished bigint, OUT bytes bigint)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+RETURNS record
+LANGUAGE c STRICT STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue, pg_temp
-AS $$
-DECLARE
-	j text := pgqueue_internal._rel('j', queue_id, block_no);
-	c regclass := to_regclass(pgqueue_internal._rel('c', queue_id, block_no));
-BEGIN
-	/* finished: the current state is terminal (a retry can follow an abort) */
-	EXECUTE format('SELECT count(*), count(*) FILTER (WHERE s.state IS NULL OR s.state NOT IN (''d'', ''x''))'
-				   ' FROM %s j CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id,'
-				   '  j.priority, j.tenant) s', j) INTO jobs, unfinished;
-	bytes := pg_total_relation_size(j::regclass)
-		+ pg_total_relation_size(pgqueue_internal._rel('s', queue_id, block_no)::regclass)
-		+ coalesce(pg_total_relation_size(c), 0);
-END
-$$;
+AS 'MODULE_PATHNAME', 'pgq_block_stats';
 
 /* blocks: each block with its id range, state, counts and size */
 CREATE OR REPLACE VIEW pgqueue.blocks AS
@@ -138,35 +131,51 @@ SELECT q.name AS queue, b.block_no, b.first_id, b.last_id, b.state,
 	   st.jobs, st.unfinished, st.bytes, b.created_at
   FROM pgqueue.block b
   JOIN pgqueue.queue q ON q.queue_id = b.queue_id
-  CROSS JOIN LATERAL pgqueue_internal._block_stats(b.queue_id, b.block_no) st;
+  CROSS JOIN LATERAL pgqueue_internal._block_stats(b.queue_id, b.block_no) st
+ WHERE st.jobs IS NOT NULL;
+
+/*
+ * _queue_stats: the jobs of the blocks block_nos of a queue per state of
+ * pgqueue.jobs, and the earliest run_at of an available job, read in one
+ * pass per block (stats.c); blocks that are gone are left out
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._queue_stats(queue_id integer, block_nos integer[],
+									 OUT available bigint, OUT blocked bigint,
+									 OUT scheduled bigint, OUT executing bigint,
+									 OUT failed bigint, OUT succeeded bigint,
+									 OUT aborted bigint, OUT oldest_run_at timestamptz)
+RETURNS record
+LANGUAGE c STRICT STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_queue_stats';
 
 /*
  * stats: depth per state, jobs in flight, the age of the oldest waiting job,
  * and counters of committed work since the server started (NULL without
  * shared_preload_libraries): pushed, popped, acked, failed attempts, aborted
- * jobs, and pops waiting now
+ * jobs, and pops waiting now.  The counts are those of pgqueue.jobs.
  */
 CREATE OR REPLACE VIEW pgqueue.stats AS
 SELECT q.name AS queue,
-	   count(j.job_id) FILTER (WHERE j.state = 'available') AS available,
-	   count(j.job_id) FILTER (WHERE j.state = 'blocked') AS blocked,
-	   count(j.job_id) FILTER (WHERE j.state = 'scheduled') AS scheduled,
-	   count(j.job_id) FILTER (WHERE j.state = 'executing') AS executing,
-	   count(j.job_id) FILTER (WHERE j.state = 'failed') AS failed,
-	   count(j.job_id) FILTER (WHERE j.state = 'succeeded') AS succeeded,
-	   count(j.job_id) FILTER (WHERE j.state = 'aborted') AS aborted,
-	   clock_timestamp() - min(j.run_at) FILTER (WHERE j.state = 'available') AS oldest_waiting,
+	   s.available,
+	   s.blocked,
+	   s.scheduled,
+	   s.executing,
+	   s.failed,
+	   s.succeeded,
+	   s.aborted,
+	   clock_timestamp() - s.oldest_run_at AS oldest_waiting,
 	   (SELECT count(*) FROM pgqueue.block b WHERE b.queue_id = q.queue_id) AS blocks,
-	   min(c.pushed) AS pushed,
-	   min(c.popped) AS popped,
-	   min(c.acked) AS acked,
-	   min(c.failed) AS failed_attempts,
-	   min(c.aborted) AS aborted_jobs,
-	   min(c.waiters) AS waiters
+	   c.pushed,
+	   c.popped,
+	   c.acked,
+	   c.failed AS failed_attempts,
+	   c.aborted AS aborted_jobs,
+	   c.waiters
   FROM pgqueue.queue q
-  LEFT JOIN pgqueue.jobs j ON j.queue = q.name
-  CROSS JOIN LATERAL pgqueue_internal._counters(q.name) c
- GROUP BY q.queue_id, q.name;
+  CROSS JOIN LATERAL pgqueue_internal._queue_stats(q.queue_id,
+		ARRAY(SELECT b.block_no FROM pgqueue.block b WHERE b.queue_id = q.queue_id)) s
+  CROSS JOIN LATERAL pgqueue_internal._counters(q.name) c;
 
 /* queues: each queue's definition with its live counts */
 CREATE OR REPLACE VIEW pgqueue.queues AS

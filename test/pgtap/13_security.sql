@@ -79,7 +79,8 @@ SELECT results_eq($$SELECT signature FROM sec_ext_functions WHERE prosecdef ORDE
 						   ('pgqueue_internal._counters(text)'),
 						   ('pgqueue_internal._job_claim_rows(integer,bigint,integer,text,integer)'),
 						   ('pgqueue_internal._job_state(integer,bigint,integer,text,integer)'),
-						   ('pgqueue_internal._key_blocked(integer,text,bigint)')$$,
+						   ('pgqueue_internal._key_blocked(integer,text,bigint)'),
+						   ('pgqueue_internal._queue_stats(integer,integer[])')$$,
 				  'the only SECURITY DEFINER functions are the helpers of the views');
 SELECT is_empty($$SELECT signature, proacl FROM sec_ext_functions
 				  WHERE proacl IS NULL
@@ -97,9 +98,10 @@ SELECT results_eq($$SELECT f.signature, a.grantee::regrole::text, a.privilege_ty
 						   ('pgqueue_internal._job_state(integer,bigint,integer,text,integer)',
 							'pgqueue_monitor', 'EXECUTE'),
 						   ('pgqueue_internal._key_blocked(integer,text,bigint)', 'pgqueue_monitor', 'EXECUTE'),
+						   ('pgqueue_internal._queue_stats(integer,integer[])', 'pgqueue_monitor', 'EXECUTE'),
 						   ('pgqueue_internal._state("char",timestamp with time zone,timestamp with time zone)',
 							'pgqueue_monitor', 'EXECUTE')$$,
-				  'of the internal functions only the six that the views call are granted, to pgqueue_monitor only');
+				  'of the internal functions only the seven that the views call are granted, to pgqueue_monitor only');
 
 /* ------------------------------------------------------------------------
  * a. finding 1: shadowing objects of an unprivileged role

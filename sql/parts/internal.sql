@@ -230,8 +230,13 @@ $$;
 /*
  * _block_create: create block block_no of a queue if it does not exist yet.
  * Serialized per block by its lock; called by push when an id crosses into
- * a new block, by maintenance ahead of that (which waits only briefly, see
- * _maintain_queue), and by queue_create.
+ * a new block, by maintenance ahead of that (see _maintain_queue), and by
+ * queue_create.  A creator then needs the parent tables, which a
+ * transaction that made a block before holds until it commits, and which
+ * that transaction may hold while it waits for this block's lock (it makes
+ * a second block): so a creator that does not hold them yet waits for them
+ * only a moment, gives the block's lock up and tries again, and the other
+ * one goes first.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_create(queue_id integer, block_no integer)
 RETURNS void
@@ -240,17 +245,43 @@ SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
 DECLARE
 	bs bigint;
+	held boolean;
+	at_parents boolean;
+	saved_timeout text;
 BEGIN
-	PERFORM pgqueue_internal._block_lock(queue_id, block_no, false);
-	IF EXISTS (SELECT 1 FROM pgqueue.block b
-			   WHERE b.queue_id = _block_create.queue_id
-				 AND b.block_no = _block_create.block_no) THEN
-		RETURN;
-	END IF;
 	SELECT q.block_size INTO STRICT bs FROM pgqueue.queue q
 	 WHERE q.queue_id = _block_create.queue_id;
-	PERFORM pgqueue_internal._block_tables(queue_id, block_no, block_no::bigint * bs + 1,
-										   (block_no::bigint + 1) * bs, 'open', true);
+	held := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+					 WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation'
+					   AND l.relation = 'pgqueue_data.job_store'::pg_catalog.regclass
+					   AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted);
+	LOOP
+		at_parents := false;
+		BEGIN
+			PERFORM pgqueue_internal._block_lock(queue_id, block_no, false);
+			IF EXISTS (SELECT 1 FROM pgqueue.block b
+					   WHERE b.queue_id = _block_create.queue_id
+						 AND b.block_no = _block_create.block_no) THEN
+				RETURN;
+			END IF;
+			IF NOT held THEN
+				at_parents := true;
+				saved_timeout := current_setting('lock_timeout');
+				PERFORM set_config('lock_timeout', '200ms', true);
+				LOCK TABLE ONLY pgqueue_data.job_store, pgqueue_data.status_store,
+					pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE;
+				PERFORM set_config('lock_timeout', saved_timeout, true);
+			END IF;
+			PERFORM pgqueue_internal._block_tables(queue_id, block_no, block_no::bigint * bs + 1,
+												   (block_no::bigint + 1) * bs, 'open', true);
+			RETURN;
+		EXCEPTION WHEN lock_not_available THEN
+			IF NOT at_parents THEN
+				RAISE;
+			END IF;
+			PERFORM pg_catalog.pg_sleep(0.01);
+		END;
+	END LOOP;
 END
 $$;
 

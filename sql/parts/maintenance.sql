@@ -538,12 +538,11 @@ BEGIN
 	/*
 	 * The block after the one the sequence is in, once that is half used.
 	 * The parent tables first, which a push transaction that made a block
-	 * holds until it commits, then the block's lock, each waited for only
-	 * half a second (less than the default deadlock_timeout): a long push
+	 * holds until it commits, then the block's lock, each waited for half a
+	 * second at most (less than the default deadlock_timeout): a long push
 	 * transaction does not stall the round, and one that goes on into the
-	 * new block while this round holds its lock and waits for the parents
-	 * finds it free again before its deadlock check could abort it.  The
-	 * push makes the block then.
+	 * new block while this round holds its lock finds it free again before
+	 * its deadlock check could abort it.  The push makes the block then.
 	 */
 	newest := (greatest(last_value - 1, 0) / q.block_size)::integer;
 	IF last_value - newest::bigint * q.block_size >= q.block_size / 2

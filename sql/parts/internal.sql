@@ -268,8 +268,8 @@ BEGIN
 				at_parents := true;
 				saved_timeout := current_setting('lock_timeout');
 				PERFORM set_config('lock_timeout', '200ms', true);
-				LOCK TABLE ONLY pgqueue_data.job_store, pgqueue_data.status_store,
-					pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE;
+				LOCK TABLE ONLY pgqueue_data.job_store, ONLY pgqueue_data.status_store,
+					ONLY pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE;
 				PERFORM set_config('lock_timeout', saved_timeout, true);
 			END IF;
 			PERFORM pgqueue_internal._block_tables(queue_id, block_no, block_no::bigint * bs + 1,

@@ -551,8 +551,8 @@ BEGIN
 		saved_timeout := current_setting('lock_timeout');
 		PERFORM set_config('lock_timeout', '500ms', true);
 		BEGIN
-			LOCK TABLE ONLY pgqueue_data.job_store, pgqueue_data.status_store,
-				pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE;
+			LOCK TABLE ONLY pgqueue_data.job_store, ONLY pgqueue_data.status_store,
+				ONLY pgqueue_data.claim_store IN SHARE UPDATE EXCLUSIVE MODE;
 			PERFORM pgqueue_internal._block_create(q.queue_id, newest + 1);
 			PERFORM pgqueue_internal._fault('block_created');
 			created := 1;

@@ -40,15 +40,15 @@
 #   - pgq_pop pallocs 64 bytes in TopMemoryContext per call (src/pop.c):
 #     1 fails, the consumer grew by 1,103 kB, 792 kB of it in
 #     TopMemoryContext;
-#   - the worker of the product as it was when this test was written
-#     fails 2 by itself: +7.3 MB over 100 steps (23 MB after 310 steps,
+#   - the worker as it was before the fix (no reset after a round that
+#     compacted): 2 fails: +7.3 MB over 100 steps (23 MB after 310 steps,
 #     growing linearly): CacheMemoryContext (catalog cache entries left by
 #     the tables each step creates and drops), the hash "pgqueue expiry"
-#     (src/expire.c keeps the place of every block it ever saw, up to
-#     4096, about 3.6 kB a step) and TopMemoryContext.  With the fix the
-#     report to the lead proposes (reset the catalog caches and prune the
-#     expiry places of dropped blocks after a round that compacted) it
-#     grew by 404 kB, all in TopMemoryContext, and passed.
+#     (src/expire.c kept the place of every block it ever saw, up to
+#     4096, about 3.6 kB a step) and TopMemoryContext.  With the fix (the
+#     worker resets the catalog caches and prunes the expiry places of
+#     dropped blocks after a round that compacted) it grew by 404 kB, all
+#     in TopMemoryContext, and passes.
 use strict;
 use warnings;
 

@@ -9,9 +9,10 @@
 # in order:
 #   - one transaction pushes 10 x block_size jobs, 250 by queue_push_batch
 #     (blocks 0 to 2), then, while maintain() runs beside it (it would make
-#     block 3 ahead, but leaves that to the push, which holds the parent
-#     tables), 250 more by a batch and 500 by single queue_push calls (into
-#     blocks 3 to 9, none of them made ahead): no error in the
+#     block 3 ahead, but gives up after waiting half a second for the
+#     parent tables, which the push holds), 250 more by a batch and 500 by
+#     single queue_push calls (into blocks 3 to 9, none of them made
+#     ahead): no error in the
 #     push nor in maintain(), ids 1..1000 in their blocks, no block missing
 #     or doubled.  The pushing transaction starts to wait only after
 #     maintain()'s deadlock check ran, so a deadlock between the two would
@@ -40,8 +41,9 @@
 # 3's lock: deadlock, and the push of 1000 jobs was rolled back ("no
 # error", "every push returned an id", "the 1000 jobs are there", "both
 # queues are drained" failed).  When the worker was the one aborted, its
-# maintenance of the queue failed for a backoff.  _block_create now takes
-# the parents' lock first and no block lock.  It also found that a
+# maintenance of the queue failed for a backoff.  Maintenance now takes
+# the parents first, and waits for them and for the block's lock half a
+# second at most (_maintain_queue), so the push goes on.  It also found that a
 # compaction that waited for the late pushes of a closed block moved all
 # of them (block 0 compacted into block -1, "every id range crossed into
 # has its block" failed); compaction now looks at the run again after

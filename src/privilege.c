@@ -31,6 +31,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -256,7 +257,8 @@ pgq_admin_call(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	/* every admin call writes: say so first on a standby */
-	PreventCommandIfReadOnly(psprintf("%s()", get_func_name(fcinfo->flinfo->fn_oid)));
+	if (XactReadOnly)
+		PreventCommandIfReadOnly(psprintf("%s()", get_func_name(fcinfo->flinfo->fn_oid)));
 
 	/* as the owner: the caller may not look into pgqueue_internal */
 	pgq_api_enter(fcinfo, &call);

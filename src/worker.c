@@ -559,7 +559,7 @@ run_statement(const char *sql, Datum *values, const char *nulls, List **rows,
  *		Run one statement, with an int4 and a text argument, in a
  *		transaction of its own.  Returns false if the extension is gone (or
  *		its SQL objects are of another version than this library).
- *		Its first row goes to *rows (as a list of text arrays, NULL for
+ *		Its rows go to *rows (as a list of text arrays, NULL for
  *		NULL), if rows is given.  An error rolls the transaction back and
  *		leaves its message in *error (NULL if none), for the caller to
  *		report; the worker goes on.  Every transaction first locks the

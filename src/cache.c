@@ -31,6 +31,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 
 #include "cache.h"
@@ -717,6 +718,61 @@ pgq_block_open(PgqBlock *block, bool wait)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * pgq_block_close
+ *		Give back the locks of one pgq_block_open that returned true, for a
+ *		caller that only read the block: the tables stay locked if this
+ *		transaction opened the block before.
+ */
+void
+pgq_block_close(PgqBlock *block)
+{
+	UnlockRelationOid(block->jobs_relid, RowShareLock);
+	UnlockRelationOid(block->status_relid, RowExclusiveLock);
+	if (OidIsValid(block->claims_relid))
+		UnlockRelationOid(block->claims_relid, RowExclusiveLock);
+}
+
+/*
+ * pgq_read_released
+ *		Run read(arg) in a subtransaction that is rolled back, which gives
+ *		back every lock it took: for reads of blocks the caller does not
+ *		keep, so that the locks a backend holds do not grow with the number
+ *		of blocks (each takes a few entries of the shared lock table, sized
+ *		by max_locks_per_transaction).  read must not write; what it returns
+ *		through arg is allocated in the caller's memory context.
+ */
+void
+pgq_read_released(void (*read) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		read(arg);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* out of the subtransaction before the error goes on */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
 }
 
 /*

@@ -225,6 +225,8 @@ extern PgqBlock *pgq_block_by_no(PgqQueue *queue, int32 block_no);
 extern bool pgq_relation_empty(Oid relid);
 extern PgqBlock *pgq_block_for_push(PgqQueue **queue, int64 job_id);
 extern bool pgq_block_open(PgqBlock *block, bool wait);
+extern void pgq_block_close(PgqBlock *block);
+extern void pgq_read_released(void (*read) (void *arg), void *arg);
 extern char *pgq_sql_fill(const char *fmt, const char *const *args, int nargs);
 extern SPIPlanPtr pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 								 const char *sql_fmt, int nargs, Oid *argtypes);

@@ -288,36 +288,49 @@ flow_locktag(LOCKTAG *tag, int32 queue_id, uint16 kind)
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) queue_id, 0, kind);
 }
 
+/* a count of flow_count: what it reads and what it found */
+typedef struct FlowCount
+{
+	PgqQueue   *queue;
+	const char *tenant;			/* NULL: the whole queue */
+	Snapshot	snapshot;
+	int64		depth;
+	int64		inflight;
+} FlowCount;
+
 /*
  * flow_count
  *		Read a queue's (or one tenant's) unfinished and executing jobs from
- *		the tables, as snapshot sees them.
+ *		the tables, as the snapshot sees them; under pgq_read_released,
+ *		since it reads every block of the queue.
  */
 static void
-flow_count(PgqQueue *queue, const char *tenant, Snapshot snapshot, int64 *depth,
-		   int64 *inflight)
+flow_count(void *arg)
 {
+	FlowCount  *c = arg;
 	Oid			argtypes[2] = {INT4OID, TEXTOID};
 	Datum		args[2];
-	char		nulls[2] = {' ', tenant ? ' ' : 'n'};
+	char		nulls[2] = {' ', c->tenant ? ' ' : 'n'};
 	bool		isnull;
 	SPIPlanPtr	plan;
 	int			rc;
 
-	args[0] = Int32GetDatum(queue->queue_id);
-	args[1] = tenant ? CStringGetTextDatum(tenant) : (Datum) 0;
+	args[0] = Int32GetDatum(c->queue->queue_id);
+	args[1] = c->tenant ? CStringGetTextDatum(c->tenant) : (Datum) 0;
 	SPI_connect();
 	plan = SPI_prepare("SELECT depth, inflight FROM pgqueue_internal._flow_count($1, $2)",
 					   2, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the count of queue \"%s\": %s",
-			 queue->name, SPI_result_code_string(SPI_result));
-	rc = SPI_execute_snapshot(plan, args, nulls, snapshot, InvalidSnapshot, true, false, 1);
+			 c->queue->name, SPI_result_code_string(SPI_result));
+	rc = SPI_execute_snapshot(plan, args, nulls, c->snapshot, InvalidSnapshot, true, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not count the jobs of queue \"%s\": %s",
-			 queue->name, SPI_result_code_string(rc));
-	*depth = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	*inflight = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			 c->queue->name, SPI_result_code_string(rc));
+	c->depth = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										   &isnull));
+	c->inflight = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											  &isnull));
 	SPI_finish();
 }
 
@@ -366,8 +379,7 @@ ensure_counted(PgqQueue *queue, QueueShared *qs, FlowShared *flow, slock_t *mute
 	Snapshot	snapshot;
 	uint64		gen;
 	bool		repaired;
-	int64		depth;
-	int64		inflight;
+	FlowCount	count;
 
 	if (counted(qs, flow, mutex))
 		return;
@@ -391,15 +403,18 @@ ensure_counted(PgqQueue *queue, QueueShared *qs, FlowShared *flow, slock_t *mute
 	SpinLockRelease(mutex);
 	LockRelease(&flow_tag, ExclusiveLock, false);
 
-	flow_count(queue, tenant, snapshot, &depth, &inflight);
+	count.queue = queue;
+	count.tenant = tenant;
+	count.snapshot = snapshot;
+	pgq_read_released(flow_count, &count);
 	UnregisterSnapshot(snapshot);
 
 	SpinLockAcquire(&qs->mutex);
 	repaired = qs->flow_gen != gen;
 	SpinLockRelease(&qs->mutex);
 	SpinLockAcquire(mutex);
-	flow->depth += depth;
-	flow->inflight += inflight;
+	flow->depth += count.depth;
+	flow->inflight += count.inflight;
 	flow->gen = gen;
 	flow->known = !repaired;
 	SpinLockRelease(mutex);
@@ -779,7 +794,11 @@ key_probe(FlowPop *pop, text *key, int64 lo, int64 hi, bool *executing)
 		if (!pgq_block_open(block, false))
 			found = -1;
 		else
+		{
+			/* a read only: the locks of every block probed are not kept */
 			found = key_probe_block(block, key, lo, hi, snapshot, executing);
+			pgq_block_close(block);
+		}
 	}
 	UnregisterSnapshot(snapshot);
 	return found;

@@ -253,6 +253,7 @@ typedef struct Pop
 	Datum		args[CLAIM_NARGS];
 	char		nulls[CLAIM_NARGS];
 	bool	   *opened;			/* per block: opened for this pop */
+	int			statements;		/* reads and writes whose locks stay held */
 } Pop;
 
 /*
@@ -397,9 +398,9 @@ lane_cmp(const void *a, const void *b)
 /*
  * pop_open
  *		Open a block for a pop's statements, once per pop (*opened): false
- *		if compaction holds or dropped it.  A pop opens only the blocks it
- *		reads, so that one pop over a long backlog does not take the locks
- *		of every block.
+ *		if compaction holds or dropped it.  A pop keeps open only the blocks
+ *		it tries to claim from, so that one pop over a long backlog does
+ *		not hold the locks of every block (lanes_released).
  */
 static bool
 pop_open(PgqBlock *block, bool *opened)
@@ -410,42 +411,20 @@ pop_open(PgqBlock *block, bool *opened)
 }
 
 /*
- * block_lanes
- *		The priorities of a block's jobs, highest first, into *lanes, and
- *		whether jobs with a tenant have them into *fair; returns how many,
- *		or -1 if the block cannot be read now (see pop_open).  A closed
- *		block takes no new jobs but the late pushes that were running when
- *		it filled up, so its priorities are remembered for PGQ_LANES_TTL; a
- *		job of a new priority pushed that late waits that long at most.  The
- *		open block's are remembered for PGQ_OPEN_LANES_TTL, unless fresh (a
- *		pop that found nothing reads them again, for new ones): a job of a
- *		new priority may be passed by that long, by pops that find others.
- *		*cached tells that they were remembered.
+ * lanes_read
+ *		Read the priorities of an opened block's jobs, highest first, into
+ *		*lanes, and whether jobs with a tenant have them into *fair; returns
+ *		how many.
  */
-#define PGQ_LANES_TTL		(1 * USECS_PER_SEC)
-#define PGQ_OPEN_LANES_TTL	(100 * 1000)
-
 static int
-block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, int32 **lanes,
-			bool **fair, bool *cached)
+lanes_read(PgqQueue *queue, PgqBlock *block, int32 **lanes, bool **fair)
 {
-	PgqBlock   *block = &queue->blocks[b];
 	SPIPlanPtr	plan;
 	int32	   *read;
 	bool	   *read_fair;
 	int			rc;
 	int			n;
 
-	if (block->nlanes >= 0 && !(fresh && block->state == 'o') &&
-		now - block->lanes_at < (block->state == 'o' ? PGQ_OPEN_LANES_TTL : PGQ_LANES_TTL))
-	{
-		*lanes = block->lanes;
-		*fair = block->tenants;
-		*cached = true;
-		return block->nlanes;
-	}
-	if (!pop_open(block, &opened[b]))
-		return -1;
 	plan = pgq_block_plan(queue, block, PGQ_PLAN_LANES, lanes_sql, 0, NULL);
 	/* not read-only: a waiting pop must see lanes pushed since it started */
 	rc = SPI_execute_plan(plan, NULL, NULL, false, 0);
@@ -463,14 +442,6 @@ block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, i
 		read_fair[r] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
 												  2, &isnull));
 	}
-	block->nlanes = -1;
-	if (SPI_processed <= PGQ_CACHED_LANES)
-	{
-		memcpy(block->lanes, read, sizeof(int32) * SPI_processed);
-		memcpy(block->tenants, read_fair, sizeof(bool) * SPI_processed);
-		block->nlanes = (int) SPI_processed;
-		block->lanes_at = now;
-	}
 	*lanes = read;
 	*fair = read_fair;
 	n = (int) SPI_processed;
@@ -478,12 +449,92 @@ block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, i
 	return n;
 }
 
+/* what lanes_released reads, and where */
+typedef struct LanesRead
+{
+	PgqQueue   *queue;
+	PgqBlock   *block;
+	int32	   *lanes;
+	bool	   *fair;
+	int			n;				/* -1: the block cannot be read now */
+} LanesRead;
+
+/*
+ * lanes_released
+ *		lanes_read of a block this pop has not opened, under
+ *		pgq_read_released: a pop keeps the locks of the blocks it claims
+ *		from only, not those of every block of a backlog whose lanes it
+ *		reads.
+ */
+static void
+lanes_released(void *arg)
+{
+	LanesRead  *r = arg;
+
+	r->n = pgq_block_open(r->block, false)
+		? lanes_read(r->queue, r->block, &r->lanes, &r->fair) : -1;
+}
+
+/*
+ * block_lanes
+ *		The lanes of a block (lanes_read), or -1 if the block cannot be read
+ *		now.  A closed block takes no new jobs but the late pushes that were
+ *		running when it filled up, so its priorities are remembered for
+ *		PGQ_LANES_TTL; a job of a new priority pushed that late waits that
+ *		long at most.  The open block's are remembered for
+ *		PGQ_OPEN_LANES_TTL, unless fresh (a pop that found nothing reads
+ *		them again, for new ones): a job of a new priority may be passed by
+ *		that long, by pops that find others.  *cached tells that they were
+ *		remembered.
+ */
+#define PGQ_LANES_TTL		(1 * USECS_PER_SEC)
+#define PGQ_OPEN_LANES_TTL	(100 * 1000)
+
+static int
+block_lanes(PgqQueue *queue, int b, TimestampTz now, bool fresh, bool *opened, int32 **lanes,
+			bool **fair, bool *cached)
+{
+	PgqBlock   *block = &queue->blocks[b];
+	int			n;
+
+	if (block->nlanes >= 0 && !(fresh && block->state == 'o') &&
+		now - block->lanes_at < (block->state == 'o' ? PGQ_OPEN_LANES_TTL : PGQ_LANES_TTL))
+	{
+		*lanes = block->lanes;
+		*fair = block->tenants;
+		*cached = true;
+		return block->nlanes;
+	}
+	if (opened[b])
+		n = lanes_read(queue, block, lanes, fair);
+	else
+	{
+		LanesRead	r = {queue, block, NULL, NULL, -1};
+
+		pgq_read_released(lanes_released, &r);
+		if (r.n < 0)
+			return -1;
+		n = r.n;
+		*lanes = r.lanes;
+		*fair = r.fair;
+	}
+	block->nlanes = -1;
+	if (n <= PGQ_CACHED_LANES)
+	{
+		memcpy(block->lanes, *lanes, sizeof(int32) * n);
+		memcpy(block->tenants, *fair, sizeof(bool) * n);
+		block->nlanes = n;
+		block->lanes_at = now;
+	}
+	return n;
+}
+
 /*
  * collect_lanes
  *		Every lane of every block that may hold unfinished jobs, in claim
- *		order.  Returns the number of lanes.  opened[i] tells whether block
- *		i was opened on the way; *cached, whether some block's lanes were
- *		remembered (block_lanes).
+ *		order.  Returns the number of lanes.  opened[i] tells whether this
+ *		pop opened block i already; *cached, whether some block's lanes
+ *		were remembered (block_lanes).
  */
 static int
 collect_lanes(PgqQueue *queue, TimestampTz now, bool fresh, bool *opened, Lane **lanes_out,
@@ -724,6 +775,7 @@ claim(Pop *pop, PgqBlock *block, PgqPlanKind kind, const char *sql, int wanted,
 	int			got;
 	int			rc;
 
+	pop->statements++;
 	do
 	{
 		text	  **claimed_tenants;
@@ -906,6 +958,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	bool		lost = false;
 
 	*stop = false;
+	pop->statements++;
 	PG_TRY();
 	{
 		PgqStatusIds status;
@@ -1220,6 +1273,8 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 		for (int l = i; l < next && remaining > 0; l++)
 		{
 			PgqBlock   *block = &queue->blocks[lanes[l].block];
+			bool		was_open = pop->opened[lanes[l].block];
+			int			statements = pop->statements;
 			int64		floor;
 
 			if (!pop_open(block, &pop->opened[lanes[l].block]))
@@ -1243,6 +1298,17 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
 								   remaining, NULL);
 				pgq_lane_fresh_end();
+			}
+
+			/*
+			 * a block with nothing to claim that no statement read (its
+			 * lanes' cursors are at their ends, it has no status rows):
+			 * its locks are given back, as for the lanes read of a block
+			 */
+			if (!was_open && pop->statements == statements)
+			{
+				pgq_block_close(block);
+				pop->opened[lanes[l].block] = false;
 			}
 		}
 		if (tenants == NULL || remaining <= 0)

@@ -153,6 +153,7 @@ entry_init(QueueShared *qs, int32 queue_id)
 	qs->waiters = 0;
 	qs->next_due = 0;
 	qs->due_gen = 0;
+	qs->wake_gen = 0;
 	memset(&qs->flow, 0, sizeof(qs->flow));
 	qs->flow_gen = 0;
 	qs->key_gen = 0;

@@ -57,6 +57,7 @@ typedef struct QueueShared
 	int			waiters;		/* pops sleeping or about to */
 	TimestampTz next_due;		/* earliest known retry or schedule; 0: none */
 	uint64		due_gen;		/* bumped whenever next_due is lowered */
+	uint64		wake_gen;		/* bumped before every wake-up sent */
 	FlowShared	flow;
 	uint64		flow_gen;		/* bumped when tenants' counts went stale */
 	uint64		key_gen;		/* bumped when a key's order was reset */

@@ -65,6 +65,8 @@ pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit)
 
 	SpinLockAcquire(&qs->mutex);
 	wake = Min(wake, qs->waiters);
+	if (wake > 0 || (commit && note->min_due != 0))
+		qs->wake_gen++;
 	if (commit && note->min_due != 0)
 	{
 		/* a next_due already past is spent: waiters woke up for it */
@@ -135,6 +137,7 @@ pgq_wait_mark(PgqWait *wait)
 		return;
 	SpinLockAcquire(&wait->qs->mutex);
 	wait->due_gen = wait->qs->due_gen;
+	wait->wake_gen = wait->qs->wake_gen;
 	wait->next_due = wait->qs->next_due;
 	SpinLockRelease(&wait->qs->mutex);
 }
@@ -157,6 +160,22 @@ pgq_wait_sleep(PgqWait *wait)
 
 	if (wait->qs != NULL)
 	{
+		bool		woken;
+
+		/*
+		 * On the condition variable's list again: an attempt that rolled
+		 * back a subtransaction (pgq_read_released) left it, and a wake-up
+		 * sent since then reached somebody else or nobody.  Such wake-ups
+		 * moved wake_gen, read after this: the attempt is made again at
+		 * once.  Any later one finds this pop on the list.
+		 */
+		ConditionVariablePrepareToSleep(&wait->qs->cv);
+		SpinLockAcquire(&wait->qs->mutex);
+		woken = wait->qs->wake_gen != wait->wake_gen;
+		SpinLockRelease(&wait->qs->mutex);
+		if (woken)
+			return true;
+
 		/*
 		 * A due time the attempt already covered is spent, unless a new one
 		 * was noted meanwhile.

@@ -19,6 +19,7 @@ typedef struct PgqWait
 	TimestampTz attempt_at;		/* start of the last attempt to claim */
 	TimestampTz next_due;		/* the queue's next_due before that attempt */
 	uint64		due_gen;
+	uint64		wake_gen;		/* the queue's wake_gen before that attempt */
 	bool		limited;		/* flow control held that attempt back: poll */
 } PgqWait;
 

@@ -74,6 +74,7 @@ static SPIPlanPtr acl_plan = NULL;
 
 PG_FUNCTION_INFO_V1(pgq_cache_invalidate);
 PG_FUNCTION_INFO_V1(pgq_block_lock);
+PG_FUNCTION_INFO_V1(pgq_block_make_lock);
 PG_FUNCTION_INFO_V1(pgq_maint_lock);
 
 /*
@@ -925,6 +926,23 @@ pgq_block_lock(PG_FUNCTION_ARGS)
 
 	block_locktag(&tag, PG_GETARG_INT32(0), PG_GETARG_INT32(1));
 	PG_RETURN_BOOL(LockAcquire(&tag, ExclusiveLock, false, nowait) != LOCKACQUIRE_NOT_AVAIL);
+}
+
+/*
+ * pgq_block_make_lock
+ *		SQL: pgqueue_internal._block_make_lock(queue_id, block_no) takes the
+ *		block's lock until the end of the transaction in the mode of its
+ *		makers, which conflicts with itself and with the exclusive mode,
+ *		not with the mode of pushes.
+ */
+Datum
+pgq_block_make_lock(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+
+	block_locktag(&tag, PG_GETARG_INT32(0), PG_GETARG_INT32(1));
+	(void) LockAcquire(&tag, ShareUpdateExclusiveLock, false, false);
+	PG_RETURN_VOID();
 }
 
 /*

@@ -48,6 +48,18 @@ SET search_path = pg_catalog, pgqueue, pg_temp
 AS 'MODULE_PATHNAME', 'pgq_block_lock';
 
 /*
+ * _block_make_lock: take the lock of a block being made until the end of
+ * the transaction, in a mode that makers of the block wait for and pushes
+ * do not: a maker that finds the block made meanwhile must not wait for
+ * the transactions that push into it.
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_make_lock(queue_id integer, block_no integer)
+RETURNS void
+LANGUAGE c STRICT
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_block_make_lock';
+
+/*
  * _maint_lock: take the lock of a queue's maintenance until the end of the
  * transaction, so that two maintenance runs of one queue never overlap: the
  * second would work from blocks the first has dropped.  maintain() waits for
@@ -229,14 +241,14 @@ $$;
 
 /*
  * _block_create: create block block_no of a queue if it does not exist yet.
- * Serialized per block by its lock; called by push when an id crosses into
- * a new block, by maintenance ahead of that (see _maintain_queue), and by
- * queue_create.  A creator then needs the parent tables, which a
- * transaction that made a block before holds until it commits, and which
- * that transaction may hold while it waits for this block's lock (it makes
- * a second block): so a creator that does not hold them yet waits for them
- * only a moment, gives the block's lock up and tries again, and the other
- * one goes first.
+ * Serialized per block by _block_make_lock; called by push when an id
+ * crosses into a new block, by maintenance ahead of that (see
+ * _maintain_queue), and by queue_create.  A creator then needs the parent
+ * tables, which a transaction that made a block before holds until it
+ * commits, and which that transaction may hold while it waits for this
+ * block's lock (it makes a second block): so a creator that does not hold
+ * them yet waits for them only a moment, gives the block's lock up and
+ * tries again, and the other one goes first.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_create(queue_id integer, block_no integer)
 RETURNS void
@@ -258,7 +270,7 @@ BEGIN
 	LOOP
 		at_parents := false;
 		BEGIN
-			PERFORM pgqueue_internal._block_lock(queue_id, block_no, false);
+			PERFORM pgqueue_internal._block_make_lock(queue_id, block_no);
 			IF EXISTS (SELECT 1 FROM pgqueue.block b
 					   WHERE b.queue_id = _block_create.queue_id
 						 AND b.block_no = _block_create.block_no) THEN

@@ -176,11 +176,20 @@ pgq_block_busy(PG_FUNCTION_ARGS)
 						PG_GETARG_INT32(1), PG_GETARG_INT32(0))));
 	pgq_block_indexes(block);
 
+	/*
+	 * A read only: the block's locks are given back (a round over a
+	 * backlog does not keep every block locked), unless this transaction
+	 * opened it before.
+	 */
+
 	/* the job that kept the block busy last time */
 	known = busy_entry(queue, block, false);
 	if (known != NULL && known->job_id != 0 &&
 		unfinished(block, known->job_id, known->priority, known->tenant, snapshot))
+	{
+		pgq_block_close(block);
 		PG_RETURN_BOOL(true);
+	}
 
 	/*
 	 * Without status rows, a job is finished only if an ack record of its
@@ -189,7 +198,10 @@ pgq_block_busy(PG_FUNCTION_ARGS)
 	 */
 	if (pgq_relation_empty(block->status_relid) &&
 		claims_acked(block, snapshot) == jobs_count(block, snapshot))
+	{
+		pgq_block_close(block);
 		PG_RETURN_BOOL(false);
+	}
 
 	jobs = table_open(block->jobs_relid, AccessShareLock);
 	pkey = index_open(block->jobs_pkey, AccessShareLock);
@@ -219,5 +231,6 @@ pgq_block_busy(PG_FUNCTION_ARGS)
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(pkey, AccessShareLock);
 	table_close(jobs, AccessShareLock);
+	pgq_block_close(block);
 	PG_RETURN_BOOL(busy);
 }

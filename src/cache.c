@@ -703,11 +703,20 @@ pgq_block_open(PgqBlock *block, bool wait)
 		if (OidIsValid(block->claims_relid))
 			LockRelationOid(block->claims_relid, RowExclusiveLock);
 	}
-	else if (!ConditionalLockRelationOid(block->jobs_relid, RowShareLock) ||
-			 !ConditionalLockRelationOid(block->status_relid, RowExclusiveLock) ||
-			 (OidIsValid(block->claims_relid) &&
-			  !ConditionalLockRelationOid(block->claims_relid, RowExclusiveLock)))
+	else if (!ConditionalLockRelationOid(block->jobs_relid, RowShareLock))
 		return false;
+	else if (!ConditionalLockRelationOid(block->status_relid, RowExclusiveLock))
+	{
+		UnlockRelationOid(block->jobs_relid, RowShareLock);
+		return false;
+	}
+	else if (OidIsValid(block->claims_relid) &&
+			 !ConditionalLockRelationOid(block->claims_relid, RowExclusiveLock))
+	{
+		UnlockRelationOid(block->jobs_relid, RowShareLock);
+		UnlockRelationOid(block->status_relid, RowExclusiveLock);
+		return false;
+	}
 
 	/* taking the locks read the invalidations sent by a finished compaction */
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(block->jobs_relid)) ||
@@ -743,7 +752,8 @@ pgq_block_close(PgqBlock *block)
  *		keep, so that the locks a backend holds do not grow with the number
  *		of blocks (each takes a few entries of the shared lock table, sized
  *		by max_locks_per_transaction).  read must not write; what it returns
- *		through arg is allocated in the caller's memory context.
+ *		through arg must be allocated in a context that outlives the
+ *		subtransaction (the caller's, or that of its SPI connection).
  */
 void
 pgq_read_released(void (*read) (void *arg), void *arg)

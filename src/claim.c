@@ -373,6 +373,40 @@ claimed_state(PgqClaim *claim, int64 job_id, PgqJobState *st)
 }
 
 /*
+ * pgq_status_due
+ *		Whether a status row of a block in one of states (their letters)
+ *		has a due time at or before upto, as a new snapshot sees it (a
+ *		later row of its job may have replaced it: the caller's statement
+ *		looks).  A read that keeps no lock, so that a caller that finds
+ *		nothing to do does not keep the block locked.
+ */
+bool
+pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	Relation	status = table_open(block->status_relid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(status, NULL);
+	TableScanDesc scan = table_beginscan(status, snapshot, 0, NULL);
+	bool		due = false;
+
+	while (!due && table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		at;
+
+		if (strchr(states, DatumGetChar(slot_getattr(slot, PGQ_SATT_STATE, &isnull))) == NULL)
+			continue;
+		at = slot_getattr(slot, PGQ_SATT_DUE, &isnull);
+		due = !isnull && DatumGetTimestampTz(at) <= upto;
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(status, AccessShareLock);
+	UnregisterSnapshot(snapshot);
+	return due;
+}
+
+/*
  * pgq_job_state
  *		The state of a job of a block (of lane priority, tenant) as
  *		snapshot sees it (see the file header).

@@ -404,10 +404,20 @@ pgq_expire_leases(PG_FUNCTION_ARGS)
 	}
 	if (block != NULL)
 	{
-		if (!pgq_relation_empty(block->status_relid))
+		bool		ran = false;
+
+		/* leases that ended before now (due_at < now) */
+		if (!pgq_relation_empty(block->status_relid) &&
+			pgq_status_due(block, "e", now - 1))
+		{
 			expired = expire_status(queue, block, now);
+			ran = true;
+		}
 		if (OidIsValid(block->claims_relid) && !pgq_relation_empty(block->claims_relid))
 			expired += expire_claims(queue, block, now);
+		/* a block where nothing was written gives its locks back */
+		if (!ran && expired == 0)
+			pgq_block_close(block);
 	}
 	SPI_finish();
 	PG_RETURN_INT64(expired);

@@ -399,8 +399,9 @@ lane_cmp(const void *a, const void *b)
  * pop_open
  *		Open a block for a pop's statements, once per pop (*opened): false
  *		if compaction holds or dropped it.  A pop keeps open only the blocks
- *		it tries to claim from, so that one pop over a long backlog does
- *		not hold the locks of every block (lanes_released).
+ *		it claims from or runs a claim statement on, so that one pop over a
+ *		long backlog does not hold the locks of every block (lanes_released,
+ *		visit_end).
  */
 static bool
 pop_open(PgqBlock *block, bool *opened)
@@ -408,6 +409,43 @@ pop_open(PgqBlock *block, bool *opened)
 	if (!*opened)
 		*opened = pgq_block_open(block, false);
 	return *opened;
+}
+
+/* a pop's visit of a lane's block: what lets visit_end give its locks back */
+typedef struct Visit
+{
+	bool		was_open;		/* opened by this pop before the visit */
+	int			statements;		/* the pop's statements before the visit */
+} Visit;
+
+/*
+ * visit_begin
+ *		Open block b for a pop's claims in one lane (pop_open); false if it
+ *		cannot be read now.
+ */
+static bool
+visit_begin(Pop *pop, int b, Visit *v)
+{
+	v->was_open = pop->opened[b];
+	v->statements = pop->statements;
+	return pop_open(&pop->queue->blocks[b], &pop->opened[b]);
+}
+
+/*
+ * visit_end
+ *		After a visit that opened block b and ran no statement on it (the
+ *		lane's cursors are at their ends, nothing of it is due): its locks
+ *		are given back, as for the lanes read of a block.  A pop keeps
+ *		locked only the blocks it claimed from or ran a claim statement on.
+ */
+static void
+visit_end(Pop *pop, int b, Visit *v)
+{
+	if (!v->was_open && pop->opened[b] && pop->statements == v->statements)
+	{
+		pgq_block_close(&pop->queue->blocks[b]);
+		pop->opened[b] = false;
+	}
 }
 
 /*
@@ -584,41 +622,24 @@ grow(void *array, Size elem, int max)
 }
 
 /*
- * lane_tenants
- *		The tenants of a lane, remembered per block and priority for
- *		PGQ_TENANTS_TTL (a new tenant of the open block waits that long at
- *		most, unless a pop that found nothing reads them again: fresh).
+ * tenants_read
+ *		Read the tenants of a lane from its opened block into list (made
+ *		and added to the block's lists if NULL), in the cache's memory.
  */
-#define PGQ_TENANTS_TTL	(100 * 1000)
-
 static PgqTenants *
-lane_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, TimestampTz now, bool fresh,
-			 Datum *args, char *nulls)
+tenants_read(Pop *pop, PgqBlock *block, Lane *lane, PgqTenants *list)
 {
-	ListCell   *lc;
-	PgqTenants *list = NULL;
 	SPIPlanPtr	plan;
 	MemoryContext old;
 	int			rc;
 
-	foreach(lc, block->tenant_lists)
-	{
-		list = lfirst(lc);
-		if (list->priority == lane->priority)
-			break;
-		list = NULL;
-	}
-	if (list != NULL && !fresh &&
-		now - list->at < (block->state == 'o' ? PGQ_TENANTS_TTL : PGQ_LANES_TTL))
-		return list;
-
-	plan = pgq_block_plan(queue, block, PGQ_PLAN_TENANTS, tenants_sql,
+	plan = pgq_block_plan(pop->queue, block, PGQ_PLAN_TENANTS, tenants_sql,
 						  CLAIM_NARGS, claim_argtypes);
-	args[1] = Int32GetDatum(lane->priority);
-	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	pop->args[1] = Int32GetDatum(lane->priority);
+	rc = SPI_execute_plan(plan, pop->args, pop->nulls, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the tenants of queue \"%s\": %s",
-			 queue->name, SPI_result_code_string(rc));
+			 pop->queue->name, SPI_result_code_string(rc));
 	old = MemoryContextSwitchTo(pgq_cache_memory());
 	if (list == NULL)
 	{
@@ -632,15 +653,79 @@ lane_tenants(PgqQueue *queue, PgqBlock *block, Lane *lane, TimestampTz now, bool
 		for (int r = 0; r < list->n; r++)
 			pfree(list->names[r]);
 		pfree(list->names);
+		list->n = 0;
+		list->names = NULL;
 	}
-	list->n = (int) SPI_processed;
-	list->names = palloc(sizeof(char *) * Max(list->n, 1));
-	for (int r = 0; r < list->n; r++)
+	list->names = palloc(sizeof(char *) * Max(SPI_processed, 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
 		list->names[r] = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-	list->at = now;
+	list->n = (int) SPI_processed;
+	list->at = pop->now;
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(SPI_tuptable);
 	return list;
+}
+
+/* what tenants_released reads, and where */
+typedef struct TenantsRead
+{
+	Pop		   *pop;
+	Lane	   *lane;
+	PgqTenants *list;
+	bool		read;			/* false: the block cannot be read now */
+} TenantsRead;
+
+/*
+ * tenants_released
+ *		tenants_read of a block this pop has not opened, under
+ *		pgq_read_released (as lanes_released).
+ */
+static void
+tenants_released(void *arg)
+{
+	TenantsRead *r = arg;
+	PgqBlock   *block = &r->pop->queue->blocks[r->lane->block];
+
+	r->read = pgq_block_open(block, false);
+	if (r->read)
+		r->list = tenants_read(r->pop, block, r->lane, r->list);
+}
+
+/*
+ * lane_tenants
+ *		The tenants of a lane, remembered per block and priority for
+ *		PGQ_TENANTS_TTL (a new tenant of the open block waits that long at
+ *		most, unless a pop that found nothing reads them again: fresh);
+ *		NULL if the block cannot be read now (see pop_open).
+ */
+#define PGQ_TENANTS_TTL	(100 * 1000)
+
+static PgqTenants *
+lane_tenants(Pop *pop, Lane *lane, bool fresh)
+{
+	PgqBlock   *block = &pop->queue->blocks[lane->block];
+	ListCell   *lc;
+	PgqTenants *list = NULL;
+	TenantsRead r;
+
+	foreach(lc, block->tenant_lists)
+	{
+		list = lfirst(lc);
+		if (list->priority == lane->priority)
+			break;
+		list = NULL;
+	}
+	if (list != NULL && !fresh &&
+		pop->now - list->at < (block->state == 'o' ? PGQ_TENANTS_TTL : PGQ_LANES_TTL))
+		return list;
+	if (pop->opened[lane->block])
+		return tenants_read(pop, block, lane, list);
+	r.pop = pop;
+	r.lane = lane;
+	r.list = list;
+	r.read = false;
+	pgq_read_released(tenants_released, &r);
+	return r.read ? r.list : NULL;
 }
 
 /*
@@ -1179,7 +1264,10 @@ claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 sta
 		{
 			PgqBlock   *block = &pop->queue->blocks[lanes[l].block];
 			int			n = 0;
+			Visit		visit;
 
+			if (!visit_begin(pop, lanes[l].block, &visit))
+				continue;
 			if (by_ranges(pop, block))
 				for (int i = 0; i < t->n && claimed < wanted; i++)
 					if (t->share[i] > t->got[i])
@@ -1204,7 +1292,10 @@ claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 sta
 					n++;
 				}
 			if (n == 0)
+			{
+				visit_end(pop, lanes[l].block, &visit);
 				continue;
+			}
 			pop->args[1] = Int32GetDatum(lanes[l].priority);
 			pop->args[6] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
 														   TYPALIGN_INT));
@@ -1236,9 +1327,10 @@ claim_tenants(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, bool fr
 	t->fresh = fresh;
 	for (int l = 0; l < nlanes; l++)
 	{
-		PgqTenants *list = lane_tenants(pop->queue, &pop->queue->blocks[lanes[l].block],
-										&lanes[l], pop->now, fresh, pop->args, pop->nulls);
+		PgqTenants *list = lane_tenants(pop, &lanes[l], fresh);
 
+		if (list == NULL)
+			continue;
 		t->fresh |= list->at == pop->now;
 		add_tenants(pop->queue, list, t);
 	}
@@ -1263,7 +1355,6 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 	{
 		Tenants    *tenants = NULL;
 		int			got;
-		int			nfair;
 
 		/* the lanes of one priority: [i, next); shared out if tenants use it */
 		for (next = i; next < nlanes && lanes[next].priority == lanes[i].priority; next++)
@@ -1273,19 +1364,26 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 		for (int l = i; l < next && remaining > 0; l++)
 		{
 			PgqBlock   *block = &queue->blocks[lanes[l].block];
-			bool		was_open = pop->opened[lanes[l].block];
-			int			statements = pop->statements;
+			Visit		visit;
 			int64		floor;
 
-			if (!pop_open(block, &pop->opened[lanes[l].block]))
+			if (!visit_begin(pop, lanes[l].block, &visit))
 				continue;
 			pop->args[1] = Int32GetDatum(lanes[l].priority);
-			/* jobs to claim again, if the block has status rows at all */
-			if (!pgq_relation_empty(block->status_relid))
+
+			/*
+			 * jobs to claim again, if the block has status rows at all and
+			 * (in a block not opened yet) one of them is due
+			 */
+			if (!pgq_relation_empty(block->status_relid) &&
+				(visit.was_open || pgq_status_due(block, "asf", pop->now)))
 				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
 								   remaining, NULL);
 			if (tenants != NULL || remaining <= 0)
+			{
+				visit_end(pop, lanes[l].block, &visit);
 				continue;
+			}
 			if (by_ranges(pop, block))
 				remaining -= claim_range(pop, block, lanes[l].priority, "", remaining, NULL);
 			if (remaining > 0 && (floor = fresh_floor(pop, block, lanes[l].priority, "")) >= 0)
@@ -1299,32 +1397,17 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 								   remaining, NULL);
 				pgq_lane_fresh_end();
 			}
-
-			/*
-			 * a block with nothing to claim that no statement read (its
-			 * lanes' cursors are at their ends, it has no status rows):
-			 * its locks are given back, as for the lanes read of a block
-			 */
-			if (!was_open && pop->statements == statements)
-			{
-				pgq_block_close(block);
-				pop->opened[lanes[l].block] = false;
-			}
+			visit_end(pop, lanes[l].block, &visit);
 		}
 		if (tenants == NULL || remaining <= 0)
 			continue;
 
-		/* the lanes of the priority whose blocks the loop above opened */
-		nfair = 0;
-		for (int l = i; l < next; l++)
-			if (pop->opened[lanes[l].block])
-				lanes[i + nfair++] = lanes[l];
-		got = claim_tenants(pop, lanes + i, nfair, tenants, remaining, false);
+		got = claim_tenants(pop, lanes + i, next - i, tenants, remaining, false);
 		/* a pop that found nothing reads the tenants again, for new ones */
 		if (got == 0 && !tenants->fresh)
 		{
 			memset(tenants, 0, sizeof(Tenants));
-			got = claim_tenants(pop, lanes + i, nfair, tenants, remaining, true);
+			got = claim_tenants(pop, lanes + i, next - i, tenants, remaining, true);
 		}
 		remaining -= got;
 	}

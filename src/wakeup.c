@@ -65,8 +65,6 @@ pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit)
 
 	SpinLockAcquire(&qs->mutex);
 	wake = Min(wake, qs->waiters);
-	if (wake > 0 || (commit && note->min_due != 0))
-		qs->wake_gen++;
 	if (commit && note->min_due != 0)
 	{
 		/* a next_due already past is spent: waiters woke up for it */
@@ -78,6 +76,8 @@ pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit)
 			qs->due_gen++;
 		}
 	}
+	if (wake > 0 || broadcast)
+		qs->wake_gen++;
 	SpinLockRelease(&qs->mutex);
 
 	if (broadcast)
@@ -126,7 +126,8 @@ pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline)
 
 /*
  * pgq_wait_mark
- *		Remember the queue's known due time before an attempt to claim.
+ *		Remember the queue's known due time and its wake-ups sent before an
+ *		attempt to claim.
  */
 void
 pgq_wait_mark(PgqWait *wait)

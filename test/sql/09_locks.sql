@@ -18,13 +18,12 @@
 --
 --   Mutations, each built into a private install, made it fail: the lanes
 --   read with the block kept open (1414, 717 and 1414 locks in the first
---   three cases); blocks with
---   nothing to claim kept open, tenants' lanes too (317, 317, 1414, 317);
---   the waiting claim run in every block with status rows, due or not
---   (1017 in the status rows case); the key probe keeping the blocks it
---   read (317 in the keyed case); the count of the limited queue outside a
---   subtransaction rolled back (817); maintenance keeping every block it
---   looked at (1064).
+--   three cases); blocks with nothing to claim kept open, tenants' lanes
+--   too (317, 317, 1414, 317); the waiting claim run in every block with
+--   status rows, due or not (1017 in the status rows case); the key probe
+--   keeping the blocks it read (317 in the keyed case); the count of the
+--   limited queue outside a subtransaction rolled back (817); maintenance
+--   keeping every block it looked at (1064).
 \set SHOW_CONTEXT never
 
 CREATE FUNCTION my_locks() RETURNS text

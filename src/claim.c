@@ -374,33 +374,58 @@ claimed_state(PgqClaim *claim, int64 job_id, PgqJobState *st)
 
 /*
  * pgq_status_due
- *		Whether a status row of a block in one of states (their letters)
- *		has a due time at or before upto, as a new snapshot sees it (a
- *		later row of its job may have replaced it: the caller's statement
- *		looks).  A read that keeps no lock, so that a caller that finds
- *		nothing to do does not keep the block locked.
+ *		Whether a job of a block has its latest status row in one of states
+ *		(their letters) with a due time at or before upto, as the
+ *		statement the caller would run sees it (the transaction's snapshot,
+ *		a new one under READ COMMITTED), and ready (if given) says it may be
+ *		taken.  A read that keeps no lock, so that a caller that finds
+ *		nothing to do does not keep the block locked: it reads the status
+ *		table in the order of its primary key, each job's rows together, the
+ *		latest last.
  */
 bool
-pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto)
+pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto,
+			   bool (*ready) (PgqBlock *block, int64 job_id, void *arg), void *arg)
 {
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	Relation	status = table_open(block->status_relid, AccessShareLock);
+	Relation	pkey;
 	TupleTableSlot *slot = table_slot_create(status, NULL);
-	TableScanDesc scan = table_beginscan(status, snapshot, 0, NULL);
+	IndexScanDesc scan;
+	int64		job_id = 0;
+	bool		candidate = false;
 	bool		due = false;
 
-	while (!due && table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	pgq_block_indexes(block);
+	pkey = index_open(block->status_pkey, AccessShareLock);
+	scan = index_beginscan(status, pkey, snapshot, 0, 0);
+	index_rescan(scan, NULL, 0, NULL, 0);
+	for (;;)
 	{
+		bool		more = index_getnext_slot(scan, ForwardScanDirection, slot);
 		bool		isnull;
+		int64		id = 0;
 		Datum		at;
 
-		if (strchr(states, DatumGetChar(slot_getattr(slot, PGQ_SATT_STATE, &isnull))) == NULL)
-			continue;
+		if (more)
+			id = DatumGetInt64(slot_getattr(slot, PGQ_SATT_JOB_ID, &isnull));
+		/* the rows of job_id are all read: was its latest one due? */
+		if ((!more || id != job_id) && candidate &&
+			(ready == NULL || ready(block, job_id, arg)))
+		{
+			due = true;
+			break;
+		}
+		if (!more)
+			break;
+		job_id = id;
 		at = slot_getattr(slot, PGQ_SATT_DUE, &isnull);
-		due = !isnull && DatumGetTimestampTz(at) <= upto;
+		candidate = !isnull && DatumGetTimestampTz(at) <= upto &&
+			strchr(states, DatumGetChar(slot_getattr(slot, PGQ_SATT_STATE, &isnull))) != NULL;
 	}
-	table_endscan(scan);
+	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
 	table_close(status, AccessShareLock);
 	UnregisterSnapshot(snapshot);
 	return due;

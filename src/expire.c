@@ -408,7 +408,7 @@ pgq_expire_leases(PG_FUNCTION_ARGS)
 
 		/* leases that ended before now (due_at < now) */
 		if (!pgq_relation_empty(block->status_relid) &&
-			pgq_status_due(block, "e", now - 1))
+			pgq_status_due(block, "e", now - 1, NULL, NULL))
 		{
 			expired = expire_status(queue, block, now);
 			ran = true;

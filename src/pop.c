@@ -1339,6 +1339,42 @@ claim_tenants(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, bool fr
 }
 
 /*
+ * job_ready
+ *		For pgq_status_due: whether a job may be claimed now as far as its
+ *		key says (a job without one may), read through the jobs table's
+ *		primary key without keeping a lock.  Tenants' room is not looked
+ *		at: the claim statement finds out.
+ */
+static bool
+job_ready(PgqBlock *block, int64 job_id, void *arg)
+{
+	Relation	jobs = table_open(block->jobs_relid, AccessShareLock);
+	Relation	pkey = index_open(block->jobs_pkey, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(jobs, NULL);
+	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	ScanKeyData skey;
+	IndexScanDesc scan;
+	bool		ready = false;
+
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
+	scan = index_beginscan(jobs, pkey, snapshot, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		key = slot_getattr(slot, PGQ_JATT_KEY, &isnull);
+
+		ready = isnull || pgq_flow_key_ready(DatumGetTextPP(key), job_id);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, AccessShareLock);
+	table_close(jobs, AccessShareLock);
+	return ready;
+}
+
+/*
  * claim_lanes
  *		Claim up to wanted jobs of the lanes (in claim order) for a pop:
  *		each lane's due waiting jobs, then its never-claimed ones, in ranges
@@ -1373,10 +1409,12 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 
 			/*
 			 * jobs to claim again, if the block has status rows at all and
-			 * (in a block not opened yet) one of them is due
+			 * (in a block not opened yet) one of them is due and its key
+			 * lets it go
 			 */
 			if (!pgq_relation_empty(block->status_relid) &&
-				(visit.was_open || pgq_status_due(block, "asf", pop->now)))
+				(visit.was_open ||
+				 pgq_status_due(block, "asf", pop->now, job_ready, NULL)))
 				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
 								   remaining, NULL);
 			if (tenants != NULL || remaining <= 0)

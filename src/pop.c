@@ -1340,14 +1340,16 @@ claim_tenants(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, bool fr
 
 /*
  * job_ready
- *		For pgq_status_due: whether a job may be claimed now as far as its
- *		key says (a job without one may), read through the jobs table's
- *		primary key without keeping a lock.  Tenants' room is not looked
- *		at: the claim statement finds out.
+ *		For pgq_status_due: whether a job is of the lane's priority (*arg)
+ *		and may be claimed now as far as its key says (a job without one
+ *		may), read through the jobs table's primary key without keeping a
+ *		lock.  Tenants' room is not looked at: the claim statement finds
+ *		out.
  */
 static bool
 job_ready(PgqBlock *block, int64 job_id, void *arg)
 {
+	int32		priority = *(int32 *) arg;
 	Relation	jobs = table_open(block->jobs_relid, AccessShareLock);
 	Relation	pkey = index_open(block->jobs_pkey, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(jobs, NULL);
@@ -1362,9 +1364,12 @@ job_ready(PgqBlock *block, int64 job_id, void *arg)
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
-		Datum		key = slot_getattr(slot, PGQ_JATT_KEY, &isnull);
+		Datum		key;
 
-		ready = isnull || pgq_flow_key_ready(DatumGetTextPP(key), job_id);
+		ready = DatumGetInt32(slot_getattr(slot, PGQ_JATT_PRIORITY, &isnull)) == priority;
+		key = slot_getattr(slot, PGQ_JATT_KEY, &isnull);
+		if (ready && !isnull)
+			ready = pgq_flow_key_ready(DatumGetTextPP(key), job_id);
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
@@ -1409,12 +1414,12 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 
 			/*
 			 * jobs to claim again, if the block has status rows at all and
-			 * (in a block not opened yet) one of them is due and its key
-			 * lets it go
+			 * (in a block not opened yet) one of them is due, of this lane
+			 * and let go by its key
 			 */
 			if (!pgq_relation_empty(block->status_relid) &&
 				(visit.was_open ||
-				 pgq_status_due(block, "asf", pop->now, job_ready, NULL)))
+				 pgq_status_due(block, "asf", pop->now, job_ready, &lanes[l].priority)))
 				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_WAITING, claim_waiting_sql,
 								   remaining, NULL);
 			if (tenants != NULL || remaining <= 0)

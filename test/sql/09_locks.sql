@@ -10,7 +10,8 @@
 --   locks of a transaction that popped a few jobs over 100 or 200 blocks: the
 --   priorities read from every block, the blocks whose jobs are finished but
 --   not yet marked done by maintenance (pgqueue.worker = off), without and
---   with tenants, blocks with status rows none of which is due, the key
+--   with tenants, blocks with status rows none of which is due, blocks
+--   whose due status rows are of another priority than the lane's, the key
 --   probe of a keyed job over the earlier blocks, the count of a queue
 --   with a max_in_flight limit, and a maintenance round (lease expiry and
 --   the done test read every block that is not done).  The bound is far
@@ -20,7 +21,9 @@
 --   read with the block kept open (1414, 717 and 1414 locks in the first
 --   three cases); blocks with nothing to claim kept open, tenants' lanes
 --   too (317, 317, 1414, 317); the waiting claim run in every block with
---   status rows, due or not (1017 in the status rows case); the key probe
+--   status rows, due or not (1017 in the status rows case); the waiting
+--   claim run for a lane whatever the priority of the due rows (found by
+--   the 30-minute run; 1014 in the priorities case); the key probe
 --   keeping the blocks it read (317 in the keyed case); the count of the
 --   limited queue outside a subtransaction rolled back (817); maintenance
 --   keeping every block it looked at (1064).
@@ -55,6 +58,15 @@ SELECT count(pgqueue.queue_extend('lm', b * 100 + 1, '2 hours')) AS extended
   FROM generate_series(0, 99) b;
 -- (the round that makes block 200 ahead)
 SELECT pgqueue.maintain('lm')->'errors' AS errors;
+-- 100 blocks of 100, all executing: a job of priority 9 in each, and one
+-- released job of priority 0 (due, a status row)
+SELECT pgqueue.queue_create('lp', block_size => 100);
+SELECT array_length(pgqueue.queue_push_batch('lp', array_agg('{}'::jsonb),
+		   priorities => array_agg(CASE WHEN i % 100 = 1 THEN 9 ELSE 0 END)), 1) AS pushed
+  FROM generate_series(1, 10000) i;
+SELECT count(*) AS popped FROM pgqueue.queue_pop('lp', 10000, '1 hour');
+SELECT count(pgqueue.queue_release('lp', b * 100 + 2)) AS released
+  FROM generate_series(0, 99) b;
 -- the same as lk with tenants
 SELECT pgqueue.queue_create('lt', block_size => 100);
 SELECT array_length(pgqueue.queue_push_batch('lt', array_agg('{}'::jsonb),
@@ -102,6 +114,14 @@ SELECT count(*) AS popped FROM pgqueue.queue_pop('lm', 5);
 SELECT my_locks();
 ROLLBACK;
 
+-- due status rows in 100 blocks, all of priority 0: the lanes of
+-- priority 9 have nothing to claim again
+\c
+BEGIN;
+SELECT job_id, priority FROM pgqueue.queue_pop('lp', 1);
+SELECT my_locks();
+ROLLBACK;
+
 -- a maintenance round over the 200 blocks of lm: none is done, none has
 -- a lease to end
 \c
@@ -115,4 +135,5 @@ SELECT pgqueue.queue_drop('lm', force => true);
 SELECT pgqueue.queue_drop('lt', force => true);
 SELECT pgqueue.queue_drop('lkk', force => true);
 SELECT pgqueue.queue_drop('lf', force => true);
+SELECT pgqueue.queue_drop('lp', force => true);
 DROP FUNCTION my_locks();

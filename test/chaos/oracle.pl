@@ -8,7 +8,8 @@
 #
 #   perl test/chaos/oracle.pl --host H --port P [--dbname postgres]
 #        [--datadir D --bindir B --logfile L] [--seed N] [--seconds S]
-#        [--producers 3] [--consumers 4] [--workdir DIR] [--no-faults] [--verbose]
+#        [--producers 3] [--consumers 4] [--max-blocks 100] [--workdir DIR]
+#        [--no-faults] [--verbose]
 #
 # Without --datadir, --bindir and --logfile there are no immediate stops; without
 # --logfile the server log is not read.  It prints "count <name> <n>"
@@ -24,7 +25,9 @@
 # Producers push one job (autocommit), batches of 1-40 (autocommit), or
 # several pushes in one transaction that commits or, one time in seven,
 # rolls back on purpose; some jobs have a priority or a run_at a second
-# ahead.  Each payload carries a unique token ({"tok": "s<seed>p<i>-<n>"});
+# ahead.  Producers pause while a queue holds max-blocks blocks (pops
+# keep up with pushes: the backlog, and so the drain, stays bounded
+# however long the run).  Each payload carries a unique token ({"tok": "s<seed>p<i>-<n>"});
 # the producer writes it to its ledger (<workdir>/<process>.ledger) as
 # committed only after the commit returned, as not committed after an
 # error or a rollback, and as uncertain when the connection was lost
@@ -144,12 +147,14 @@ my %opt = (
 	producers => 3,
 	consumers => 4,
 	drain_timeout => 90,
+	max_blocks => 100,
 	faults => 1,
 );
 GetOptions(
 	\%opt, 'host=s', 'port=i', 'dbname=s', 'user=s', 'datadir=s', 'bindir=s',
 	'logfile=s', 'seed=i', 'seconds=f', 'producers=i', 'consumers=i',
-	'workdir=s', 'drain_timeout|drain-timeout=i', 'faults!', 'verbose')
+	'workdir=s', 'drain_timeout|drain-timeout=i', 'max_blocks|max-blocks=i', 'faults!',
+	'verbose')
   or die "usage: see the header of $0\n";
 
 $opt{workdir} //= tempdir("chaos-$opt{seed}-XXXX", TMPDIR => 1, CLEANUP => 0);
@@ -295,9 +300,25 @@ sub producer
 {
 	my ($i) = @_;
 	my $n = 0;
+	my $looked = 0;
 	while (time() < $stop_at)
 	{
 		ensure_db() or next;
+		# backpressure: no pushes while a queue holds max_blocks blocks
+		if (time() > $looked + 1)
+		{
+			$looked = time();
+			my ($rows) = q_rows('backlog',
+				'SELECT count(*) FROM pgqueue.block b JOIN pgqueue.queue q USING (queue_id)'
+				  . ' WHERE q.name = ANY(?) GROUP BY q.name ORDER BY 1 DESC LIMIT 1', \@queues);
+			if ($rows && @$rows && $rows->[0][0] >= $opt{max_blocks})
+			{
+				$tally{backpressure}++;
+				sleep(0.5);
+				$looked = 0;
+				next;
+			}
+		}
 		my $r = rand();
 		if ($r < 0.35)
 		{

@@ -377,15 +377,16 @@ claimed_state(PgqClaim *claim, int64 job_id, PgqJobState *st)
  *		Whether a job of a block has its latest status row in one of states
  *		(their letters) with a due time at or before upto, as the
  *		statement the caller would run sees it (the transaction's snapshot,
- *		a new one under READ COMMITTED), and ready (if given) says it may be
- *		taken.  A read that keeps no lock, so that a caller that finds
+ *		a new one under READ COMMITTED), and ready (if given, with that
+ *		snapshot) says it may be taken.  A read that keeps no lock, so that a caller that finds
  *		nothing to do does not keep the block locked: it reads the status
  *		table in the order of its primary key, each job's rows together, the
  *		latest last.
  */
 bool
 pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto,
-			   bool (*ready) (PgqBlock *block, int64 job_id, void *arg), void *arg)
+			   bool (*ready) (PgqBlock *block, int64 job_id, Snapshot snapshot, void *arg),
+			   void *arg)
 {
 	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	Relation	status = table_open(block->status_relid, AccessShareLock);
@@ -411,7 +412,7 @@ pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto,
 			id = DatumGetInt64(slot_getattr(slot, PGQ_SATT_JOB_ID, &isnull));
 		/* the rows of job_id are all read: was its latest one due? */
 		if ((!more || id != job_id) && candidate &&
-			(ready == NULL || ready(block, job_id, arg)))
+			(ready == NULL || ready(block, job_id, snapshot, arg)))
 		{
 			due = true;
 			break;

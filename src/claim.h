@@ -86,7 +86,8 @@ typedef struct PgqBlockStates
 extern IndexScanDesc pgq_lane_scan(Relation rel, Relation index, Snapshot snapshot,
 								   int32 priority, const char *tenant, int64 lo, int64 hi);
 extern bool pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto,
-						   bool (*ready) (PgqBlock *block, int64 job_id, void *arg),
+						   bool (*ready) (PgqBlock *block, int64 job_id, Snapshot snapshot,
+										  void *arg),
 						   void *arg);
 extern void pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 						  Snapshot snapshot, PgqJobState *st);

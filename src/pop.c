@@ -1342,18 +1342,17 @@ claim_tenants(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, bool fr
  * job_ready
  *		For pgq_status_due: whether a job is of the lane's priority (*arg)
  *		and may be claimed now as far as its key says (a job without one
- *		may), read through the jobs table's primary key without keeping a
- *		lock.  Tenants' room is not looked at: the claim statement finds
+ *		may), read through the jobs table's primary key with pgq_status_due's
+ *		snapshot, without keeping a lock.  Tenants' room is not looked at: the claim statement finds
  *		out.
  */
 static bool
-job_ready(PgqBlock *block, int64 job_id, void *arg)
+job_ready(PgqBlock *block, int64 job_id, Snapshot snapshot, void *arg)
 {
 	int32		priority = *(int32 *) arg;
 	Relation	jobs = table_open(block->jobs_relid, AccessShareLock);
 	Relation	pkey = index_open(block->jobs_pkey, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(jobs, NULL);
-	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	ScanKeyData skey;
 	IndexScanDesc scan;
 	bool		ready = false;
@@ -1373,7 +1372,6 @@ job_ready(PgqBlock *block, int64 job_id, void *arg)
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snapshot);
 	index_close(pkey, AccessShareLock);
 	table_close(jobs, AccessShareLock);
 	return ready;

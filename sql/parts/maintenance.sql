@@ -33,6 +33,8 @@ BEGIN
 				   WHERE ar.queue_id = _archive_table.queue_id AND ar.day = today) THEN
 		EXECUTE format('CREATE TABLE %s (CHECK (queue_id = %s), PRIMARY KEY (job_id, seq))'
 					   ' INHERITS (pgqueue_data.archive_store)', a, queue_id);
+		/* like a block's jobs (_block_tables) */
+		EXECUTE format('ALTER TABLE %s ALTER COLUMN payload SET STATISTICS 0', a);
 		INSERT INTO pgqueue.archive (queue_id, day) VALUES (_archive_table.queue_id, today);
 	END IF;
 	RETURN a;

@@ -19,7 +19,7 @@
 \pset pager off
 
 BEGIN;
-SELECT plan(50);
+SELECT plan(51);
 
 -- block tables without a catalog row, catalog rows without both tables,
 -- archive tables without a catalog row and the reverse, for every queue
@@ -204,6 +204,16 @@ SELECT is(array_length(pgqueue.queue_push_batch('t_ahead', array_fill('{}'::json
 SELECT is((SELECT count(*) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
 			WHERE s.nspname = 'pgqueue_data'), (SELECT n FROM rels_before),
 		  'no table or index was created by those pushes');
+
+-- ANALYZE leaves payload out, in blocks made ahead, by compaction and in archives
+SELECT is((SELECT count(*) FILTER (WHERE a.attstattarget = 0) || ' of ' || count(*)
+			 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+			 JOIN pg_namespace s ON s.oid = c.relnamespace
+			WHERE s.nspname = 'pgqueue_data' AND c.relname ~ '^[ja]_[0-9]+_'
+			  AND c.relkind = 'r' AND a.attname = 'payload'),
+		  (SELECT count(*) || ' of ' || count(*) FROM (
+			 SELECT queue_id FROM pgqueue.block UNION ALL SELECT queue_id FROM pgqueue.archive) x),
+		  'no jobs or archive table keeps statistics of payload');
 
 -- queue_purge and queue_drop with compacted blocks and archives
 SELECT is(pgqueue.queue_purge('t_cmp'), 122::bigint, 'queue_purge discards the live jobs of all blocks');

@@ -443,6 +443,15 @@ is( sql(
 		q{SELECT count(DISTINCT job_id) || ' ' || count(*)
 			FROM pgqueue.job_history WHERE queue = 'arch' AND archived}),
 	'200 466', 'job_history shows the archived rows');
+is( sql(
+		q{SELECT count(*) FILTER (WHERE a.attstattarget = 0) || ' of ' || count(*)
+			FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+			JOIN pg_namespace n ON n.oid = c.relnamespace
+		   WHERE n.nspname = 'pgqueue_data' AND c.relname ~ '^[ja]_[0-9]+_'
+			 AND c.relkind = 'r' AND a.attname = 'payload'}),
+	sql(q{SELECT count(*) || ' of ' || count(*) FROM (
+			SELECT queue_id FROM pgqueue.block UNION ALL SELECT queue_id FROM pgqueue.archive) x}),
+	'every jobs and archive table of 0.1.0 leaves payload out of ANALYZE, as new ones do');
 my $untouched_sql = q{
 	SELECT %s FROM snap s LEFT JOIN pgqueue.jobs j USING (queue, job_id)
 	 WHERE NOT EXISTS (SELECT 1 FROM popped p WHERE p.queue = s.queue AND p.job_id = s.job_id)

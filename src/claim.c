@@ -30,10 +30,12 @@
 #include "access/nbtree.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -460,6 +462,7 @@ pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 typedef struct PgqLatestStatus
 {
 	int64		job_id;
+	int32		first_seq;		/* of its first row: 1 unless a claim took it */
 	PgqJobState st;
 } PgqLatestStatus;
 
@@ -618,12 +621,12 @@ claim_sort_ids(PgqClaim *claim)
  * pgq_block_states_read
  *		Read what the states of a block's jobs are made of, as snapshot
  *		sees it, into *states: one sequential scan of its status table (the
- *		latest row of each job, without its error) and one of its claims
- *		table (NULL: the block has none).  The caller has the tables open.
- *		pgq_block_job_state then gives the state of each job.
+ *		latest row of each job, with its error if with_errors) and one of
+ *		its claims table (NULL: the block has none).  The caller has the
+ *		tables open.  pgq_block_job_state then gives the state of each job.
  */
 void
-pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
+pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot, bool with_errors,
 					  PgqBlockStates *states)
 {
 	TupleTableSlot *slot;
@@ -648,7 +651,7 @@ pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
 				: repalloc_huge(states->status, sizeof(PgqLatestStatus) * max);
 		}
 		states->status[n].job_id = DatumGetInt64(slot_getattr(slot, PGQ_SATT_JOB_ID, &isnull));
-		status_row_state(slot, false, &states->status[n].st);
+		status_row_state(slot, with_errors, &states->status[n].st);
 		n++;
 	}
 	table_endscan(scan);
@@ -657,10 +660,13 @@ pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
 		qsort(states->status, n, sizeof(PgqLatestStatus), cmp_latest_status);
 	for (int i = 0; i < n; i++)
 	{
+		int32		first_seq = states->status[i].st.seq;
+
 		if (states->nstatus > 0 &&
 			states->status[states->nstatus - 1].job_id == states->status[i].job_id)
-			states->nstatus--;
-		states->status[states->nstatus++] = states->status[i];
+			first_seq = states->status[--states->nstatus].first_seq;
+		states->status[states->nstatus] = states->status[i];
+		states->status[states->nstatus++].first_seq = first_seq;
 	}
 
 	/* rule 2: the claims, each with its records in the order of their seq */
@@ -740,43 +746,45 @@ pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
 }
 
 /*
- * pgq_block_job_state
- *		The state of a job of a block (of lane priority, tenant) from what
- *		pgq_block_states_read read: what pgq_job_state gives under the same
- *		snapshot, but for the error of its latest status row (NULL).
+ * states_latest
+ *		The latest status row of a job in what pgq_block_states_read read
+ *		(rule 1); NULL if it has none.
  */
-void
-pgq_block_job_state(PgqBlockStates *states, int64 job_id, int32 priority, const char *tenant,
-					PgqJobState *st)
+static PgqLatestStatus *
+states_latest(PgqBlockStates *states, int64 job_id)
 {
 	int			lo = 0;
 	int			hi = states->nstatus - 1;
 
-	memset(st, 0, sizeof(*st));
-
-	/* rule 1 */
 	while (lo <= hi)
 	{
 		int			mid = lo + (hi - lo) / 2;
 		int64		id = states->status[mid].job_id;
 
 		if (id == job_id)
-		{
-			*st = states->status[mid].st;
-			return;
-		}
+			return &states->status[mid];
 		if (id < job_id)
 			lo = mid + 1;
 		else
 			hi = mid - 1;
 	}
+	return NULL;
+}
 
-	/*
-	 * rule 2: the last claim of the lane that begins at job_id or before
-	 * (as pgq_claim_find reads the lane index backwards), if it reaches it
-	 */
-	lo = 0;
-	hi = states->nclaims;
+/*
+ * states_claim
+ *		The claim of a job's lane whose range holds the job, in what
+ *		pgq_block_states_read read (rule 2): the last claim of the lane
+ *		that begins at job_id or before (as pgq_claim_find reads the lane
+ *		index backwards), if it reaches it; NULL if none does.
+ */
+static PgqClaim *
+states_claim(PgqBlockStates *states, int64 job_id, int32 priority, const char *tenant)
+{
+	int			lo = 0;
+	int			hi = states->nclaims;
+	PgqClaim   *claim;
+
 	while (lo < hi)
 	{
 		int			mid = lo + (hi - lo) / 2;
@@ -786,14 +794,32 @@ pgq_block_job_state(PgqBlockStates *states, int64 job_id, int32 priority, const 
 		else
 			hi = mid;
 	}
-	if (lo > 0)
-	{
-		PgqClaim   *claim = &states->claims[lo - 1].claim;
+	if (lo == 0)
+		return NULL;
+	claim = &states->claims[lo - 1].claim;
+	if (claim->priority != priority || strcmp(claim->tenant, tenant) != 0 || claim->hi < job_id)
+		return NULL;
+	return claim;
+}
 
-		if (claim->priority == priority && strcmp(claim->tenant, tenant) == 0 &&
-			claim->hi >= job_id)
-			claimed_state(claim, job_id, st);
-	}
+/*
+ * pgq_block_job_state
+ *		The state of a job of a block (of lane priority, tenant) from what
+ *		pgq_block_states_read read: what pgq_job_state gives under the same
+ *		snapshot, but for the error of its latest status row (NULL).
+ */
+void
+pgq_block_job_state(PgqBlockStates *states, int64 job_id, int32 priority, const char *tenant,
+					PgqJobState *st)
+{
+	PgqLatestStatus *latest = states_latest(states, job_id);
+	PgqClaim   *claim;
+
+	memset(st, 0, sizeof(*st));
+	if (latest != NULL)
+		*st = latest->st;
+	else if ((claim = states_claim(states, job_id, priority, tenant)) != NULL)
+		claimed_state(claim, job_id, st);
 }
 
 /*
@@ -1052,6 +1078,108 @@ sql_block(FunctionCallInfo fcinfo, PgqQueue *queue, int64 job_id)
 }
 
 /*
+ * What compaction's statements read the states of a block's jobs from, one
+ * call a job (the SQL functions below, given the block's number): the
+ * block's status rows and claims, read at once by the first call and kept
+ * for the later calls that see the same rows, those of the same
+ * (sub)transaction under an equal snapshot.  One block at a time, in a
+ * context under TopTransactionContext.
+ */
+typedef struct SqlStates
+{
+	MemoryContext cxt;
+	MemoryContextCallback forget;
+	LocalTransactionId lxid;
+	SubTransactionId subxid;
+	Oid			status_relid;
+	Oid			claims_relid;
+	SnapshotData snapshot;		/* a copy, with its xip and subxip */
+	PgqBlockStates states;
+} SqlStates;
+
+static SqlStates *sql_states = NULL;
+
+/* sql_states_forget: the callback of sql_states' context going away */
+static void
+sql_states_forget(void *arg)
+{
+	sql_states = NULL;
+}
+
+/*
+ * same_snapshot
+ *		Whether two MVCC snapshots of one command of one transaction see the
+ *		same rows.
+ */
+static bool
+same_snapshot(Snapshot a, Snapshot b)
+{
+	return a->snapshot_type == b->snapshot_type && a->xmin == b->xmin &&
+		a->xmax == b->xmax && a->curcid == b->curcid && a->xcnt == b->xcnt &&
+		a->subxcnt == b->subxcnt && a->suboverflowed == b->suboverflowed &&
+		a->takenDuringRecovery == b->takenDuringRecovery &&
+		(a->xcnt == 0 || memcmp(a->xip, b->xip, sizeof(TransactionId) * a->xcnt) == 0) &&
+		(a->subxcnt == 0 ||
+		 memcmp(a->subxip, b->subxip, sizeof(TransactionId) * a->subxcnt) == 0);
+}
+
+/*
+ * sql_block_states
+ *		The states of the jobs of a block for a call of the SQL functions
+ *		below that names the block (compaction, for every job of it), as
+ *		the statement's snapshot sees them; NULL for other calls, which
+ *		look up their job alone.
+ */
+static PgqBlockStates *
+sql_block_states(FunctionCallInfo fcinfo, PgqBlock *block)
+{
+	Snapshot	snapshot = GetActiveSnapshot();
+	MemoryContext cxt;
+	MemoryContext old;
+	SqlStates  *s;
+	Relation	status;
+	Relation	claims = NULL;
+
+	if (PG_NARGS() <= 4 || PG_ARGISNULL(4))
+		return NULL;
+	if (sql_states != NULL && sql_states->lxid == MyProc->lxid &&
+		sql_states->subxid == GetCurrentSubTransactionId() &&
+		sql_states->status_relid == block->status_relid &&
+		sql_states->claims_relid == block->claims_relid &&
+		same_snapshot(&sql_states->snapshot, snapshot))
+		return &sql_states->states;
+	if (sql_states != NULL)
+		MemoryContextDelete(sql_states->cxt);
+
+	cxt = AllocSetContextCreate(TopTransactionContext, "pgqueue block states",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	s = palloc0(sizeof(SqlStates));
+	s->cxt = cxt;
+	s->lxid = MyProc->lxid;
+	s->subxid = GetCurrentSubTransactionId();
+	s->status_relid = block->status_relid;
+	s->claims_relid = block->claims_relid;
+	s->snapshot = *snapshot;
+	s->snapshot.xip = palloc(sizeof(TransactionId) * Max(snapshot->xcnt, 1));
+	memcpy(s->snapshot.xip, snapshot->xip, sizeof(TransactionId) * snapshot->xcnt);
+	s->snapshot.subxip = palloc(sizeof(TransactionId) * Max(snapshot->subxcnt, 1));
+	memcpy(s->snapshot.subxip, snapshot->subxip, sizeof(TransactionId) * snapshot->subxcnt);
+	status = table_open(block->status_relid, AccessShareLock);
+	if (OidIsValid(block->claims_relid))
+		claims = table_open(block->claims_relid, AccessShareLock);
+	pgq_block_states_read(status, claims, snapshot, true, &s->states);
+	if (claims != NULL)
+		table_close(claims, AccessShareLock);
+	table_close(status, AccessShareLock);
+	MemoryContextSwitchTo(old);
+	s->forget.func = sql_states_forget;
+	MemoryContextRegisterResetCallback(cxt, &s->forget);
+	sql_states = s;
+	return &s->states;
+}
+
+/*
  * pgq_job_state_sql
  *		SQL: pgqueue_internal._job_state(queue_id, job_id, priority, tenant,
  *		block_no) returns the state of one job (see the file header) as the statement
@@ -1079,7 +1207,12 @@ pgq_job_state_sql(PG_FUNCTION_ARGS)
 	memset(nulls, true, sizeof(nulls));
 	if (block != NULL && OidIsValid(block->status_relid))
 	{
-		pgq_job_state(block, job_id, PG_GETARG_INT32(2), tenant, GetActiveSnapshot(), &st);
+		PgqBlockStates *states = sql_block_states(fcinfo, block);
+
+		if (states != NULL)
+			pgq_block_job_state(states, job_id, PG_GETARG_INT32(2), tenant, &st);
+		else
+			pgq_job_state(block, job_id, PG_GETARG_INT32(2), tenant, GetActiveSnapshot(), &st);
 		values[0] = Int32GetDatum(st.seq);
 		values[1] = CharGetDatum(st.state);
 		values[2] = Int32GetDatum(st.attempt);
@@ -1113,7 +1246,9 @@ pgq_job_claim_rows(PG_FUNCTION_ARGS)
 	char		tenant[NAMEDATALEN] = "";
 	PgqQueue   *queue;
 	PgqBlock   *block;
-	PgqClaim	claim;
+	PgqBlockStates *states;
+	PgqClaim	found;
+	PgqClaim   *claim;
 	Snapshot	snapshot = GetActiveSnapshot();
 	Datum		values[9];
 	bool		nulls[9];
@@ -1127,9 +1262,23 @@ pgq_job_claim_rows(PG_FUNCTION_ARGS)
 	if (block == NULL || !OidIsValid(block->claims_relid) || !OidIsValid(block->status_relid))
 		return (Datum) 0;
 	pgq_block_indexes(block);
-	if (!pgq_claim_find(block, job_id, PG_GETARG_INT32(2), tenant, snapshot, &claim) ||
-		!claimed_by_range(block, job_id, snapshot))
-		return (Datum) 0;
+	states = sql_block_states(fcinfo, block);
+	if (states != NULL)
+	{
+		PgqLatestStatus *latest = states_latest(states, job_id);
+
+		/* claimed by its range: no status row seq 1 (claimed_by_range) */
+		claim = states_claim(states, job_id, PG_GETARG_INT32(2), tenant);
+		if (claim == NULL || (latest != NULL && latest->first_seq == 1))
+			return (Datum) 0;
+	}
+	else
+	{
+		if (!pgq_claim_find(block, job_id, PG_GETARG_INT32(2), tenant, snapshot, &found) ||
+			!claimed_by_range(block, job_id, snapshot))
+			return (Datum) 0;
+		claim = &found;
+	}
 
 	/* queue_id, job_id, seq, state, attempt, fails, at, due_at, error */
 	memset(nulls, false, sizeof(nulls));
@@ -1139,11 +1288,11 @@ pgq_job_claim_rows(PG_FUNCTION_ARGS)
 	values[3] = CharGetDatum(PGQ_EXECUTING);
 	values[4] = Int32GetDatum(1);
 	values[5] = Int32GetDatum(0);
-	values[6] = TimestampTzGetDatum(claim.at);
-	values[7] = TimestampTzGetDatum(claim.lease_until);
+	values[6] = TimestampTzGetDatum(claim->at);
+	values[7] = TimestampTzGetDatum(claim->lease_until);
 	nulls[8] = true;
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	if (pgq_claim_fate(&claim, job_id, &at) == PGQ_CLAIM_ACKED)
+	if (pgq_claim_fate(claim, job_id, &at) == PGQ_CLAIM_ACKED)
 	{
 		values[2] = Int32GetDatum(2);
 		values[3] = CharGetDatum(PGQ_SUCCEEDED);

@@ -19,7 +19,7 @@
 \pset pager off
 
 BEGIN;
-SELECT plan(51);
+SELECT plan(53);
 
 -- block tables without a catalog row, catalog rows without both tables,
 -- archive tables without a catalog row and the reverse, for every queue
@@ -204,6 +204,41 @@ SELECT is(array_length(pgqueue.queue_push_batch('t_ahead', array_fill('{}'::json
 SELECT is((SELECT count(*) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
 			WHERE s.nspname = 'pgqueue_data'), (SELECT n FROM rels_before),
 		  'no table or index was created by those pushes');
+
+-- compaction reads the states of a block's jobs at once (the SQL functions
+-- given the block's number): the same as the lookups of one job each, for
+-- jobs claimed in a range, acked, failed out of it and claimed again,
+-- extended (rows from seq 2), passed over for a busy key (a hole: rows from
+-- seq 1), never claimed
+SELECT pgqueue.queue_create('t_states', block_size => 100) \g /dev/null
+SELECT pgqueue.queue_push_batch('t_states', array_fill('{}'::jsonb, ARRAY[40]),
+		(SELECT array_agg(CASE WHEN i % 4 = 0 THEN 'k' || (i % 8) END ORDER BY i)
+		   FROM generate_series(1, 40) i)) \g /dev/null
+SELECT count(*) FROM pgqueue.queue_pop('t_states', 12) \g /dev/null
+SELECT pgqueue.queue_ack('t_states', ARRAY[1, 2, 3]::bigint[]) \g /dev/null
+SELECT pgqueue.queue_fail('t_states', 5, 'no', '0') \g /dev/null
+SELECT pgqueue.queue_extend('t_states', 6, '1 hour') \g /dev/null
+SELECT count(*) FROM pgqueue.queue_pop('t_states', 10) \g /dev/null
+SELECT pgqueue.queue_ack('t_states', ARRAY[7, 9]::bigint[]) \g /dev/null
+SELECT is((SELECT count(DISTINCT coalesce(l.state::text, '-')) FROM pgqueue_data.job_store j
+			CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id, j.priority,
+														   j.tenant) l
+		   WHERE j.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 't_states')),
+		  4::bigint, 't_states has jobs succeeded, executing, available and never claimed');
+SELECT is_empty($$
+	SELECT j.job_id FROM pgqueue_data.job_store j
+	 WHERE j.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 't_states')
+	   AND ((SELECT array_agg(l::text) FROM pgqueue_internal._job_state(
+				j.queue_id, j.job_id, j.priority, j.tenant, 0) l)
+			IS DISTINCT FROM
+			(SELECT array_agg(l::text) FROM pgqueue_internal._job_state(
+				j.queue_id, j.job_id, j.priority, j.tenant) l)
+			OR (SELECT array_agg(c::text ORDER BY c.seq) FROM pgqueue_internal._job_claim_rows(
+				j.queue_id, j.job_id, j.priority, j.tenant, 0) c)
+			IS DISTINCT FROM
+			(SELECT array_agg(c::text ORDER BY c.seq) FROM pgqueue_internal._job_claim_rows(
+				j.queue_id, j.job_id, j.priority, j.tenant) c))$$,
+	'the states and claim rows of all of its jobs read at once equal those read one by one');
 
 -- ANALYZE leaves payload out, in blocks made ahead, by compaction and in archives
 SELECT is((SELECT count(*) FILTER (WHERE a.attstattarget = 0) || ' of ' || count(*)

@@ -30,12 +30,10 @@
 #include "access/nbtree.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
-#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -47,6 +45,8 @@
 
 PG_FUNCTION_INFO_V1(pgq_job_state_sql);
 PG_FUNCTION_INFO_V1(pgq_job_claim_rows);
+PG_FUNCTION_INFO_V1(pgq_block_states_sql);
+PG_FUNCTION_INFO_V1(pgq_block_claim_rows);
 
 /*
  * status_row_state
@@ -621,12 +621,12 @@ claim_sort_ids(PgqClaim *claim)
  * pgq_block_states_read
  *		Read what the states of a block's jobs are made of, as snapshot
  *		sees it, into *states: one sequential scan of its status table (the
- *		latest row of each job, with its error if with_errors) and one of
- *		its claims table (NULL: the block has none).  The caller has the
- *		tables open.  pgq_block_job_state then gives the state of each job.
+ *		latest row of each job, without its error) and one of its claims
+ *		table (NULL: the block has none).  The caller has the tables open.
+ *		pgq_block_job_state then gives the state of each job.
  */
 void
-pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot, bool with_errors,
+pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
 					  PgqBlockStates *states)
 {
 	TupleTableSlot *slot;
@@ -651,7 +651,7 @@ pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot, bool 
 				: repalloc_huge(states->status, sizeof(PgqLatestStatus) * max);
 		}
 		states->status[n].job_id = DatumGetInt64(slot_getattr(slot, PGQ_SATT_JOB_ID, &isnull));
-		status_row_state(slot, with_errors, &states->status[n].st);
+		status_row_state(slot, false, &states->status[n].st);
 		n++;
 	}
 	table_endscan(scan);
@@ -1063,126 +1063,9 @@ pgq_claims_lane(PgqBlock *block, int32 priority, const char *tenant, int64 from,
 }
 
 /*
- * sql_block
- *		The block of a job for the SQL functions below: the one numbered by
- *		their fifth argument, if given (compaction, whose new block covers
- *		the ids of the old ones until it commits), else the one whose range
- *		holds the job.
- */
-static PgqBlock *
-sql_block(FunctionCallInfo fcinfo, PgqQueue *queue, int64 job_id)
-{
-	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
-		return pgq_block_by_no(queue, PG_GETARG_INT32(4));
-	return pgq_block_for_id(queue, job_id);
-}
-
-/*
- * What compaction's statements read the states of a block's jobs from, one
- * call a job (the SQL functions below, given the block's number): the
- * block's status rows and claims, read at once by the first call and kept
- * for the later calls that see the same rows, those of the same
- * (sub)transaction under an equal snapshot.  One block at a time, in a
- * context under TopTransactionContext.
- */
-typedef struct SqlStates
-{
-	MemoryContext cxt;
-	MemoryContextCallback forget;
-	LocalTransactionId lxid;
-	SubTransactionId subxid;
-	Oid			status_relid;
-	Oid			claims_relid;
-	SnapshotData snapshot;		/* a copy, with its xip and subxip */
-	PgqBlockStates states;
-} SqlStates;
-
-static SqlStates *sql_states = NULL;
-
-/* sql_states_forget: the callback of sql_states' context going away */
-static void
-sql_states_forget(void *arg)
-{
-	sql_states = NULL;
-}
-
-/*
- * same_snapshot
- *		Whether two MVCC snapshots of one command of one transaction see the
- *		same rows.
- */
-static bool
-same_snapshot(Snapshot a, Snapshot b)
-{
-	return a->snapshot_type == b->snapshot_type && a->xmin == b->xmin &&
-		a->xmax == b->xmax && a->curcid == b->curcid && a->xcnt == b->xcnt &&
-		a->subxcnt == b->subxcnt && a->suboverflowed == b->suboverflowed &&
-		a->takenDuringRecovery == b->takenDuringRecovery &&
-		(a->xcnt == 0 || memcmp(a->xip, b->xip, sizeof(TransactionId) * a->xcnt) == 0) &&
-		(a->subxcnt == 0 ||
-		 memcmp(a->subxip, b->subxip, sizeof(TransactionId) * a->subxcnt) == 0);
-}
-
-/*
- * sql_block_states
- *		The states of the jobs of a block for a call of the SQL functions
- *		below that names the block (compaction, for every job of it), as
- *		the statement's snapshot sees them; NULL for other calls, which
- *		look up their job alone.
- */
-static PgqBlockStates *
-sql_block_states(FunctionCallInfo fcinfo, PgqBlock *block)
-{
-	Snapshot	snapshot = GetActiveSnapshot();
-	MemoryContext cxt;
-	MemoryContext old;
-	SqlStates  *s;
-	Relation	status;
-	Relation	claims = NULL;
-
-	if (PG_NARGS() <= 4 || PG_ARGISNULL(4))
-		return NULL;
-	if (sql_states != NULL && sql_states->lxid == MyProc->lxid &&
-		sql_states->subxid == GetCurrentSubTransactionId() &&
-		sql_states->status_relid == block->status_relid &&
-		sql_states->claims_relid == block->claims_relid &&
-		same_snapshot(&sql_states->snapshot, snapshot))
-		return &sql_states->states;
-	if (sql_states != NULL)
-		MemoryContextDelete(sql_states->cxt);
-
-	cxt = AllocSetContextCreate(TopTransactionContext, "pgqueue block states",
-								ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	s = palloc0(sizeof(SqlStates));
-	s->cxt = cxt;
-	s->lxid = MyProc->lxid;
-	s->subxid = GetCurrentSubTransactionId();
-	s->status_relid = block->status_relid;
-	s->claims_relid = block->claims_relid;
-	s->snapshot = *snapshot;
-	s->snapshot.xip = palloc(sizeof(TransactionId) * Max(snapshot->xcnt, 1));
-	memcpy(s->snapshot.xip, snapshot->xip, sizeof(TransactionId) * snapshot->xcnt);
-	s->snapshot.subxip = palloc(sizeof(TransactionId) * Max(snapshot->subxcnt, 1));
-	memcpy(s->snapshot.subxip, snapshot->subxip, sizeof(TransactionId) * snapshot->subxcnt);
-	status = table_open(block->status_relid, AccessShareLock);
-	if (OidIsValid(block->claims_relid))
-		claims = table_open(block->claims_relid, AccessShareLock);
-	pgq_block_states_read(status, claims, snapshot, true, &s->states);
-	if (claims != NULL)
-		table_close(claims, AccessShareLock);
-	table_close(status, AccessShareLock);
-	MemoryContextSwitchTo(old);
-	s->forget.func = sql_states_forget;
-	MemoryContextRegisterResetCallback(cxt, &s->forget);
-	sql_states = s;
-	return &s->states;
-}
-
-/*
  * pgq_job_state_sql
- *		SQL: pgqueue_internal._job_state(queue_id, job_id, priority, tenant,
- *		block_no) returns the state of one job (see the file header) as the statement
+ *		SQL: pgqueue_internal._job_state(queue_id, job_id, priority, tenant)
+ *		returns the state of one job (see the file header) as the statement
  *		sees it: seq, state, attempt, fails, at, due_at, error, claim_id;
  *		state NULL if it was never claimed.
  */
@@ -1203,16 +1086,11 @@ pgq_job_state_sql(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 		text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), tenant, NAMEDATALEN);
 	queue = pgq_queue_by_id(PG_GETARG_INT32(0));
-	block = queue != NULL ? sql_block(fcinfo, queue, job_id) : NULL;
+	block = queue != NULL ? pgq_block_for_id(queue, job_id) : NULL;
 	memset(nulls, true, sizeof(nulls));
 	if (block != NULL && OidIsValid(block->status_relid))
 	{
-		PgqBlockStates *states = sql_block_states(fcinfo, block);
-
-		if (states != NULL)
-			pgq_block_job_state(states, job_id, PG_GETARG_INT32(2), tenant, &st);
-		else
-			pgq_job_state(block, job_id, PG_GETARG_INT32(2), tenant, GetActiveSnapshot(), &st);
+		pgq_job_state(block, job_id, PG_GETARG_INT32(2), tenant, GetActiveSnapshot(), &st);
 		values[0] = Int32GetDatum(st.seq);
 		values[1] = CharGetDatum(st.state);
 		values[2] = Int32GetDatum(st.attempt);
@@ -1231,54 +1109,17 @@ pgq_job_state_sql(PG_FUNCTION_ARGS)
 }
 
 /*
- * pgq_job_claim_rows
- *		SQL: pgqueue_internal._job_claim_rows(queue_id, job_id, priority,
- *		tenant, block_no) returns the transitions of a job that its claim record
- *		holds, as status rows: claimed (seq 1, executing) and, if an ack
- *		of the claim took it, succeeded (seq 2).  None if no claim took it.
+ * put_claim_rows
+ *		Add the transitions of a job that its claim holds to a result, as
+ *		status rows: claimed (seq 1, executing) and, if an ack of the claim
+ *		took it, succeeded (seq 2).
  */
-Datum
-pgq_job_claim_rows(PG_FUNCTION_ARGS)
+static void
+put_claim_rows(ReturnSetInfo *rsinfo, int32 queue_id, int64 job_id, PgqClaim *claim)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int32		queue_id = PG_GETARG_INT32(0);
-	int64		job_id = PG_GETARG_INT64(1);
-	char		tenant[NAMEDATALEN] = "";
-	PgqQueue   *queue;
-	PgqBlock   *block;
-	PgqBlockStates *states;
-	PgqClaim	found;
-	PgqClaim   *claim;
-	Snapshot	snapshot = GetActiveSnapshot();
 	Datum		values[9];
 	bool		nulls[9];
 	TimestampTz at;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (!PG_ARGISNULL(3))
-		text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), tenant, NAMEDATALEN);
-	queue = pgq_queue_by_id(queue_id);
-	block = queue != NULL ? sql_block(fcinfo, queue, job_id) : NULL;
-	if (block == NULL || !OidIsValid(block->claims_relid) || !OidIsValid(block->status_relid))
-		return (Datum) 0;
-	pgq_block_indexes(block);
-	states = sql_block_states(fcinfo, block);
-	if (states != NULL)
-	{
-		PgqLatestStatus *latest = states_latest(states, job_id);
-
-		/* claimed by its range: no status row seq 1 (claimed_by_range) */
-		claim = states_claim(states, job_id, PG_GETARG_INT32(2), tenant);
-		if (claim == NULL || (latest != NULL && latest->first_seq == 1))
-			return (Datum) 0;
-	}
-	else
-	{
-		if (!pgq_claim_find(block, job_id, PG_GETARG_INT32(2), tenant, snapshot, &found) ||
-			!claimed_by_range(block, job_id, snapshot))
-			return (Datum) 0;
-		claim = &found;
-	}
 
 	/* queue_id, job_id, seq, state, attempt, fails, at, due_at, error */
 	memset(nulls, false, sizeof(nulls));
@@ -1300,5 +1141,140 @@ pgq_job_claim_rows(PG_FUNCTION_ARGS)
 		nulls[7] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+}
+
+/*
+ * pgq_job_claim_rows
+ *		SQL: pgqueue_internal._job_claim_rows(queue_id, job_id, priority,
+ *		tenant) returns the transitions of a job that its claim record holds
+ *		(put_claim_rows); none if no claim took it.
+ */
+Datum
+pgq_job_claim_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int32		queue_id = PG_GETARG_INT32(0);
+	int64		job_id = PG_GETARG_INT64(1);
+	char		tenant[NAMEDATALEN] = "";
+	PgqQueue   *queue;
+	PgqBlock   *block;
+	PgqClaim	claim;
+	Snapshot	snapshot = GetActiveSnapshot();
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!PG_ARGISNULL(3))
+		text_to_cstring_buffer(PG_GETARG_TEXT_PP(3), tenant, NAMEDATALEN);
+	queue = pgq_queue_by_id(queue_id);
+	block = queue != NULL ? pgq_block_for_id(queue, job_id) : NULL;
+	if (block == NULL || !OidIsValid(block->claims_relid) || !OidIsValid(block->status_relid))
+		return (Datum) 0;
+	pgq_block_indexes(block);
+	if (pgq_claim_find(block, job_id, PG_GETARG_INT32(2), tenant, snapshot, &claim) &&
+		claimed_by_range(block, job_id, snapshot))
+		put_claim_rows(rsinfo, queue_id, job_id, &claim);
+	return (Datum) 0;
+}
+
+/*
+ * block_jobs
+ *		For every job of a block as the statement sees it, what _job_state
+ *		(without claim_rows: job_id, state, at) or _job_claim_rows (with
+ *		it) gives, from its status rows and claims read at once, then its
+ *		jobs, into the result of an SRF whose arguments are queue_id and
+ *		block_no (compaction: the new block covers the ids of the old ones
+ *		until it commits).  Nothing if the block or its tables are gone.
+ */
+static void
+block_jobs(FunctionCallInfo fcinfo, bool claim_rows)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int32		queue_id = PG_GETARG_INT32(0);
+	Snapshot	snapshot = GetActiveSnapshot();
+	PgqQueue   *queue;
+	PgqBlock   *block;
+	PgqBlockStates states;
+	Relation	jobs;
+	Relation	status;
+	Relation	claims = NULL;
+	TupleTableSlot *slot;
+	TableScanDesc scan;
+
+	InitMaterializedSRF(fcinfo, 0);
+	queue = pgq_queue_by_id(queue_id);
+	block = queue != NULL ? pgq_block_by_no(queue, PG_GETARG_INT32(1)) : NULL;
+	if (block == NULL || !OidIsValid(block->jobs_relid) || !OidIsValid(block->status_relid))
+		return;
+	jobs = table_open(block->jobs_relid, AccessShareLock);
+	status = table_open(block->status_relid, AccessShareLock);
+	if (OidIsValid(block->claims_relid))
+		claims = table_open(block->claims_relid, AccessShareLock);
+	pgq_block_states_read(status, claims, snapshot, &states);
+
+	slot = table_slot_create(jobs, NULL);
+	scan = table_beginscan(jobs, snapshot, 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
+		int32		priority = DatumGetInt32(slot_getattr(slot, PGQ_JATT_PRIORITY, &isnull));
+		Datum		t = slot_getattr(slot, PGQ_JATT_TENANT, &isnull);
+		char		tenant[NAMEDATALEN] = "";
+
+		if (!isnull)
+			text_to_cstring_buffer(DatumGetTextPP(t), tenant, NAMEDATALEN);
+		if (claim_rows)
+		{
+			PgqLatestStatus *latest = states_latest(&states, job_id);
+			PgqClaim   *claim = states_claim(&states, job_id, priority, tenant);
+
+			/* claimed by its range: no status row seq 1 (claimed_by_range) */
+			if (claim != NULL && (latest == NULL || latest->first_seq != 1))
+				put_claim_rows(rsinfo, queue_id, job_id, claim);
+		}
+		else
+		{
+			PgqJobState st;
+			Datum		values[3];
+			bool		nulls[3];
+
+			pgq_block_job_state(&states, job_id, priority, tenant, &st);
+			values[0] = Int64GetDatum(job_id);
+			values[1] = CharGetDatum(st.state);
+			values[2] = TimestampTzGetDatum(st.at);
+			nulls[0] = false;
+			nulls[1] = nulls[2] = st.state == '\0';
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	if (claims != NULL)
+		table_close(claims, AccessShareLock);
+	table_close(status, AccessShareLock);
+	table_close(jobs, AccessShareLock);
+}
+
+/*
+ * pgq_block_states_sql
+ *		SQL: pgqueue_internal._block_states(queue_id, block_no) returns the
+ *		state of every job of a block (block_jobs): job_id, state, at.
+ */
+Datum
+pgq_block_states_sql(PG_FUNCTION_ARGS)
+{
+	block_jobs(fcinfo, false);
+	return (Datum) 0;
+}
+
+/*
+ * pgq_block_claim_rows
+ *		SQL: pgqueue_internal._block_claim_rows(queue_id, block_no) returns
+ *		the transitions that claims hold of every job of a block
+ *		(block_jobs), as status rows.
+ */
+Datum
+pgq_block_claim_rows(PG_FUNCTION_ARGS)
+{
+	block_jobs(fcinfo, true);
 	return (Datum) 0;
 }

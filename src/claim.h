@@ -92,7 +92,7 @@ extern bool pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto
 extern void pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,
 						  Snapshot snapshot, PgqJobState *st);
 extern void pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
-								  bool with_errors, PgqBlockStates *states);
+								  PgqBlockStates *states);
 extern void pgq_block_job_state(PgqBlockStates *states, int64 job_id, int32 priority,
 								const char *tenant, PgqJobState *st);
 extern bool pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,

@@ -203,7 +203,7 @@ count_block(PgqBlock *block, Snapshot snapshot, TimestampTz now, StatsCounts *co
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pgqueue block stats",
 								ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	pgq_block_states_read(status, claims, snapshot, false, &states);
+	pgq_block_states_read(status, claims, snapshot, &states);
 
 	slot = table_slot_create(jobs, NULL);
 	scan = table_beginscan(jobs, snapshot, 0, NULL);

@@ -398,12 +398,11 @@ AS 'MODULE_PATHNAME', 'pgq_unclaimed';
  * _job_state: the current state of a job of a queue (of lane priority,
  * tenant), the one definition every part uses (claim.c): its latest status
  * row, else the claim record that holds it; state NULL if it was never
- * claimed.  claim_id is that of the claim that holds it, if any.  With
- * block_no, the job is looked for in that block (compaction).
+ * claimed.  claim_id is that of the claim that holds it, if any.
+ * (Compaction reads all the jobs of a block at once: _block_states.)
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._job_state(queue_id integer, job_id bigint,
 													   priority integer, tenant text,
-													   block_no integer DEFAULT NULL,
 													   OUT seq integer, OUT state "char",
 													   OUT attempt integer, OUT fails integer,
 													   OUT at timestamptz, OUT due_at timestamptz,

@@ -75,17 +75,41 @@ SET search_path = pg_catalog, pgqueue, pg_temp
 AS 'MODULE_PATHNAME', 'pgq_changed_tids';
 
 /*
+ * _block_states: the state of every job of a block (job_id, state, at), as
+ * _job_state gives it, read at once (claim.c); for compaction, which names
+ * the block (its new block covers the ids of the old ones until it commits)
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_states(queue_id integer, block_no integer,
+														  OUT job_id bigint, OUT state "char",
+														  OUT at timestamptz)
+RETURNS SETOF record
+LANGUAGE c STRICT STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_block_states_sql';
+
+/*
+ * _block_claim_rows: the transitions that claim records hold of every job
+ * of a block, as status rows, as _job_claim_rows gives them, read at once
+ * (for compaction, like _block_states)
+ */
+CREATE OR REPLACE FUNCTION pgqueue_internal._block_claim_rows(queue_id integer, block_no integer)
+RETURNS SETOF pgqueue_data.status_store
+LANGUAGE c STRICT STABLE
+SET search_path = pg_catalog, pgqueue, pg_temp
+AS 'MODULE_PATHNAME', 'pgq_block_claim_rows';
+
+/*
  * _block_keep: how many jobs a block has, and how many compaction would
  * keep live: unfinished, or finished after cutoff (within the retention).
  * A block cannot qualify at threshold while fewer of its jobs finished by
  * cutoff than its status rows and claim records say at most (those
  * finished, and those its claims took): then the planner's count of its
  * jobs (reltuples) stands for the count, and nothing more is read, so that
- * a block of backlog costs two small reads a round.  Otherwise, counting
- * the kept ones stops once there are clearly too many for the block to
- * qualify (keep is then 2 more than the most it could keep: 1 more could
- * still pass the float division of the test), looking from the newest job
- * down, where a queue drained in order keeps them.
+ * a block of backlog costs two small reads a round.  Otherwise the kept
+ * ones are counted from the states of all its jobs (_block_states), up to
+ * clearly too many for the block to qualify (keep is then 2 more than the
+ * most it could keep: 1 more could still pass the float division of the
+ * test).
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._block_keep(queue_id integer, block_no integer, cutoff timestamptz,
 									threshold double precision,
@@ -116,14 +140,10 @@ BEGIN
 		RETURN;
 	END IF;
 	EXECUTE format('SELECT count(*) FROM %s', j) INTO total;
-	EXECUTE format($q$
-		SELECT count(*) FROM (
-		  SELECT 1 FROM %1$s j
-		  CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id, j.priority,
-														 j.tenant, $3) l
-		  WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1
-		  ORDER BY j.job_id DESC LIMIT $2) k$q$, j)
-	INTO keep USING cutoff, floor(total * (1 - threshold))::bigint + 2, block_no;
+	SELECT count(*) INTO keep FROM (
+	  SELECT 1 FROM pgqueue_internal._block_states(_block_keep.queue_id, _block_keep.block_no) l
+	   WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > cutoff
+	   ORDER BY l.job_id DESC LIMIT floor(total * (1 - threshold))::bigint + 2) k;
 END
 $$;
 
@@ -339,8 +359,7 @@ BEGIN
 					SELECT j.queue_id, j.job_id, j.key, j.priority, j.run_at, j.enqueued_at,
 						   j.payload, j.tenant
 					  FROM %1$s j
-					 CROSS JOIN LATERAL pgqueue_internal._job_state(j.queue_id, j.job_id,
-																	j.priority, j.tenant, $2) l
+					  JOIN pgqueue_internal._block_states($3, $2) l ON l.job_id = j.job_id
 					 WHERE l.state IS NULL OR l.state NOT IN ('d', 'x') OR l.at > $1),
 				kj AS (INSERT INTO %3$s SELECT * FROM k),
 				ks AS (INSERT INTO %4$s SELECT s.* FROM %2$s s
@@ -359,7 +378,7 @@ BEGIN
 				pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
 				pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no), nj, ns,
 				pgqueue_internal._rel('c', run[i].queue_id, run[i].block_no), nc)
-			INTO n USING cutoff, run[i].block_no;
+			INTO n USING cutoff, run[i].block_no, run[i].queue_id;
 			moved := moved + n;
 			PERFORM pgqueue_internal._fault('compact_copied');
 
@@ -381,8 +400,8 @@ BEGIN
 					UNION ALL
 					SELECT g.queue_id, g.job_id, c.seq, c.state, c.attempt, c.fails, c.at,
 						   c.due_at, c.error
-					  FROM g CROSS JOIN LATERAL pgqueue_internal._job_claim_rows(
-							g.queue_id, g.job_id, g.priority, g.tenant, $3) c),
+					  FROM g JOIN pgqueue_internal._block_claim_rows($5, $3) c
+						ON c.job_id = g.job_id),
 				x AS (
 					INSERT INTO %3$s
 					SELECT r.queue_id, r.job_id, r.seq, r.state, r.attempt, r.fails, r.at,
@@ -396,7 +415,7 @@ BEGIN
 				pgqueue_internal._rel('j', run[i].queue_id, run[i].block_no),
 				pgqueue_internal._rel('s', run[i].queue_id, run[i].block_no),
 				coalesce(a, 'pgqueue_data.archive_store'), nj)
-			INTO n USING clock_timestamp(), snap, run[i].block_no, q.archive;
+			INTO n USING clock_timestamp(), snap, run[i].block_no, q.archive, run[i].queue_id;
 			archived := archived + n;
 			PERFORM pgqueue_internal._fault('compact_archived');
 		END LOOP;

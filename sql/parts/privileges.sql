@@ -67,8 +67,8 @@ GRANT SELECT ON pgqueue.queues, pgqueue.jobs, pgqueue.job_history, pgqueue.block
 GRANT EXECUTE ON FUNCTION
 	pgqueue_internal._state("char", timestamptz, timestamptz),
 	pgqueue_internal._key_blocked(integer, text, bigint),
-	pgqueue_internal._job_state(integer, bigint, integer, text, integer),
-	pgqueue_internal._job_claim_rows(integer, bigint, integer, text, integer),
+	pgqueue_internal._job_state(integer, bigint, integer, text),
+	pgqueue_internal._job_claim_rows(integer, bigint, integer, text),
 	pgqueue_internal._block_stats(integer, integer),
 	pgqueue_internal._queue_stats(integer, integer[]),
 	pgqueue_internal._counters(text)

@@ -62,11 +62,10 @@ SELECT q.name AS queue,
 /*
  * _job_claim_rows: the transitions of a job that its claim record holds,
  * as status rows (claimed, and acked if an ack of the claim took it), for
- * job_history and the archive; block_no as for _job_state
+ * job_history (compaction archives them with _block_claim_rows)
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._job_claim_rows(queue_id integer, job_id bigint,
-															priority integer, tenant text,
-															block_no integer DEFAULT NULL)
+															priority integer, tenant text)
 RETURNS SETOF pgqueue_data.status_store
 LANGUAGE c STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue, pg_temp

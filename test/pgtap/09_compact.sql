@@ -19,7 +19,7 @@
 \pset pager off
 
 BEGIN;
-SELECT plan(53);
+SELECT plan(54);
 
 -- block tables without a catalog row, catalog rows without both tables,
 -- archive tables without a catalog row and the reverse, for every queue
@@ -205,8 +205,8 @@ SELECT is((SELECT count(*) FROM pg_class c JOIN pg_namespace s ON s.oid = c.reln
 			WHERE s.nspname = 'pgqueue_data'), (SELECT n FROM rels_before),
 		  'no table or index was created by those pushes');
 
--- compaction reads the states of a block's jobs at once (the SQL functions
--- given the block's number): the same as the lookups of one job each, for
+-- compaction reads the states of a block's jobs at once (_block_states,
+-- _block_claim_rows): the same as the lookups of one job each, for
 -- jobs claimed in a range, acked, failed out of it and claimed again,
 -- extended (rows from seq 2), passed over for a busy key (a hole: rows from
 -- seq 1), never claimed
@@ -225,20 +225,22 @@ SELECT is((SELECT count(DISTINCT coalesce(l.state::text, '-')) FROM pgqueue_data
 														   j.tenant) l
 		   WHERE j.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 't_states')),
 		  4::bigint, 't_states has jobs succeeded, executing, available and never claimed');
-SELECT is_empty($$
-	SELECT j.job_id FROM pgqueue_data.job_store j
-	 WHERE j.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 't_states')
-	   AND ((SELECT array_agg(l::text) FROM pgqueue_internal._job_state(
-				j.queue_id, j.job_id, j.priority, j.tenant, 0) l)
-			IS DISTINCT FROM
-			(SELECT array_agg(l::text) FROM pgqueue_internal._job_state(
-				j.queue_id, j.job_id, j.priority, j.tenant) l)
-			OR (SELECT array_agg(c::text ORDER BY c.seq) FROM pgqueue_internal._job_claim_rows(
-				j.queue_id, j.job_id, j.priority, j.tenant, 0) c)
-			IS DISTINCT FROM
-			(SELECT array_agg(c::text ORDER BY c.seq) FROM pgqueue_internal._job_claim_rows(
-				j.queue_id, j.job_id, j.priority, j.tenant) c))$$,
-	'the states and claim rows of all of its jobs read at once equal those read one by one');
+CREATE TEMP TABLE t_states AS
+	SELECT j.queue_id, j.job_id, j.priority, j.tenant FROM pgqueue_data.job_store j
+	 WHERE j.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 't_states');
+SELECT bag_eq($$SELECT l.job_id, l.state, l.at
+				 FROM t_states t, pgqueue_internal._block_states(t.queue_id, 0) l
+				WHERE t.job_id = (SELECT min(job_id) FROM t_states)$$,
+			  $$SELECT t.job_id, l.state, l.at FROM t_states t
+				CROSS JOIN LATERAL pgqueue_internal._job_state(t.queue_id, t.job_id, t.priority,
+															   t.tenant) l$$,
+			  'the states of all the jobs of a block read at once equal those read one by one');
+SELECT bag_eq($$SELECT c.* FROM t_states t, pgqueue_internal._block_claim_rows(t.queue_id, 0) c
+				WHERE t.job_id = (SELECT min(job_id) FROM t_states)$$,
+			  $$SELECT c.* FROM t_states t
+				CROSS JOIN LATERAL pgqueue_internal._job_claim_rows(t.queue_id, t.job_id,
+																	t.priority, t.tenant) c$$,
+			  'and so do the transitions their claims hold');
 
 -- ANALYZE leaves payload out, in blocks made ahead, by compaction and in archives
 SELECT is((SELECT count(*) FILTER (WHERE a.attstattarget = 0) || ' of ' || count(*)

@@ -38,8 +38,10 @@
 #    succeeded; "pgqueue maintenance" starts, and maintains: it expires
 #    the holder's 5 leases (available again, one failure each) and those
 #    of the consumers' last claims, which the stop left unacked, and once
-#    a drain has finished every job it compacts and archives the queue
-#    back to at most two blocks, archiving rows after the promotion; in the
+#    a drain has finished every job (and 250 pushed after the promotion:
+#    the primary's worker may have archived all before the stop) it
+#    compacts and archives the queue back to at most two blocks, archiving
+#    rows after the promotion; in the
 #    end every noted token's job succeeded exactly once.  Neither server
 #    log has a PANIC, TRAP or internal error (XX000).
 #
@@ -402,11 +404,14 @@ ok(poll($standby, q{SELECT count(*) FROM pgqueue.jobs WHERE queue = 'sb' AND sta
 		'0', 30),
 	'failover: the worker expires the leases the stopped consumers held');
 
-# drain what is left, then the worker compacts and archives it all
+# push two and a half blocks more (the primary's worker may have archived
+# everything before the stop), drain them and what is left, then the
+# worker compacts and archives it all
 my $drained = sql($standby, <<'EOS');
 DO $$
 DECLARE ids bigint[];
 BEGIN
+	PERFORM pgqueue.queue_push_batch('sb', array_fill('{"after": true}'::jsonb, ARRAY[250]));
 	LOOP
 		SELECT array_agg(job_id) INTO ids FROM pgqueue.queue_pop('sb', 500);
 		EXIT WHEN ids IS NULL;
@@ -420,10 +425,10 @@ is($drained, '0', 'failover: a drain on the new primary finishes every job')
 						  FROM pgqueue.jobs WHERE queue = 'sb' AND state <> 'succeeded'}));
 ok(poll($standby, q{SELECT count(*) <= 2 FROM pgqueue.blocks WHERE queue = 'sb'}, 't', 60),
 	'failover: the worker compacts sb back to at most two blocks');
-is( sql(
+ok( poll(
 		$standby,
-		qq{SELECT count(*) > 0 FROM pgqueue_data.archive_store WHERE archived_at > '$promoted_at'}),
-	't',
+		qq{SELECT count(*) > 0 FROM pgqueue_data.archive_store WHERE archived_at > '$promoted_at'},
+		't', 60),
 	'failover: ... archiving rows after the promotion');
 is( sql(
 		$standby, q{SELECT count(*) FROM noted n

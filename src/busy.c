@@ -210,14 +210,10 @@ pgq_block_busy(PG_FUNCTION_ARGS)
 	index_rescan(scan, NULL, 0, NULL, 0);
 	while (!busy && index_getnext_slot(scan, BackwardScanDirection, slot))
 	{
-		bool		isnull;
-		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
-		int32		priority = DatumGetInt32(slot_getattr(slot, PGQ_JATT_PRIORITY, &isnull));
-		Datum		tenant_d = slot_getattr(slot, PGQ_JATT_TENANT, &isnull);
-		char		tenant[NAMEDATALEN] = "";
+		int32		priority;
+		char		tenant[NAMEDATALEN];
+		int64		job_id = pgq_slot_job_lane(slot, &priority, tenant);
 
-		if (!isnull)
-			text_to_cstring_buffer(DatumGetTextPP(tenant_d), tenant, NAMEDATALEN);
 		if (unfinished(block, job_id, priority, tenant, snapshot))
 		{
 			known = busy_entry(queue, block, true);

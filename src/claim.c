@@ -746,6 +746,24 @@ pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
 }
 
 /*
+ * pgq_slot_job_lane
+ *		The id of the job row in slot, and its lane: *priority, and its
+ *		tenant into a buffer of NAMEDATALEN bytes ('' for none).
+ */
+int64
+pgq_slot_job_lane(TupleTableSlot *slot, int32 *priority, char *tenant)
+{
+	bool		isnull;
+	Datum		t = slot_getattr(slot, PGQ_JATT_TENANT, &isnull);
+
+	tenant[0] = '\0';
+	if (!isnull)
+		text_to_cstring_buffer(DatumGetTextPP(t), tenant, NAMEDATALEN);
+	*priority = DatumGetInt32(slot_getattr(slot, PGQ_JATT_PRIORITY, &isnull));
+	return DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
+}
+
+/*
  * states_latest
  *		The latest status row of a job in what pgq_block_states_read read
  *		(rule 1); NULL if it has none.
@@ -1214,14 +1232,10 @@ block_jobs(FunctionCallInfo fcinfo, bool claim_rows)
 	scan = table_beginscan(jobs, snapshot, 0, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
-		bool		isnull;
-		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
-		int32		priority = DatumGetInt32(slot_getattr(slot, PGQ_JATT_PRIORITY, &isnull));
-		Datum		t = slot_getattr(slot, PGQ_JATT_TENANT, &isnull);
-		char		tenant[NAMEDATALEN] = "";
+		int32		priority;
+		char		tenant[NAMEDATALEN];
+		int64		job_id = pgq_slot_job_lane(slot, &priority, tenant);
 
-		if (!isnull)
-			text_to_cstring_buffer(DatumGetTextPP(t), tenant, NAMEDATALEN);
 		if (claim_rows)
 		{
 			PgqLatestStatus *latest = states_latest(&states, job_id);

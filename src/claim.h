@@ -93,6 +93,7 @@ extern void pgq_job_state(PgqBlock *block, int64 job_id, int32 priority, const c
 						  Snapshot snapshot, PgqJobState *st);
 extern void pgq_block_states_read(Relation status, Relation claims, Snapshot snapshot,
 								  PgqBlockStates *states);
+extern int64 pgq_slot_job_lane(TupleTableSlot *slot, int32 *priority, char *tenant);
 extern void pgq_block_job_state(PgqBlockStates *states, int64 job_id, int32 priority,
 								const char *tenant, PgqJobState *st);
 extern bool pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant,

@@ -671,34 +671,36 @@ finish_rows(Finish *f, PgqBlock *block, Request *reqs, int n)
 
 /*
  * key_next
- *		The next job of a key in a block after job_id, as snap sees it; 0
- *		if none.
+ *		The next job of a key in a block after job_id, as the snapshot of
+ *		scan (of the block's (key, job_id) index) sees it, if it lies within
+ *		PGQ_KEY_NEXT_SPAN ids; 0 if none does.  A next job further on is
+ *		not looked for: the key's watermark then stops just past job_id,
+ *		and the pop that gets that far probes (flow.c).  The bound also
+ *		keeps the index from reading every later job of the key on the
+ *		page.
  */
+#define PGQ_KEY_NEXT_SPAN	10000
+
 static int64
-key_next(PgqBlock *block, text *key, int64 job_id, Snapshot snap)
+key_next(IndexScanDesc scan, TupleTableSlot *slot, text *key, int64 job_id)
 {
-	Relation	jobs = table_open(block->jobs_relid, AccessShareLock);
-	Relation	index = index_open(block->key_index, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(jobs, NULL);
-	ScanKeyData skeys[2];
-	IndexScanDesc scan;
+	ScanKeyData skeys[3];
 	int64		next = 0;
 
 	ScanKeyEntryInitialize(&skeys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(key));
+						   scan->indexRelation->rd_indcollation[0], F_TEXTEQ,
+						   PointerGetDatum(key));
 	ScanKeyInit(&skeys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(job_id));
-	scan = index_beginscan(jobs, index, snap, 2, 0);
-	index_rescan(scan, skeys, 2, NULL, 0);
+	ScanKeyInit(&skeys[2], 2, BTLessEqualStrategyNumber, F_INT8LE,
+				Int64GetDatum(job_id + PGQ_KEY_NEXT_SPAN));
+	index_rescan(scan, skeys, 3, NULL, 0);
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
 
 		next = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
+		ExecClearTuple(slot);
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
-	table_close(jobs, AccessShareLock);
 	return next;
 }
 
@@ -706,7 +708,7 @@ key_next(PgqBlock *block, text *key, int64 job_id, Snapshot snap)
  * read_held
  *		Read jobs of a block without status rows (sorted) for their claims,
  *		as snap sees them: their lanes, keys and, for an ack, the next job
- *		of each key.  A job that does not exist is an error.
+ *		of each key (one scan of the key index for all of them).  A job that does not exist is an error.
  */
 static Held *
 read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
@@ -714,8 +716,10 @@ read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
 	Held	   *held = palloc(sizeof(Held) * n);
 	Relation	jobs;
 	Relation	pkey;
+	Relation	keys = NULL;
 	TupleTableSlot *slot;
 	IndexScanDesc scan;
+	IndexScanDesc next_scan = NULL;
 
 	pgq_block_indexes(block);
 	jobs = table_open(block->jobs_relid, AccessShareLock);
@@ -747,12 +751,25 @@ read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
 			text_to_cstring_buffer(h->tenant_text, h->tenant, NAMEDATALEN);
 		d = slot_getattr(slot, PGQ_JATT_KEY, &isnull);
 		h->key = isnull ? NULL : DatumGetTextPCopy(d);
-		h->next = h->key != NULL && f->op == FINISH_ACK
-			? key_next(block, h->key, h->job_id, snap) : 0;
-		h->done = false;
 		ExecClearTuple(slot);
+		h->next = 0;
+		if (h->key != NULL && f->op == FINISH_ACK)
+		{
+			if (next_scan == NULL)
+			{
+				keys = index_open(block->key_index, AccessShareLock);
+				next_scan = index_beginscan(jobs, keys, snap, 3, 0);
+			}
+			h->next = key_next(next_scan, slot, h->key, h->job_id);
+		}
+		h->done = false;
 	}
 	index_endscan(scan);
+	if (next_scan != NULL)
+	{
+		index_endscan(next_scan);
+		index_close(keys, AccessShareLock);
+	}
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(pkey, AccessShareLock);
 	table_close(jobs, AccessShareLock);

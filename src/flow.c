@@ -728,7 +728,7 @@ key_probe_block(PgqBlock *block, text *key, int64 lo, int64 hi, Snapshot snapsho
 {
 	Relation	jobs = table_open(block->jobs_relid, NoLock);
 	Relation	index;
-	ScanKeyData skeys[2];
+	ScanKeyData skeys[3];
 	IndexScanDesc scan;
 	TupleTableSlot *jslot;
 	int64		found = 0;
@@ -740,8 +740,10 @@ key_probe_block(PgqBlock *block, text *key, int64 lo, int64 hi, Snapshot snapsho
 	ScanKeyEntryInitialize(&skeys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(key));
 	ScanKeyInit(&skeys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
-	scan = index_beginscan(jobs, index, snapshot, 2, 0);
-	index_rescan(scan, skeys, 2, NULL, 0);
+	/* bounded above too: the index reads no more of the key's jobs than that */
+	ScanKeyInit(&skeys[2], 2, BTLessStrategyNumber, F_INT8LT, Int64GetDatum(hi));
+	scan = index_beginscan(jobs, index, snapshot, 3, 0);
+	index_rescan(scan, skeys, 3, NULL, 0);
 	while (found == 0 && index_getnext_slot(scan, ForwardScanDirection, jslot))
 	{
 		bool		isnull;
@@ -750,8 +752,6 @@ key_probe_block(PgqBlock *block, text *key, int64 lo, int64 hi, Snapshot snapsho
 		char		name[NAMEDATALEN] = "";
 		PgqJobState st;
 
-		if (job_id >= hi)
-			break;
 		if (!isnull)
 			text_to_cstring_buffer(DatumGetTextPP(tenant), name, NAMEDATALEN);
 		pgq_job_state(block, job_id,

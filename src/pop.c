@@ -1041,6 +1041,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	text	  **claimed_tenants;
 	TimestampTz lease_until = 0;
 	bool		lost = false;
+	int			seen;
 
 	*stop = false;
 	pop->statements++;
@@ -1050,6 +1051,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 
 		rows = palloc(sizeof(RangeJob) * wanted);
 		nrows = read_range(block, priority, tenant, r->lo, r->hi, wanted, rows);
+		seen = nrows;
 		if (nrows == wanted)
 			used = rows[nrows - 1].job_id;
 
@@ -1134,7 +1136,9 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 	PG_END_TRY();
 
 	/* the rest of the range goes back now, this part if the claim aborts */
-	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, nrows, lost);
+	while (seen > 0 && rows[seen - 1].job_id > used)
+		seen--;
+	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, seen, lost);
 	noted->hi = used;
 	for (int k = 0; k < ntake; k++)
 	{

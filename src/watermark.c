@@ -105,7 +105,8 @@ typedef struct LaneEntry
 	int			fresh;			/* claimers of one row a job (see above) */
 	int64		fresh_floor;	/* the lowest of their floors */
 	int64		cursor;
-	double		density;		/* jobs of the lane per id, as last seen */
+	double		seen_jobs;		/* jobs of the lane among seen_ids ids read */
+	double		seen_ids;		/* by recent claims, older ones decayed */
 	int			nreturned;
 	PgqRange	returned[PGQ_LANE_RETURNED];	/* disjoint, by lo */
 } LaneEntry;
@@ -404,7 +405,8 @@ lane_entry(LaneKey *key)
 		entry->fresh = 0;
 		entry->fresh_floor = PG_INT64_MAX;
 		entry->cursor = 0;
-		entry->density = 1.0;
+		entry->seen_jobs = 1.0;
+		entry->seen_ids = 1.0;
 		entry->nreturned = 0;
 	}
 	return entry;
@@ -581,6 +583,31 @@ unknown(LaneEntry *entry)
 }
 
 /*
+ * lane_span
+ *		How many ids a reservation for want jobs of a lane spans: want at
+ *		the lane's density, as the ranges its recent claims read saw it
+ *		(the ratio of their sums: a range that happened to hold one job in
+ *		three ids does not make the next one tiny).  A lane thinned out by
+ *		tenants or priorities (one job in fifty ids, say) gets a margin of
+ *		PGQ_SPAN_MARGIN, so that a claim usually gets all it wants in one
+ *		range (the ids it does not read go back to the lane:
+ *		pgq_lane_claimed); a lane that held every id it read gets want ids
+ *		exactly, so that it does not hold ids back from a concurrent pop.
+ */
+#define PGQ_SEEN_DECAY		0.75
+#define PGQ_SPAN_MARGIN		1.25
+
+static int64
+lane_span(LaneEntry *entry, int want)
+{
+	double		per_job = entry->seen_ids / Max(entry->seen_jobs, 1.0);
+
+	if (per_job <= 1.0)
+		return want;
+	return (int64) ceil(PGQ_SPAN_MARGIN * want * per_job);
+}
+
+/*
  * pgq_lane_reserve
  *		Reserve a range of ids for a claim of up to want jobs of a lane: the
  *		first returned range, or a range from the cursor below bound, as
@@ -621,7 +648,7 @@ pgq_lane_reserve(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 		result = PGQ_LANE_BUSY;
 	else
 	{
-		int64		span = (int64) ceil(want / Max(entry->density, 0.01));
+		int64		span = lane_span(entry, want);
 
 		if (entry->nreturned > 0 && entry->returned[0].lo < entry->fresh_floor)
 		{
@@ -752,8 +779,10 @@ pgq_lane_claimed(PgqQueue *queue, PgqBlock *block, int32 priority, const char *t
 		else if (!give_back(entry, used + 1, r->hi))
 			unknown(entry);
 		if (used >= r->lo)
-			entry->density = 0.5 * entry->density +
-				0.5 * Max((double) seen / (double) (used - r->lo + 1), 0.01);
+		{
+			entry->seen_jobs = PGQ_SEEN_DECAY * entry->seen_jobs + seen;
+			entry->seen_ids = PGQ_SEEN_DECAY * entry->seen_ids + (used - r->lo + 1);
+		}
 	}
 	LWLockRelease(lanes_lock);
 }

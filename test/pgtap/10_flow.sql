@@ -26,7 +26,7 @@
 \pset tuples_only true
 \pset pager off
 
-SELECT plan(114);
+SELECT plan(118);
 
 /* ------------------------------------------------------------------------
  * Committed part: what an ack, release or fail frees once it commits
@@ -128,8 +128,48 @@ SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys', 10)$$,
 				  $$VALUES (2::bigint)$$,
 				  'committed: after its ack the next job of the key comes out at once');
 
+-- keys: an ack looks for the next job of a key only 10 000 ids on; one
+-- further on is found by the pop that gets there
+SELECT pgqueue.queue_create('fc_keys_far') \g /dev/null
+SELECT pgqueue.queue_push('fc_keys_far', '{}', 'k') \g /dev/null
+SELECT pgqueue.queue_push_batch('fc_keys_far', array_fill('{}'::jsonb, ARRAY[12000])) \g /dev/null
+SELECT pgqueue.queue_push_batch('fc_keys_far', array_fill('{}'::jsonb, ARRAY[2]),
+								keys => ARRAY['k', 'k']) \g /dev/null
+SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_far', 1)$$,
+				  $$VALUES (1::bigint)$$,
+				  'committed, keys far apart: the first job of the key');
+SELECT pgqueue.queue_ack('fc_keys_far', 1) \g /dev/null
+SELECT is((SELECT count(*) FROM pgqueue.queue_pop('fc_keys_far', 10000)) +
+		  (SELECT count(*) FROM pgqueue.queue_pop('fc_keys_far', 2000)), 12000::bigint,
+		  'committed: the jobs without a key in between');
+SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_far', 10)$$,
+				  $$VALUES (12002::bigint)$$,
+				  'committed: the next job of the key, 12 001 ids on, and not the one after it');
+
+-- tenants: once a lane's density is known, a pop claims each tenant's
+-- share in one range, with one claim record (50 tenants, interleaved)
+SELECT pgqueue.queue_create('fc_lanes') \g /dev/null
+SELECT pgqueue.queue_push_batch('fc_lanes', array_fill('{}'::jsonb, ARRAY[1000]),
+								tenants => ARRAY(SELECT 't' || (i % 50) FROM generate_series(1, 1000) i))
+  FROM generate_series(1, 5) \g /dev/null
+DO $$
+BEGIN
+	FOR i IN 1..10 LOOP
+		PERFORM count(*) FROM pgqueue.queue_pop('fc_lanes', 100);
+	END LOOP;
+END
+$$;
+SELECT format('SELECT count(*) FROM %s WHERE seq = 0',
+			  pgqueue_internal._rel('c', q.queue_id, 0)) AS lanes_claims
+  FROM pgqueue.queue q WHERE q.name = 'fc_lanes' \gset
+CREATE TEMP TABLE lane_claims AS :lanes_claims;
+SELECT count(*) FROM pgqueue.queue_pop('fc_lanes', 100) \g /dev/null
+SELECT is((:lanes_claims) - (SELECT count FROM lane_claims), 10::bigint,
+		  'committed, 50 tenants: a pop of 100 among 10 of them writes 10 claim records');
+
 SELECT pgqueue.queue_drop(q, force => true) FROM unnest(ARRAY['fc_cap', 'fc_tcap', 'fc_depth',
-															   'fc_tdepth', 'fc_keys']) q \g /dev/null
+															   'fc_tdepth', 'fc_keys', 'fc_keys_far',
+															   'fc_lanes']) q \g /dev/null
 SELECT is((SELECT count(*) FROM pgqueue.queue WHERE name LIKE 'fc\_%'), 0::bigint,
 		  'the queues of the committed part are dropped again');
 

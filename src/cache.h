@@ -84,6 +84,7 @@ typedef enum PgqPlanKind
 	PGQ_PLAN_EXTEND,
 	PGQ_PLAN_RELEASE,
 	PGQ_PLAN_CLAIM_ACK,			/* ... and by claim record */
+	PGQ_PLAN_CLAIMS_ACK,		/* ... of all that claims hold, one statement */
 	PGQ_PLAN_EXIT_FAIL,
 	PGQ_PLAN_EXIT_EXTEND,
 	PGQ_PLAN_EXIT_RELEASE,

@@ -114,6 +114,21 @@ static const char *claim_ack_sql =
 "INSERT INTO %3$s (queue_id, claim_id, seq, kind, n, ids, at)"
 " VALUES ($3, $12, $13, 'd', $14, $1, $4) ON CONFLICT DO NOTHING";
 
+/*
+ * acks of all that some claims hold ($3: claims, $4: their next seqs, $5:
+ * jobs in each), one record a claim, in one statement; returns the claims
+ * whose record went in
+ */
+static const char *claims_ack_sql =
+"INSERT INTO %3$s (queue_id, claim_id, seq, kind, n, ids, at)"
+" SELECT $1, u.claim_id, u.seq, 'd', u.n, NULL, $2"
+" FROM unnest($3::pg_catalog.int8[], $4::pg_catalog.int4[], $5::pg_catalog.int4[])"
+"  AS u(claim_id, seq, n)"
+" ON CONFLICT DO NOTHING RETURNING claim_id";
+
+static Oid	claims_ack_argtypes[5] = {INT4OID, TIMESTAMPTZOID, INT8ARRAYOID, INT4ARRAYOID,
+INT4ARRAYOID};
+
 #define FAIL_EXHAUSTED "l.fails + 1 >= $5"
 
 /* the transitions out of a lease; the last two only of jobs of claims */
@@ -216,8 +231,18 @@ typedef struct Held
 	text	   *key;
 	text	   *tenant_text;
 	int64		next;			/* next job of its key; 0: none */
-	bool		done;			/* handled with its claim */
+	int			group;			/* its claim's in finish_held; -1: not found yet */
 } Held;
+
+/* the jobs of one claim in a call (finish_held) */
+typedef struct HeldGroup
+{
+	PgqClaim	claim;
+	int			first;			/* its jobs: [first, first + nids) of the arrays */
+	int			nids;
+	bool		tried;			/* a record was tried, and lost the race */
+	bool		appended;
+} HeldGroup;
 
 /* what a call needs to apply a transition */
 typedef struct Finish
@@ -492,12 +517,96 @@ claim_append(Finish *f, PgqBlock *block, PgqClaim *claim, int64 *ids, text **key
 }
 
 /*
+ * held_check
+ *		Check that a group's claim, as read, still holds every job of the
+ *		call for it, with no status row of its own.
+ */
+static void
+held_check(Finish *f, PgqBlock *block, Held *held, int nheld, int group, HeldGroup *g,
+		   int64 *ids)
+{
+	for (int k = 0; k < nheld; k++)
+		if (held[k].group == group)
+			claim_check(f, &g->claim, &held[k]);
+	claim_unshared(f, block, ids + g->first, g->nids);
+}
+
+/*
+ * append_acks
+ *		For an ack of jobs of several claims: the records of the claims all
+ *		of whose jobs left are acked, in one statement (in job id order, as
+ *		one at a time); those that went in are done, the others lost the
+ *		race for their seq (tried).
+ */
+static void
+append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *ids,
+			text **keys, text **tenants, int64 *next)
+{
+	Datum	   *claim_ids = palloc(sizeof(Datum) * ngroups);
+	Datum	   *seqs = palloc(sizeof(Datum) * ngroups);
+	Datum	   *counts = palloc(sizeof(Datum) * ngroups);
+	int		   *which = palloc(sizeof(int) * ngroups);
+	int			n = 0;
+	Datum		args[5];
+	SPIPlanPtr	plan;
+	int			rc;
+
+	for (int i = 0; i < ngroups; i++)
+	{
+		PgqClaim   *c = &groups[i].claim;
+
+		if (c->all_acked || groups[i].nids != c->n - c->nacked - c->nleft)
+			continue;
+		claim_ids[n] = Int64GetDatum(c->claim_id);
+		seqs[n] = Int32GetDatum(c->last_seq + 1);
+		counts[n] = Int32GetDatum(groups[i].nids);
+		which[n++] = i;
+	}
+	if (n < 2)
+		return;
+	args[0] = Int32GetDatum(f->queue->queue_id);
+	args[1] = TimestampTzGetDatum(f->now);
+	args[2] = PointerGetDatum(construct_array(claim_ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_array(seqs, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(counts, n, INT4OID, 4, true, TYPALIGN_INT));
+	plan = pgq_block_plan(f->queue, block, PGQ_PLAN_CLAIMS_ACK, claims_ack_sql, 5,
+						  claims_ack_argtypes);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not append to claims of queue \"%s\": %s",
+			 f->queue->name, SPI_result_code_string(rc));
+	for (int k = 0; k < n; k++)
+		groups[which[k]].tried = true;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		claim_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+
+		for (int k = 0; k < n; k++)
+		{
+			HeldGroup  *g = &groups[which[k]];
+
+			if (g->claim.claim_id != claim_id)
+				continue;
+			g->appended = true;
+			for (int i = g->first; i < g->first + g->nids; i++)
+				finished(f, ids[i], PGQ_SUCCEEDED, 0, keys[i], tenants[i], next[i]);
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
  * finish_held
- *		Move the jobs that no status row holds (sorted by id), one claim at
- *		a time: find the claim of each one's lane that holds it, check that
- *		it still holds every job of the call for it, and append the record
- *		of the transition.  A record that loses the race for its seq reads
- *		the claim again and retries, as often as the claim can change.
+ *		Move the jobs that no status row holds (sorted by id): find the
+ *		claim of each one's lane that holds it and check that it still
+ *		holds every job of the call for it, then append the record of the
+ *		transition to each claim (an ack of all that several claims hold:
+ *		in one statement, append_acks).  A record that loses the race for
+ *		its seq reads the claim again and retries, as often as the claim
+ *		can change.
  */
 static void
 finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
@@ -506,18 +615,20 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 	text	  **keys = palloc(sizeof(text *) * nheld);
 	text	  **tenants = palloc(sizeof(text *) * nheld);
 	int64	   *next = palloc(sizeof(int64) * nheld);
+	HeldGroup  *groups = palloc0(sizeof(HeldGroup) * nheld);
+	int			ngroups = 0;
+	int			nids = 0;
 
 	for (int i = 0; i < nheld; i++)
 	{
 		Held	   *h = &held[i];
+		HeldGroup  *g = &groups[ngroups];
 		Snapshot	snap;
-		PgqClaim	claim;
-		int			nids = 0;
 
-		if (h->done)
+		if (h->group >= 0)
 			continue;
 		snap = RegisterSnapshot(GetLatestSnapshot());
-		if (!pgq_claim_find(block, h->job_id, h->priority, h->tenant, snap, &claim))
+		if (!pgq_claim_find(block, h->job_id, h->priority, h->tenant, snap, &g->claim))
 		{
 			/* never claimed: available, as pgqueue_internal._state says */
 			Unmoved		u = {.job_id = h->job_id,.exists = true,.state = '\0',
@@ -525,40 +636,55 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 
 			report_unmoved(f->queue, &u, f->now);
 		}
+		UnregisterSnapshot(snap);
+		g->first = nids;
 		for (int k = i; k < nheld; k++)
-			if (!held[k].done && held[k].priority == h->priority &&
+			if (held[k].group < 0 && held[k].priority == h->priority &&
 				strcmp(held[k].tenant, h->tenant) == 0 &&
-				claim.lo <= held[k].job_id && held[k].job_id <= claim.hi)
+				g->claim.lo <= held[k].job_id && held[k].job_id <= g->claim.hi)
 			{
 				ids[nids] = held[k].job_id;
 				keys[nids] = held[k].key;
 				tenants[nids] = held[k].tenant_text;
 				next[nids] = held[k].next;
-				held[k].done = true;
+				held[k].group = ngroups;
 				nids++;
 			}
-		for (int tries = 0;; tries++)
+		g->nids = nids - g->first;
+		held_check(f, block, held, nheld, ngroups, g, ids);
+		ngroups++;
+	}
+
+	if (f->op == FINISH_ACK)
+		append_acks(f, block, groups, ngroups, ids, keys, tenants, next);
+
+	for (int i = 0; i < ngroups; i++)
+	{
+		HeldGroup  *g = &groups[i];
+
+		for (int tries = 0; !g->appended; tries++)
 		{
-			for (int k = i; k < nheld; k++)
-				if (held[k].done && claim.lo <= held[k].job_id && held[k].job_id <= claim.hi &&
-					held[k].priority == h->priority && strcmp(held[k].tenant, h->tenant) == 0)
-					claim_check(f, &claim, &held[k]);
-			claim_unshared(f, block, ids, nids);
-			if (claim_append(f, block, &claim, ids, keys, tenants, next, nids))
-				break;
-			if (tries > claim.n + 2)
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("claim %lld of queue \"%s\" keeps changing",
-								(long long) claim.claim_id, f->queue->name),
-						 errhint("Retry the transaction.")));
-			UnregisterSnapshot(snap);
-			snap = RegisterSnapshot(GetLatestSnapshot());
-			if (!pgq_claim_read(block, claim.claim_id, snap, &claim))
-				elog(ERROR, "claim %lld of queue \"%s\" vanished",
-					 (long long) claim.claim_id, f->queue->name);
+			if (g->tried)
+			{
+				Snapshot	snap;
+
+				if (tries > g->claim.n + 2)
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("claim %lld of queue \"%s\" keeps changing",
+									(long long) g->claim.claim_id, f->queue->name),
+							 errhint("Retry the transaction.")));
+				snap = RegisterSnapshot(GetLatestSnapshot());
+				if (!pgq_claim_read(block, g->claim.claim_id, snap, &g->claim))
+					elog(ERROR, "claim %lld of queue \"%s\" vanished",
+						 (long long) g->claim.claim_id, f->queue->name);
+				UnregisterSnapshot(snap);
+				held_check(f, block, held, nheld, i, g, ids);
+			}
+			g->appended = claim_append(f, block, &g->claim, ids + g->first, keys + g->first,
+									   tenants + g->first, next + g->first, g->nids);
+			g->tried = true;
 		}
-		UnregisterSnapshot(snap);
 	}
 }
 
@@ -640,7 +766,7 @@ finish_rows(Finish *f, PgqBlock *block, Request *reqs, int n)
 			h->key = key_text;
 			h->tenant_text = tenant_text;
 			h->next = next_id;
-			h->done = false;
+			h->group = -1;
 			continue;
 		}
 		if (new_state_null)
@@ -762,7 +888,7 @@ read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
 			}
 			h->next = key_next(next_scan, slot, h->key, h->job_id);
 		}
-		h->done = false;
+		h->group = -1;
 	}
 	index_endscan(scan);
 	if (next_scan != NULL)

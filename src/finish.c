@@ -117,7 +117,8 @@ static const char *claim_ack_sql =
 /*
  * acks of all that some claims hold ($3: claims, $4: their next seqs, $5:
  * jobs in each), one record a claim, in one statement; returns the claims
- * whose record went in
+ * whose record went in (unnest of several arrays is syntax, not a function
+ * that could be qualified)
  */
 static const char *claims_ack_sql =
 "INSERT INTO %3$s (queue_id, claim_id, seq, kind, n, ids, at)"
@@ -126,8 +127,9 @@ static const char *claims_ack_sql =
 "  AS u(claim_id, seq, n)"
 " ON CONFLICT DO NOTHING RETURNING claim_id";
 
-static Oid	claims_ack_argtypes[5] = {INT4OID, TIMESTAMPTZOID, INT8ARRAYOID, INT4ARRAYOID,
-INT4ARRAYOID};
+static Oid	claims_ack_argtypes[5] = {
+	INT4OID, TIMESTAMPTZOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID
+};
 
 #define FAIL_EXHAUSTED "l.fails + 1 >= $5"
 
@@ -240,7 +242,8 @@ typedef struct HeldGroup
 	PgqClaim	claim;
 	int			first;			/* its jobs: [first, first + nids) of the arrays */
 	int			nids;
-	bool		tried;			/* a record was tried, and lost the race */
+	bool		tried;			/* a record was tried (lost the race unless
+								 * appended) */
 	bool		appended;
 } HeldGroup;
 

@@ -716,19 +716,26 @@ CREATE FUNCTION unfinished(q text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
 	b record;
 	c bigint;
-	total bigint := 0;
+	total bigint;
 BEGIN
-	FOR b IN SELECT bl.queue_id, bl.block_no FROM pgqueue.block bl JOIN pgqueue.queue qu USING (queue_id)
-			  WHERE qu.name = q AND bl.state <> 'done' LOOP
-		EXECUTE format('SELECT (SELECT count(*) FROM pgqueue_data.%I)
-							 - (SELECT count(*) FROM pgqueue_data.%I WHERE state = ''d'')
-							 - (SELECT coalesce(sum(n), 0) FROM pgqueue_data.%I WHERE kind = ''d'')',
-					   'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no,
-					   'c_' || b.queue_id || '_' || b.block_no)
-		   INTO c;
-		total := total + c;
+	LOOP
+		BEGIN
+			total := 0;
+			FOR b IN SELECT bl.queue_id, bl.block_no FROM pgqueue.block bl JOIN pgqueue.queue qu USING (queue_id)
+					  WHERE qu.name = q AND bl.state <> 'done' LOOP
+				EXECUTE format('SELECT (SELECT count(*) FROM pgqueue_data.%I)
+									 - (SELECT count(*) FROM pgqueue_data.%I WHERE state = ''d'')
+									 - (SELECT coalesce(sum(n), 0) FROM pgqueue_data.%I WHERE kind = ''d'')',
+							   'j_' || b.queue_id || '_' || b.block_no, 's_' || b.queue_id || '_' || b.block_no,
+							   'c_' || b.queue_id || '_' || b.block_no)
+				   INTO c;
+				total := total + c;
+			END LOOP;
+			RETURN total;
+		EXCEPTION WHEN undefined_table THEN
+			/* the worker compacted a block away while it was counted: again */
+		END;
 	END LOOP;
-	RETURN total;
 END $$;
 
 /* jobs pushed and acked so far: pgqueue's shared-memory counters, or else

@@ -454,6 +454,29 @@ claim_unshared(Finish *f, PgqBlock *block, int64 *ids, int nids)
 }
 
 /*
+ * claim_holds
+ *		How many jobs a claim, as read, still holds.
+ */
+static int
+claim_holds(PgqClaim *claim)
+{
+	return claim->all_acked ? 0 : claim->n - claim->nacked - claim->nleft;
+}
+
+/*
+ * acked
+ *		Jobs (ids, with their keys, tenants and next jobs, each array NULL
+ *		if none) whose ack record went in: finished.
+ */
+static void
+acked(Finish *f, int64 *ids, text **keys, text **tenants, int64 *next, int nids)
+{
+	for (int i = 0; i < nids; i++)
+		finished(f, ids[i], PGQ_SUCCEEDED, 0, keys ? keys[i] : NULL,
+				 tenants ? tenants[i] : NULL, next ? next[i] : 0);
+}
+
+/*
  * claim_append
  *		Append the record of a transition of some jobs (ids, sorted) of a
  *		claim, as (claim_id, last_seq + 1); an ack of all the jobs it still
@@ -465,7 +488,6 @@ claim_append(Finish *f, PgqBlock *block, PgqClaim *claim, int64 *ids, text **key
 			 text **tenants, int64 *next, int nids)
 {
 	Datum	   *elems = palloc(sizeof(Datum) * nids);
-	int			held = claim->all_acked ? 0 : claim->n - claim->nacked - claim->nleft;
 	SPIPlanPtr	plan;
 	int			rc;
 
@@ -473,7 +495,7 @@ claim_append(Finish *f, PgqBlock *block, PgqClaim *claim, int64 *ids, text **key
 		elems[i] = Int64GetDatum(ids[i]);
 	f->args[0] = PointerGetDatum(construct_array(elems, nids, INT8OID, 8, FLOAT8PASSBYVAL,
 												 TYPALIGN_DOUBLE));
-	f->nulls[0] = f->op == FINISH_ACK && nids == held ? 'n' : ' ';
+	f->nulls[0] = f->op == FINISH_ACK && nids == claim_holds(claim) ? 'n' : ' ';
 	f->args[11] = Int64GetDatum(claim->claim_id);
 	f->args[12] = Int32GetDatum(claim->last_seq + 1);
 	f->args[13] = Int32GetDatum(nids);
@@ -496,9 +518,7 @@ claim_append(Finish *f, PgqBlock *block, PgqClaim *claim, int64 *ids, text **key
 		return false;
 	if (f->op == FINISH_ACK)
 	{
-		for (int i = 0; i < nids; i++)
-			finished(f, ids[i], PGQ_SUCCEEDED, 0, keys ? keys[i] : NULL,
-					 tenants ? tenants[i] : NULL, next ? next[i] : 0);
+		acked(f, ids, keys, tenants, next, nids);
 		return true;
 	}
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -545,20 +565,26 @@ static void
 append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *ids,
 			text **keys, text **tenants, int64 *next)
 {
-	Datum	   *claim_ids = palloc(sizeof(Datum) * ngroups);
-	Datum	   *seqs = palloc(sizeof(Datum) * ngroups);
-	Datum	   *counts = palloc(sizeof(Datum) * ngroups);
-	int		   *which = palloc(sizeof(int) * ngroups);
+	Datum	   *claim_ids;
+	Datum	   *seqs;
+	Datum	   *counts;
+	int		   *which;
 	int			n = 0;
 	Datum		args[5];
 	SPIPlanPtr	plan;
 	int			rc;
 
+	if (ngroups < 2)
+		return;
+	claim_ids = palloc(sizeof(Datum) * ngroups);
+	seqs = palloc(sizeof(Datum) * ngroups);
+	counts = palloc(sizeof(Datum) * ngroups);
+	which = palloc(sizeof(int) * ngroups);
 	for (int i = 0; i < ngroups; i++)
 	{
 		PgqClaim   *c = &groups[i].claim;
 
-		if (c->all_acked || groups[i].nids != c->n - c->nacked - c->nleft)
+		if (groups[i].nids != claim_holds(c))
 			continue;
 		claim_ids[n] = Int64GetDatum(c->claim_id);
 		seqs[n] = Int32GetDatum(c->last_seq + 1);
@@ -594,8 +620,8 @@ append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *i
 			if (g->claim.claim_id != claim_id)
 				continue;
 			g->appended = true;
-			for (int i = g->first; i < g->first + g->nids; i++)
-				finished(f, ids[i], PGQ_SUCCEEDED, 0, keys[i], tenants[i], next[i]);
+			acked(f, ids + g->first, keys + g->first, tenants + g->first, next + g->first,
+				  g->nids);
 		}
 	}
 	SPI_freetuptable(SPI_tuptable);

@@ -562,7 +562,10 @@ pgq_block_indexes(PgqBlock *block)
 			block->key_index = RelationGetRelid(index);
 		/* the lane index: (priority, coalesce(tenant, ''), job_id) */
 		if (keys->dim1 == 3 && keys->values[0] == PGQ_JATT_PRIORITY)
+		{
 			block->jobs_lane = RelationGetRelid(index);
+			block->lane_partial = RelationGetIndexPredicate(index) != NIL;
+		}
 		index_close(index, AccessShareLock);
 	}
 	block->jobs_pkey = RelationGetPrimaryKeyIndex(rel);
@@ -906,7 +909,9 @@ pgq_sql_fill(const char *fmt, const char *const *args, int nargs)
  * pgq_block_plan
  *		The cached plan of one kind for a block, prepared on first use from
  *		sql_fmt (pgq_sql_fill), in which %1$s stands for the jobs table,
- *		%2$s for the status table and %3$s for the claims table.
+ *		%2$s for the status table, %3$s for the claims table and %4$s for
+ *		the condition of the jobs that the lane index holds (unqualified
+ *		columns of the jobs table).
  */
 SPIPlanPtr
 pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
@@ -914,8 +919,15 @@ pgq_block_plan(PgqQueue *queue, PgqBlock *block, PgqPlanKind kind,
 {
 	if (block->plans[kind] == NULL)
 	{
-		const char *tables[3] = {block->jobs_name, block->status_name, block->claims_name};
-		char	   *sql = pgq_sql_fill(sql_fmt, tables, 3);
+		const char *args[4];
+		char	   *sql;
+
+		pgq_block_indexes(block);
+		args[0] = block->jobs_name;
+		args[1] = block->status_name;
+		args[2] = block->claims_name;
+		args[3] = block->lane_partial ? PGQ_LANE_INDEX_PRED : "true";
+		sql = pgq_sql_fill(sql_fmt, args, 4);
 
 		block->plans[kind] = keep_plan(sql, nargs, argtypes);
 		pfree(sql);

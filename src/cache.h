@@ -41,7 +41,14 @@
 #define PGQ_JATT_RUN_AT		5
 #define PGQ_JATT_ENQUEUED_AT	6
 #define PGQ_JATT_PAYLOAD	7
-#define PGQ_JATT_TENANT		8	/* the last */
+#define PGQ_JATT_TENANT		8
+#define PGQ_JATT_LANE_MARK	9	/* the last */
+
+/*
+ * The predicate of the lane index of a pushed block (_block_tables): every
+ * job but those of the default lane (priority 0, no tenant) not marked.
+ */
+#define PGQ_LANE_INDEX_PRED "(priority <> 0 OR tenant IS NOT NULL OR lane_mark)"
 
 /* attribute numbers of the status tables (status_store) */
 #define PGQ_SATT_JOB_ID		2
@@ -76,6 +83,7 @@ typedef enum PgqPlanKind
 	PGQ_PLAN_LANES,				/* distinct priorities, highest first */
 	PGQ_PLAN_CLAIM_WAITING,		/* claim due retried/released/scheduled jobs */
 	PGQ_PLAN_CLAIM_FRESH,		/* claim never-claimed jobs one row each */
+	PGQ_PLAN_CLAIM_DEFAULT,		/* ... of the default lane */
 	PGQ_PLAN_TENANTS,			/* tenants of a lane */
 	PGQ_PLAN_CLAIM_FAIR,		/* the same, shares per tenant */
 	PGQ_PLAN_HOLES,				/* the status rows of a claim's holes */
@@ -114,6 +122,7 @@ typedef struct PgqBlock
 	Oid			jobs_pkey;		/* jobs (job_id) */
 	Oid			key_index;		/* jobs (key, job_id) */
 	Oid			jobs_lane;		/* jobs (priority, tenant, job_id) */
+	bool		lane_partial;	/* jobs_lane has PGQ_LANE_INDEX_PRED */
 	Oid			status_pkey;	/* status (job_id, seq) */
 	Oid			claims_pkey;	/* claims (claim_id, seq) */
 	Oid			claims_lane;	/* claims (priority, tenant, lo) of claims (seq 0) */

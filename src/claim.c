@@ -159,6 +159,70 @@ pgq_lane_scan(Relation rel, Relation index, Snapshot snapshot, int32 priority,
 }
 
 /*
+ * pgq_jobs_scan_begin
+ *		Begin a scan of one lane's jobs of a block, jobs (opened), with ids
+ *		from lo to hi, in id order, as snapshot sees them: through the lane
+ *		index, or for the default lane (priority 0, no tenant), of which the
+ *		lane index of a pushed block holds few jobs (_block_tables), through
+ *		the primary key, passing the other lanes' jobs by.
+ */
+void
+pgq_jobs_scan_begin(PgqJobsScan *js, PgqBlock *block, Relation jobs, Snapshot snapshot,
+					int32 priority, const char *tenant, int64 lo, int64 hi)
+{
+	pgq_block_indexes(block);
+	js->by_key = priority == 0 && tenant[0] == '\0';
+	if (js->by_key)
+	{
+		ScanKeyData skeys[2];
+
+		js->index = index_open(block->jobs_pkey, AccessShareLock);
+		ScanKeyInit(&skeys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
+		ScanKeyInit(&skeys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+		js->scan = index_beginscan(jobs, js->index, snapshot, 2, 0);
+		index_rescan(js->scan, skeys, 2, NULL, 0);
+	}
+	else
+	{
+		js->index = index_open(block->jobs_lane, AccessShareLock);
+		js->scan = pgq_lane_scan(jobs, js->index, snapshot, priority, tenant, lo, hi);
+	}
+}
+
+/*
+ * pgq_jobs_scan_next
+ *		The next job of the lane into slot; false at the end.
+ */
+bool
+pgq_jobs_scan_next(PgqJobsScan *js, TupleTableSlot *slot)
+{
+	while (index_getnext_slot(js->scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		if (!js->by_key)
+			return true;
+		if (DatumGetInt32(slot_getattr(slot, PGQ_JATT_PRIORITY, &isnull)) != 0)
+			continue;
+		(void) slot_getattr(slot, PGQ_JATT_TENANT, &isnull);
+		if (isnull)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * pgq_jobs_scan_end
+ *		End a scan of a lane's jobs.
+ */
+void
+pgq_jobs_scan_end(PgqJobsScan *js)
+{
+	index_endscan(js->scan);
+	index_close(js->index, AccessShareLock);
+}
+
+/*
  * claim_add_record
  *		Add one record of claim claim_id, in slot, to *claim: the claim
  *		itself (seq 0: returns true) or a later record (acks and leaves).
@@ -877,9 +941,8 @@ pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
 			   bool *writing)
 {
 	Relation	jobs;
-	Relation	lane;
 	TupleTableSlot *slot;
-	IndexScanDesc scan;
+	PgqJobsScan scan;
 	PgqStatusIds status;
 	int			n = 0;
 	int			max = 16;
@@ -892,11 +955,10 @@ pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
 	pgq_status_ids(block, claim->lo, claim->hi, &status);
 	*ids = palloc(sizeof(int64) * max);
 	jobs = table_open(block->jobs_relid, AccessShareLock);
-	lane = index_open(block->jobs_lane, AccessShareLock);
 	slot = table_slot_create(jobs, NULL);
-	scan = pgq_lane_scan(jobs, lane, snapshot, claim->priority, claim->tenant, claim->lo,
-						 claim->hi);
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	pgq_jobs_scan_begin(&scan, block, jobs, snapshot, claim->priority, claim->tenant,
+						claim->lo, claim->hi);
+	while (pgq_jobs_scan_next(&scan, slot))
 	{
 		bool		isnull;
 		int64		job_id = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
@@ -917,9 +979,8 @@ pgq_claim_held(PgqBlock *block, PgqClaim *claim, Snapshot snapshot, int64 **ids,
 		}
 		(*ids)[n++] = job_id;
 	}
-	index_endscan(scan);
+	pgq_jobs_scan_end(&scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(lane, AccessShareLock);
 	table_close(jobs, AccessShareLock);
 	return n;
 }

@@ -83,8 +83,21 @@ typedef struct PgqBlockStates
 	struct PgqLaneClaim *claims;	/* claims, by lane and range start */
 } PgqBlockStates;
 
+/* a scan of one lane's jobs of a block (pgq_jobs_scan_begin) */
+typedef struct PgqJobsScan
+{
+	Relation	index;
+	IndexScanDesc scan;
+	bool		by_key;			/* through the primary key, passing others by */
+} PgqJobsScan;
+
 extern IndexScanDesc pgq_lane_scan(Relation rel, Relation index, Snapshot snapshot,
 								   int32 priority, const char *tenant, int64 lo, int64 hi);
+extern void pgq_jobs_scan_begin(PgqJobsScan *js, PgqBlock *block, Relation jobs,
+								Snapshot snapshot, int32 priority, const char *tenant,
+								int64 lo, int64 hi);
+extern bool pgq_jobs_scan_next(PgqJobsScan *js, TupleTableSlot *slot);
+extern void pgq_jobs_scan_end(PgqJobsScan *js);
 extern bool pgq_status_due(PgqBlock *block, const char *states, TimestampTz upto,
 						   bool (*ready) (PgqBlock *block, int64 job_id, Snapshot snapshot,
 										  void *arg),

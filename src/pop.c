@@ -84,13 +84,20 @@ static Oid	claim_argtypes[CLAIM_NARGS] = {
 	INT8ARRAYOID				/* $9 lowest id per tenant (the fresh claim: [1]) */
 };
 
-/* the priorities of a block, highest first, and whether tenants use them */
+/*
+ * the priorities of a block, highest first, and whether tenants use them,
+ * from its lane index (%4$s: the jobs it holds, which show every lane;
+ * j.tenant IS NOT NULL tells the planner that it holds those with a
+ * tenant, the coalesce is the index condition)
+ */
 static const char *lanes_sql =
 "WITH RECURSIVE l(p) AS ("
-"  SELECT max(priority) FROM %1$s"
+"  SELECT max(priority) FROM %1$s WHERE %4$s"
 "  UNION ALL"
-"  SELECT (SELECT max(priority) FROM %1$s WHERE priority < l.p) FROM l WHERE l.p IS NOT NULL)"
-" SELECT p, EXISTS (SELECT 1 FROM %1$s j WHERE j.priority = l.p AND coalesce(j.tenant, '') > '')"
+"  SELECT (SELECT max(priority) FROM %1$s WHERE priority < l.p AND %4$s)"
+"  FROM l WHERE l.p IS NOT NULL)"
+" SELECT p, EXISTS (SELECT 1 FROM %1$s j"
+"                   WHERE j.priority = l.p AND j.tenant IS NOT NULL AND coalesce(j.tenant, '') > '')"
 " FROM l WHERE p IS NOT NULL";
 
 /*
@@ -134,37 +141,47 @@ CLAIM_FLOW_FILTERS("s")
 " SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
 " FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
 
-/* claim never-claimed jobs of a lane one status row each, from id $9[1] on */
-static const char *claim_fresh_sql =
-"WITH c AS ("
-"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
-"  FROM %1$s j"
-"  WHERE j.priority = $2 AND coalesce(j.tenant, '') = '' AND j.job_id >= $9[1]"
-"    AND pgqueue_internal._unclaimed(j.job_id, j.priority, j.tenant)"
-CLAIM_FLOW_FILTERS("j")
-"  ORDER BY j.job_id LIMIT $3"
-"  FOR UPDATE SKIP LOCKED),"
-" i AS ("
-"  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)"
-"  SELECT $4, c.job_id, 1, 'e', 1, 0, $1, $1 + $5 FROM c"
-"  ON CONFLICT DO NOTHING"
-"  RETURNING job_id, attempt, due_at)"
-" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant"
-" FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id";
+/*
+ * claim never-claimed jobs without a tenant of a lane one status row each,
+ * from id $9[1] on: those of priority 0 (the default lane) through the
+ * primary key, for the lane index of a pushed block holds few of them; the
+ * others through the lane index (j.priority <> 0 tells the planner that
+ * it holds them)
+ */
+#define CLAIM_FRESH_SQL(lane) \
+"WITH c AS (" \
+"  SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant" \
+"  FROM %1$s j" \
+"  WHERE j.priority = $2" lane " AND coalesce(j.tenant, '') = '' AND j.job_id >= $9[1]" \
+"    AND pgqueue_internal._unclaimed(j.job_id, j.priority, j.tenant)" \
+CLAIM_FLOW_FILTERS("j") \
+"  ORDER BY j.job_id LIMIT $3" \
+"  FOR UPDATE SKIP LOCKED)," \
+" i AS (" \
+"  INSERT INTO %2$s (queue_id, job_id, seq, state, attempt, fails, at, due_at)" \
+"  SELECT $4, c.job_id, 1, 'e', 1, 0, $1, $1 + $5 FROM c" \
+"  ON CONFLICT DO NOTHING" \
+"  RETURNING job_id, attempt, due_at)" \
+" SELECT c.job_id, c.key, c.payload, c.priority, i.attempt, c.enqueued_at, i.due_at, c.tenant" \
+" FROM c LEFT JOIN i ON i.job_id = c.job_id ORDER BY c.job_id"
 
-/* the tenants of a lane, '' for the jobs without one */
+static const char *claim_fresh_sql = CLAIM_FRESH_SQL(" AND j.priority <> 0");
+static const char *claim_default_sql = CLAIM_FRESH_SQL("");
+
+/* the tenants of a lane, '' for the jobs without one, from its lane index */
 static const char *tenants_sql =
 "WITH RECURSIVE t(v) AS ("
-"  SELECT min(coalesce(tenant, '')) FROM %1$s WHERE priority = $2"
+"  SELECT min(coalesce(tenant, '')) FROM %1$s WHERE priority = $2 AND %4$s"
 "  UNION ALL"
 "  SELECT (SELECT min(coalesce(tenant, '')) FROM %1$s"
-"          WHERE priority = $2 AND coalesce(tenant, '') > t.v)"
+"          WHERE priority = $2 AND coalesce(tenant, '') > t.v AND %4$s)"
 "  FROM t WHERE t.v IS NOT NULL)"
 " SELECT v FROM t WHERE v IS NOT NULL";
 
 /*
- * claim never-claimed jobs of a lane one status row each, each tenant its
- * quota ($7, $8) from its lowest id on ($9)
+ * claim never-claimed jobs of a lane one status row each, each tenant ($7:
+ * not '', see claim_fresh) its quota ($8) from its lowest id on ($9),
+ * through the lane index (as in lanes_sql)
  */
 static const char *claim_fair_sql =
 "WITH c AS ("
@@ -172,7 +189,8 @@ static const char *claim_fair_sql =
 "  CROSS JOIN LATERAL ("
 "   SELECT j.job_id, j.key, j.payload, j.priority, j.enqueued_at, j.tenant"
 "   FROM %1$s j"
-"   WHERE j.priority = $2 AND coalesce(j.tenant, '') = t.tenant AND j.job_id >= t.floor"
+"   WHERE j.priority = $2 AND j.tenant IS NOT NULL AND coalesce(j.tenant, '') = t.tenant"
+"     AND j.job_id >= t.floor"
 "     AND pgqueue_internal._unclaimed(j.job_id, j.priority, j.tenant)"
 CLAIM_FLOW_FILTERS("j")
 "   ORDER BY j.job_id LIMIT t.quota"
@@ -942,15 +960,12 @@ read_range(PgqBlock *block, int32 priority, const char *tenant, int64 lo, int64 
 {
 	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
 	Relation	rel = table_open(block->jobs_relid, AccessShareLock);
-	Relation	lane;
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	IndexScanDesc scan;
+	PgqJobsScan scan;
 	int			n = 0;
 
-	pgq_block_indexes(block);
-	lane = index_open(block->jobs_lane, AccessShareLock);
-	scan = pgq_lane_scan(rel, lane, snap, priority, tenant, lo, hi);
-	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
+	pgq_jobs_scan_begin(&scan, block, rel, snap, priority, tenant, lo, hi);
+	while (n < limit && pgq_jobs_scan_next(&scan, slot))
 	{
 		RangeJob   *j = &jobs[n++];
 		bool		isnull;
@@ -964,9 +979,8 @@ read_range(PgqBlock *block, int32 priority, const char *tenant, int64 lo, int64 
 		d = slot_getattr(slot, PGQ_JATT_TENANT, &j->tenant_null);
 		j->tenant = j->tenant_null ? (Datum) 0 : datumCopy(d, false, -1);
 	}
-	index_endscan(scan);
+	pgq_jobs_scan_end(&scan);
 	ExecDropSingleTupleTableSlot(slot);
-	index_close(lane, AccessShareLock);
 	table_close(rel, AccessShareLock);
 	UnregisterSnapshot(snap);
 	return n;
@@ -1247,6 +1261,26 @@ fresh_floor(Pop *pop, PgqBlock *block, int32 priority, const char *tenant)
 }
 
 /*
+ * claim_fresh
+ *		Claim up to wanted never-claimed jobs without a tenant of a lane
+ *		(block, priority) one status row each, from id floor on; count them
+ *		in tenants, if given.
+ */
+static int
+claim_fresh(Pop *pop, PgqBlock *block, int32 priority, int64 floor, int wanted,
+			Tenants *tenants)
+{
+	Datum		f = Int64GetDatum(floor);
+
+	pop->args[1] = Int32GetDatum(priority);
+	pop->args[8] = PointerGetDatum(construct_array(&f, 1, INT8OID, 8, FLOAT8PASSBYVAL,
+												   TYPALIGN_DOUBLE));
+	if (priority == 0)
+		return claim(pop, block, PGQ_PLAN_CLAIM_DEFAULT, claim_default_sql, wanted, tenants);
+	return claim(pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql, wanted, tenants);
+}
+
+/*
  * claim_fair
  *		Claim up to wanted never-claimed jobs of one priority's lanes (older
  *		blocks first), shared out among their tenants.  A tenant that got
@@ -1281,7 +1315,8 @@ claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 sta
 
 			/*
 			 * the tenants with something left to claim in this lane, one row
-			 * each: above the lane's cursor if it has one
+			 * each: above the lane's cursor if it has one; the jobs without a
+			 * tenant by a statement of their own
 			 */
 			for (int i = 0; i < t->n && claimed < wanted; i++)
 				if (t->share[i] > t->got[i])
@@ -1290,28 +1325,35 @@ claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 sta
 
 					if (floor < 0)
 						continue;
+					if (t->cnames[i][0] == '\0')
+					{
+						claimed += claim_fresh(pop, block, lanes[l].priority, floor,
+											   Min(t->share[i] - t->got[i], wanted - claimed),
+											   t);
+						continue;
+					}
 					names[n] = t->names[i];
 					t->quotas[n] = Int32GetDatum(t->share[i] - t->got[i]);
 					floors[n] = Int64GetDatum(floor);
 					n++;
 				}
-			if (n == 0)
+			if (n > 0)
 			{
-				visit_end(pop, lanes[l].block, &visit);
-				continue;
+				pop->args[1] = Int32GetDatum(lanes[l].priority);
+				pop->args[6] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
+															   TYPALIGN_INT));
+				pop->args[7] = PointerGetDatum(construct_array(t->quotas, n, INT4OID, 4, true,
+															   TYPALIGN_INT));
+				pop->args[8] = PointerGetDatum(construct_array(floors, n, INT8OID, 8,
+															   FLOAT8PASSBYVAL,
+															   TYPALIGN_DOUBLE));
+				pop->nulls[6] = pop->nulls[7] = ' ';
+				claimed += claim(pop, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql,
+								 wanted - claimed, t);
+				pop->nulls[6] = pop->nulls[7] = 'n';
 			}
-			pop->args[1] = Int32GetDatum(lanes[l].priority);
-			pop->args[6] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false,
-														   TYPALIGN_INT));
-			pop->args[7] = PointerGetDatum(construct_array(t->quotas, n, INT4OID, 4, true,
-														   TYPALIGN_INT));
-			pop->args[8] = PointerGetDatum(construct_array(floors, n, INT8OID, 8,
-														   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			pop->nulls[6] = pop->nulls[7] = ' ';
-			claimed += claim(pop, block, PGQ_PLAN_CLAIM_FAIR, claim_fair_sql,
-							 wanted - claimed, t);
 			pgq_lane_fresh_end();
-			pop->nulls[6] = pop->nulls[7] = 'n';
+			visit_end(pop, lanes[l].block, &visit);
 		}
 		for (int i = 0; i < t->n; i++)
 			if (t->got[i] < t->share[i])
@@ -1433,13 +1475,7 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 				remaining -= claim_range(pop, block, lanes[l].priority, "", remaining, NULL);
 			if (remaining > 0 && (floor = fresh_floor(pop, block, lanes[l].priority, "")) >= 0)
 			{
-				Datum		f = Int64GetDatum(floor);
-
-				pop->args[8] = PointerGetDatum(construct_array(&f, 1, INT8OID, 8,
-															   FLOAT8PASSBYVAL,
-															   TYPALIGN_DOUBLE));
-				remaining -= claim(pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql,
-								   remaining, NULL);
+				remaining -= claim_fresh(pop, block, lanes[l].priority, floor, remaining, NULL);
 				pgq_lane_fresh_end();
 			}
 			visit_end(pop, lanes[l].block, &visit);

@@ -58,7 +58,9 @@ typedef struct PushArgs
 /*
  * insert_jobs
  *		Insert n jobs, all of one block, straight into its jobs table
- *		(rows.c); and their scheduled status rows if they run later.
+ *		(rows.c); and their scheduled status rows if they run later.  The
+ *		first job of the default lane (priority 0, no tenant) is marked, to
+ *		show the lane in the block's lane index (_block_tables).
  */
 static void
 insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
@@ -67,10 +69,11 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 	Relation	rel = table_open(block->jobs_relid, RowExclusiveLock);
 	int			nslots = Min(n, PGQ_PUSH_CHUNK);
 	TupleTableSlot **slots;
+	bool		marked = false;
 
-	if (RelationGetDescr(rel)->natts != PGQ_JATT_TENANT)
+	if (RelationGetDescr(rel)->natts != PGQ_JATT_LANE_MARK)
 		elog(ERROR, "the jobs table of block %d of queue \"%s\" has %d columns, not %d",
-			 block->block_no, queue->name, RelationGetDescr(rel)->natts, PGQ_JATT_TENANT);
+			 block->block_no, queue->name, RelationGetDescr(rel)->natts, PGQ_JATT_LANE_MARK);
 	slots = pgq_rows_slots(rel, nslots);
 	for (int start = 0; start < n; start += nslots)
 	{
@@ -82,7 +85,7 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 			int			i = start + k;
 
 			ExecClearTuple(slot);
-			memset(slot->tts_isnull, false, sizeof(bool) * PGQ_JATT_TENANT);
+			memset(slot->tts_isnull, false, sizeof(bool) * PGQ_JATT_LANE_MARK);
 			slot->tts_values[0] = Int32GetDatum(queue->queue_id);
 			slot->tts_values[PGQ_JATT_JOB_ID - 1] = ids[i];
 			slot->tts_values[PGQ_JATT_KEY - 1] = args->keys[i];
@@ -94,6 +97,11 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 			slot->tts_values[PGQ_JATT_PAYLOAD - 1] = args->payloads[i];
 			slot->tts_values[PGQ_JATT_TENANT - 1] = args->tenants[i];
 			slot->tts_isnull[PGQ_JATT_TENANT - 1] = args->tenant_nulls[i];
+			/* marked: true; not: null */
+			slot->tts_values[PGQ_JATT_LANE_MARK - 1] = BoolGetDatum(true);
+			slot->tts_isnull[PGQ_JATT_LANE_MARK - 1] = marked || !args->tenant_nulls[i] ||
+				DatumGetInt32(args->priorities[i]) != 0;
+			marked |= !slot->tts_isnull[PGQ_JATT_LANE_MARK - 1];
 			ExecStoreVirtualTuple(slot);
 		}
 		pgq_rows_insert(rel, slots, m);

@@ -188,8 +188,19 @@ BEGIN
 	 * jsonb sort cost autovacuum 0.2 s a block of 100 000)
 	 */
 	EXECUTE format('ALTER TABLE %s ALTER COLUMN payload SET STATISTICS 0', j);
-	/* pop reads per priority and tenant ('': none) in id order */
-	EXECUTE format('CREATE INDEX ON %s (priority, (coalesce(tenant, '''')), job_id)', j);
+	/*
+	 * pop reads per priority and tenant ('': none) in id order.  The jobs of
+	 * the default lane (priority 0, no tenant) it reads through the primary
+	 * key, so that a plain job costs one index entry: the lane index of a
+	 * pushed block holds the other lanes' jobs, and of the default lane's
+	 * only those that a push marked (lane_mark: its first of the block) to
+	 * show the lane to pop's scans of the lanes.  A block that compaction
+	 * makes (inherit false) is filled by copies, which no push marked: its
+	 * lane index holds every job.
+	 */
+	EXECUTE format('CREATE INDEX ON %s (priority, (coalesce(tenant, '''')), job_id)%s', j,
+				   CASE WHEN inherit THEN ' WHERE priority <> 0 OR tenant IS NOT NULL OR lane_mark'
+				   ELSE '' END);
 	EXECUTE format('CREATE INDEX ON %s (key, job_id) WHERE key IS NOT NULL', j);
 	EXECUTE format('CREATE TABLE %s (%sCHECK (queue_id = %s), CHECK (job_id BETWEEN %s AND %s),'
 				   ' PRIMARY KEY (job_id, seq))%s',
@@ -448,16 +459,19 @@ BEGIN
 			  WHERE bl.queue_id = _flow_count.queue_id AND bl.state <> 'done' LOOP
 		EXECUTE format($q$
 			WITH RECURSIVE p(v) AS (
-				SELECT min(j.priority) FROM %1$s j WHERE $1::text IS NOT NULL
+				SELECT min(j.priority) FROM %1$s j
+				 WHERE $1::text IS NOT NULL AND j.tenant IS NOT NULL
 				UNION ALL
-				SELECT (SELECT min(j.priority) FROM %1$s j WHERE j.priority > p.v)
+				SELECT (SELECT min(j.priority) FROM %1$s j
+						 WHERE j.priority > p.v AND j.tenant IS NOT NULL)
 				  FROM p WHERE p.v IS NOT NULL),
 			jobs AS (
 				SELECT j.* FROM %1$s j WHERE $1::text IS NULL
 				UNION ALL
 				SELECT j.* FROM p CROSS JOIN LATERAL (
 					SELECT * FROM %1$s j
-					 WHERE j.priority = p.v AND coalesce(j.tenant, '') = $1) j)
+					 WHERE j.priority = p.v AND j.tenant IS NOT NULL
+					   AND coalesce(j.tenant, '') = $1) j)
 			SELECT count(*) FILTER (WHERE l.state IS NULL OR l.state NOT IN ('d', 'x')),
 				   count(*) FILTER (WHERE l.state = 'e')
 			  FROM jobs j

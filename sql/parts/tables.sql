@@ -117,6 +117,11 @@ SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('pgqueue.block', '');
 SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue_acl', '');
 
+/*
+ * lane_mark is true on the first job of the default lane (priority 0, no
+ * tenant) that a push puts into a block, and null on the others: it puts
+ * the lane into the block's lane index (_block_tables).
+ */
 CREATE TABLE pgqueue_data.job_store (
 	queue_id integer NOT NULL,
 	job_id bigint NOT NULL,
@@ -125,7 +130,8 @@ CREATE TABLE pgqueue_data.job_store (
 	run_at timestamptz,
 	enqueued_at timestamptz NOT NULL,
 	payload jsonb NOT NULL,
-	tenant text
+	tenant text,
+	lane_mark boolean
 );
 
 /*

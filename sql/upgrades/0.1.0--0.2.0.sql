@@ -113,6 +113,14 @@ CREATE TABLE pgqueue_data.claim_store (
 	lease_until timestamptz
 );
 
+/*
+ * lane_mark: a push marks the first job of the default lane (priority 0, no
+ * tenant) that it puts into a block, which puts the job into the block's
+ * lane index (internal.sql, _block_tables).  The blocks of 0.1.0 keep a
+ * lane index of every job.
+ */
+ALTER TABLE pgqueue_data.job_store ADD COLUMN lane_mark boolean;
+
 CREATE TABLE pgqueue.queue_maintenance (
 	queue_id integer PRIMARY KEY REFERENCES pgqueue.queue ON DELETE CASCADE,
 	failures integer NOT NULL,

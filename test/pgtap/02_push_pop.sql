@@ -10,7 +10,7 @@
 \pset pager off
 
 BEGIN;
-SELECT plan(37);
+SELECT plan(41);
 
 SELECT pgqueue.queue_create('t_push', block_size => 100) \g /dev/null
 
@@ -166,6 +166,38 @@ SELECT results_eq(
 	'pop across blocks returns every job once');
 SELECT is((SELECT sum(unfinished) FROM pgqueue.blocks WHERE queue = 't_blocks'), 251::numeric,
 		  'popped jobs are still unfinished');
+
+-- a plain job costs one index entry: the lane index of a pushed block holds
+-- of the default lane (priority 0, no tenant) only a mark, the first job of
+-- each push, which shows the lane to pop
+SELECT pgqueue.queue_create('t_index') \g /dev/null
+SELECT is(cardinality(pgqueue.queue_push_batch('t_index', array_fill('{}'::jsonb, ARRAY[3000]))),
+		  3000, 'push_batch of 3000 plain jobs');
+SELECT ok((SELECT pg_relation_size(i.indexrelid) <= 2 * current_setting('block_size')::bigint
+			 FROM pg_index i
+			WHERE i.indrelid = pgqueue_internal._rel('j', (SELECT queue_id FROM pgqueue.queue
+															  WHERE name = 't_index'), 0)::regclass
+			  AND i.indnatts = 3),
+		  'the lane index of their block is a metapage and one leaf: it holds their mark');
+SELECT pgqueue.queue_create('t_mark') \g /dev/null
+SELECT pgqueue.queue_push_batch('t_mark', array_fill('{}'::jsonb, ARRAY[20]),
+								priorities => array_fill(2, ARRAY[20])) \g /dev/null
+SELECT pgqueue.queue_push_batch('t_mark', array_fill('{}'::jsonb, ARRAY[20]),
+								tenants => array_fill('A'::text, ARRAY[20])) \g /dev/null
+SELECT pgqueue.queue_push_batch('t_mark', array_fill('{"plain": 1}'::jsonb, ARRAY[3])) \g /dev/null
+SELECT pgqueue.queue_push('t_mark', '{"plain": 2}') \g /dev/null
+SELECT pgqueue.queue_push_batch('t_mark', ARRAY['{}', '{"plain": 3}']::jsonb[],
+								tenants => ARRAY['B', NULL]) \g /dev/null
+SELECT is((SELECT count(*) FROM pgqueue_data.job_store j
+			WHERE j.queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 't_mark')
+			  AND j.lane_mark),
+		  3::bigint, 'each push of jobs of the default lane marked its first');
+SELECT results_eq(
+	$$SELECT priority, tenant, count(*), min(job_id) FROM pgqueue.queue_pop('t_mark', 100)
+		GROUP BY 1, 2 ORDER BY 1 DESC, 2$$,
+	$$VALUES (2, NULL::text, 20::bigint, 1::bigint), (0, 'A', 20, 21), (0, 'B', 1, 45),
+			 (0, NULL, 5, 41)$$,
+	'pop finds every lane, the default one by its marks');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -297,3 +297,26 @@ COMMIT;
 SELECT state, attempt FROM pgqueue.jobs WHERE queue = 'work' AND job_id = :job;
 
 SELECT pgqueue.queue_drop('work', force => true);
+
+--
+-- Under REPEATABLE READ a pop claims jobs one status row each, by
+-- statement (no claim records): every lane of a block whose lane index
+-- holds of the default lane (priority 0, no tenant) only its marks, shared
+-- among the tenants and the jobs without one, each job once.
+--
+SELECT pgqueue.queue_create('lanes');
+SELECT cardinality(pgqueue.queue_push_batch('lanes',
+		(SELECT array_agg(jsonb_build_object('i', i)) FROM generate_series(1, 12) i),
+		tenants => (SELECT array_agg(CASE i % 3 WHEN 0 THEN NULL ELSE 't' || i % 3 END)
+					  FROM generate_series(1, 12) i)));
+SELECT cardinality(pgqueue.queue_push_batch('lanes',
+		(SELECT array_agg(jsonb_build_object('i', i)) FROM generate_series(13, 16) i),
+		priorities => ARRAY[3, 3, 0, 0]));
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT job_id, priority, tenant FROM pgqueue.queue_pop('lanes', 6) ORDER BY job_id;
+COMMIT;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT job_id, priority, tenant FROM pgqueue.queue_pop('lanes', 20) ORDER BY job_id;
+COMMIT;
+SELECT state, count(*) FROM pgqueue.jobs WHERE queue = 'lanes' GROUP BY state;
+SELECT pgqueue.queue_drop('lanes', force => true);

@@ -715,8 +715,16 @@ like($new_fresh, qr/^index pgqueue_data\.s_Q_0: .*\(due_at\)/m,
 	'the description of a queue\'s tables names their indexes');
 same_lines(sql(sprintf($describe_queue, 'new'), 'postgres'),
 	$new_fresh, 'queue_create makes the same tables after the upgrade as in a fresh install');
+# A block made by 0.1.0 keeps a lane index of every job; those that 0.2.0
+# makes leave out the unmarked jobs of the default lane (_block_tables).
+my $lane_partial = ' WHERE ((priority <> 0) OR (tenant IS NOT NULL) OR lane_mark)';
+ok(index($new_fresh, "COALESCE(tenant, ''::text), job_id)$lane_partial\n") >= 0,
+	'the lane index of a block made by 0.2.0 leaves out the unmarked jobs of the default lane');
+(my $new_full = $new_fresh) =~ s/\Q$lane_partial\E$//m;
 same_lines(sql(sprintf($describe_queue, 'plain'), 'postgres'),
-	$new_fresh, 'a block and sequence made by 0.1.0 have the structure of those made by 0.2.0');
+	$new_full,
+	'a block and sequence made by 0.1.0 have the structure of those made by 0.2.0, but for a lane index of every job'
+);
 
 # --- the users' grants ---------------------------------------------------------------
 

@@ -12,7 +12,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/sequence.h"
@@ -24,11 +26,13 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "args.h"
+#include "cache.h"
+#include "claim.h"
 #include "flow.h"
 #include "note.h"
-#include "cache.h"
 #include "privilege.h"
 #include "rows.h"
 #include "watermark.h"
@@ -56,11 +60,55 @@ typedef struct PushArgs
 } PushArgs;
 
 /*
+ * lane_shown
+ *		Whether the lane index of a block (jobs, opened) shows the default
+ *		lane (priority 0, no tenant) already: it holds every job, or a mark
+ *		that another transaction committed.  What is seen is remembered: a
+ *		block's jobs are never deleted.
+ */
+static bool
+lane_shown(PgqBlock *block, Relation jobs)
+{
+	Snapshot	snap;
+	Relation	lane;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+
+	if (block->lane_shown)
+		return true;
+	pgq_block_indexes(block);
+	block->lane_shown = !block->lane_partial;
+	if (block->lane_shown)
+		return true;
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	lane = index_open(block->jobs_lane, AccessShareLock);
+	slot = table_slot_create(jobs, NULL);
+	scan = pgq_lane_scan(jobs, lane, snap, 0, "", 0, 0);
+	while (!block->lane_shown && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		should_free;
+		HeapTuple	tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+
+		/* a mark of this transaction's own may still roll back */
+		block->lane_shown =
+			!TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tuple->t_data));
+		if (should_free)
+			heap_freetuple(tuple);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(lane, AccessShareLock);
+	UnregisterSnapshot(snap);
+	return block->lane_shown;
+}
+
+/*
  * insert_jobs
  *		Insert n jobs, all of one block, straight into its jobs table
  *		(rows.c); and their scheduled status rows if they run later.  The
  *		first job of the default lane (priority 0, no tenant) is marked, to
- *		show the lane in the block's lane index (_block_tables).
+ *		show the lane in the block's lane index (_block_tables), unless the
+ *		index shows it already.
  */
 static void
 insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
@@ -69,7 +117,7 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 	Relation	rel = table_open(block->jobs_relid, RowExclusiveLock);
 	int			nslots = Min(n, PGQ_PUSH_CHUNK);
 	TupleTableSlot **slots;
-	bool		marked = false;
+	bool		default_seen = false;	/* a job of the default lane, marked or not */
 
 	if (RelationGetDescr(rel)->natts != PGQ_JATT_LANE_MARK)
 		elog(ERROR, "the jobs table of block %d of queue \"%s\" has %d columns, not %d",
@@ -99,9 +147,12 @@ insert_jobs(PgqQueue *queue, PgqBlock *block, int n, Datum *ids, PushArgs *args,
 			slot->tts_isnull[PGQ_JATT_TENANT - 1] = args->tenant_nulls[i];
 			/* marked: true; not: null */
 			slot->tts_values[PGQ_JATT_LANE_MARK - 1] = BoolGetDatum(true);
-			slot->tts_isnull[PGQ_JATT_LANE_MARK - 1] = marked || !args->tenant_nulls[i] ||
-				DatumGetInt32(args->priorities[i]) != 0;
-			marked |= !slot->tts_isnull[PGQ_JATT_LANE_MARK - 1];
+			slot->tts_isnull[PGQ_JATT_LANE_MARK - 1] = true;
+			if (!default_seen && args->tenant_nulls[i] && DatumGetInt32(args->priorities[i]) == 0)
+			{
+				default_seen = true;
+				slot->tts_isnull[PGQ_JATT_LANE_MARK - 1] = lane_shown(block, rel);
+			}
 			ExecStoreVirtualTuple(slot);
 		}
 		pgq_rows_insert(rel, slots, m);

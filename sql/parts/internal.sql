@@ -193,8 +193,9 @@ BEGIN
 	 * the default lane (priority 0, no tenant) it reads through the primary
 	 * key, so that a plain job costs one index entry: the lane index of a
 	 * pushed block holds the other lanes' jobs, and of the default lane's
-	 * only those that a push marked (lane_mark: its first of the block) to
-	 * show the lane to pop's scans of the lanes.  A block that compaction
+	 * only those that a push marked (lane_mark: its first of the block, if
+	 * no committed mark is there) to show the lane to pop's scans of the
+	 * lanes.  A block that compaction
 	 * makes (inherit false) is filled by copies, which no push marked: its
 	 * lane index holds every job.
 	 */

@@ -119,8 +119,9 @@ SELECT pg_catalog.pg_extension_config_dump('pgqueue.queue_acl', '');
 
 /*
  * lane_mark is true on the first job of the default lane (priority 0, no
- * tenant) that a push puts into a block, and null on the others: it puts
- * the lane into the block's lane index (_block_tables).
+ * tenant) that a push puts into a block where no committed mark is yet,
+ * and null on the others: it puts the lane into the block's lane index
+ * (_block_tables).
  */
 CREATE TABLE pgqueue_data.job_store (
 	queue_id integer NOT NULL,

@@ -115,9 +115,9 @@ CREATE TABLE pgqueue_data.claim_store (
 
 /*
  * lane_mark: a push marks the first job of the default lane (priority 0, no
- * tenant) that it puts into a block, which puts the job into the block's
- * lane index (internal.sql, _block_tables).  The blocks of 0.1.0 keep a
- * lane index of every job.
+ * tenant) that it puts into a block where no committed mark is yet, which
+ * puts the job into the block's lane index (internal.sql, _block_tables).
+ * The blocks of 0.1.0 keep a lane index of every job.
  */
 ALTER TABLE pgqueue_data.job_store ADD COLUMN lane_mark boolean;
 

@@ -320,3 +320,22 @@ SELECT job_id, priority, tenant FROM pgqueue.queue_pop('lanes', 20) ORDER BY job
 COMMIT;
 SELECT state, count(*) FROM pgqueue.jobs WHERE queue = 'lanes' GROUP BY state;
 SELECT pgqueue.queue_drop('lanes', force => true);
+
+--
+-- A push marks the first job of the default lane that it puts into a
+-- block, unless the block's lane index shows the lane already (a mark that
+-- another transaction committed): one job a transaction, only the first is
+-- marked; a mark that rolled back shows nothing, and the next push marks.
+--
+SELECT pgqueue.queue_create('marks');
+BEGIN;
+SELECT pgqueue.queue_push('marks', '{"rolled": "back"}') > 0 AS pushed;
+ROLLBACK;
+SELECT pgqueue.queue_push('marks', '{"n": 1}') > 0 AS pushed;
+SELECT pgqueue.queue_push('marks', '{"n": 2}') > 0 AS pushed;
+SELECT pgqueue.queue_push('marks', '{"n": 3}', priority => 1) > 0 AS pushed;
+SELECT pgqueue.queue_push_batch('marks', ARRAY['{"n": 4}', '{"n": 5}']::jsonb[]);
+SELECT payload, lane_mark FROM pgqueue_data.job_store
+ WHERE queue_id = (SELECT queue_id FROM pgqueue.queue WHERE name = 'marks') ORDER BY job_id;
+SELECT payload, priority FROM pgqueue.queue_pop('marks', 10);
+SELECT pgqueue.queue_drop('marks', force => true);

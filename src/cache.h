@@ -123,7 +123,7 @@ typedef struct PgqBlock
 	Oid			key_index;		/* jobs (key, job_id) */
 	Oid			jobs_lane;		/* jobs (priority, tenant, job_id) */
 	bool		lane_partial;	/* jobs_lane has PGQ_LANE_INDEX_PRED */
-	bool		lane_shown;		/* ... and a committed mark (push.c) */
+	bool		lane_shown;		/* jobs_lane shows the default lane (push.c) */
 	Oid			status_pkey;	/* status (job_id, seq) */
 	Oid			claims_pkey;	/* claims (claim_id, seq) */
 	Oid			claims_lane;	/* claims (priority, tenant, lo) of claims (seq 0) */

@@ -195,9 +195,8 @@ BEGIN
 	 * pushed block holds the other lanes' jobs, and of the default lane's
 	 * only those that a push marked (lane_mark: its first of the block, if
 	 * no committed mark is there) to show the lane to pop's scans of the
-	 * lanes.  A block that compaction
-	 * makes (inherit false) is filled by copies, which no push marked: its
-	 * lane index holds every job.
+	 * lanes.  A block that compaction makes (inherit false) is filled by
+	 * copies, which no push marked: its lane index holds every job.
 	 */
 	EXECUTE format('CREATE INDEX ON %s (priority, (coalesce(tenant, '''')), job_id)%s', j,
 				   CASE WHEN inherit THEN ' WHERE priority <> 0 OR tenant IS NOT NULL OR lane_mark'

@@ -168,8 +168,9 @@ SELECT is((SELECT sum(unfinished) FROM pgqueue.blocks WHERE queue = 't_blocks'),
 		  'popped jobs are still unfinished');
 
 -- a plain job costs one index entry: the lane index of a pushed block holds
--- of the default lane (priority 0, no tenant) only a mark, the first job of
--- each push, which shows the lane to pop
+-- of the default lane (priority 0, no tenant) only marks, which show the
+-- lane to pop: the first job of a push where no committed mark is (here all
+-- pushes run in one transaction, whose own marks do not count)
 SELECT pgqueue.queue_create('t_index') \g /dev/null
 SELECT is(cardinality(pgqueue.queue_push_batch('t_index', array_fill('{}'::jsonb, ARRAY[3000]))),
 		  3000, 'push_batch of 3000 plain jobs');

@@ -50,6 +50,17 @@
  */
 #define PGQ_LANE_INDEX_PRED "(priority <> 0 OR tenant IS NOT NULL OR lane_mark)"
 
+/*
+ * pgq_lane_is_default
+ *		Whether a lane (tenant '' for none) is the default lane, which pop
+ *		reads through the jobs' primary key.
+ */
+static inline bool
+pgq_lane_is_default(int32 priority, const char *tenant)
+{
+	return priority == 0 && tenant[0] == '\0';
+}
+
 /* attribute numbers of the status tables (status_store) */
 #define PGQ_SATT_JOB_ID		2
 #define PGQ_SATT_SEQ		3

@@ -171,7 +171,7 @@ pgq_jobs_scan_begin(PgqJobsScan *js, PgqBlock *block, Relation jobs, Snapshot sn
 					int32 priority, const char *tenant, int64 lo, int64 hi)
 {
 	pgq_block_indexes(block);
-	js->by_key = priority == 0 && tenant[0] == '\0';
+	js->by_key = pgq_lane_is_default(priority, tenant);
 	if (js->by_key)
 	{
 		ScanKeyData skeys[2];

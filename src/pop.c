@@ -1275,7 +1275,7 @@ claim_fresh(Pop *pop, PgqBlock *block, int32 priority, int64 floor, int wanted,
 	pop->args[1] = Int32GetDatum(priority);
 	pop->args[8] = PointerGetDatum(construct_array(&f, 1, INT8OID, 8, FLOAT8PASSBYVAL,
 												   TYPALIGN_DOUBLE));
-	if (priority == 0)
+	if (pgq_lane_is_default(priority, ""))
 		return claim(pop, block, PGQ_PLAN_CLAIM_DEFAULT, claim_default_sql, wanted, tenants);
 	return claim(pop, block, PGQ_PLAN_CLAIM_FRESH, claim_fresh_sql, wanted, tenants);
 }

@@ -40,6 +40,7 @@
 #include "utils/memutils.h"
 
 #include "args.h"
+#include "fault.h"
 #include "flow.h"
 #include "note.h"
 #include "cache.h"
@@ -50,13 +51,14 @@
 
 PG_MODULE_MAGIC;
 
-/* the maintenance step at which to fail (or pause) on purpose (tests) */
+/* the step at which to fail (or pause) on purpose (tests) */
 static char *pgq_fault_injection = NULL;
 
 /*
- * With pgqueue.fault_injection = 'pause:<step>', maintenance waits at the
- * step while another session holds pg_advisory_lock(PGQ_PAUSE_KEY); with
- * 'error:<step>' it fails there with an error.
+ * With pgqueue.fault_injection = 'pause:<step>', maintenance (or a pop)
+ * waits at the step while another session holds
+ * pg_advisory_lock(PGQ_PAUSE_KEY); with 'error:<step>' it fails there with
+ * an error.
  */
 #define PGQ_PAUSE_PREFIX	"pause:"
 #define PGQ_ERROR_PREFIX	"error:"
@@ -152,9 +154,9 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomStringVariable("pgqueue.fault_injection",
-							   "Maintenance step at which to crash or pause on purpose, for tests.",
-							   "The server PANICs when maintenance reaches the named step; "
-							   "with \"pause:step\", maintenance waits there while another "
+							   "Step of maintenance or of a pop at which to crash or pause on purpose, for tests.",
+							   "The server PANICs when maintenance (or a pop) reaches the named step; "
+							   "with \"pause:step\", it waits there while another "
 							   "session holds pg_advisory_lock(" CppAsString2(PGQ_PAUSE_KEY) "); "
 							   "with \"error:step\", it fails there with an error.",
 							   &pgq_fault_injection,
@@ -227,22 +229,20 @@ _PG_init(void)
 }
 
 /*
- * pgq_fault
- *		SQL: pgqueue_internal._fault(step) crashes the server (PANIC) when
- *		pgqueue.fault_injection names the step; tests use it to stop
- *		maintenance at every step and check that nothing is lost.  With
- *		'pause:<step>' it waits at the step until the advisory lock
- *		PGQ_PAUSE_KEY is free, so that tests can order other sessions'
- *		work against a maintenance step; with 'error:<step>' it raises an
- *		error there, as a failing maintenance duty would.
+ * pgq_fault_at
+ *		Crash the server (PANIC) when pgqueue.fault_injection names the
+ *		step; tests use it to stop maintenance at every step and check that
+ *		nothing is lost.  With 'pause:<step>' wait at the step until the
+ *		advisory lock PGQ_PAUSE_KEY is free, so that tests can order other
+ *		sessions' work against a maintenance step or a pop's claim of a
+ *		range ("pop_range"); with 'error:<step>' raise an error there, as a
+ *		failing maintenance duty would.
  */
-Datum
-pgq_fault(PG_FUNCTION_ARGS)
+void
+pgq_fault_at(const char *step)
 {
-	char	   *step = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	if (pgq_fault_injection == NULL)
-		PG_RETURN_VOID();
+	if (pgq_fault_injection == NULL || pgq_fault_injection[0] == '\0')
+		return;
 	if (strcmp(pgq_fault_injection, step) == 0)
 		ereport(PANIC,
 				(errmsg("pgqueue fault injection at step \"%s\"", step)));
@@ -261,6 +261,16 @@ pgq_fault(PG_FUNCTION_ARGS)
 		(void) LockAcquire(&tag, ShareLock, false, false);
 		LockRelease(&tag, ShareLock, false);
 	}
+}
+
+/*
+ * pgq_fault
+ *		SQL: pgqueue_internal._fault(step), pgq_fault_at for maintenance.
+ */
+Datum
+pgq_fault(PG_FUNCTION_ARGS)
+{
+	pgq_fault_at(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_VOID();
 }
 

@@ -59,6 +59,7 @@
 #include "args.h"
 #include "cache.h"
 #include "claim.h"
+#include "fault.h"
 #include "flow.h"
 #include "note.h"
 #include "privilege.h"
@@ -1120,6 +1121,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 			claimed_tenants[ntake] = j->tenant_null ? NULL : DatumGetTextPP(j->tenant);
 			take[ntake++] = i;
 		}
+		pgq_fault_at("pop_range");
 
 		if (ntake > 0)
 			lease_until = write_claim(pop, block, priority, tenant, rows[take[0]].job_id,
@@ -1154,6 +1156,8 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 		seen--;
 	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, seen, lost);
 	noted->hi = used;
+	if (ntake > 0 && used < r->hi)
+		pgq_wakeup_given_back(pop->queue);
 	for (int k = 0; k < ntake; k++)
 	{
 		RangeJob   *j = &rows[take[k]];

@@ -8,8 +8,10 @@
  * this file's part of it adds their counts to the queue's shared counters
  * and wakes waiting pops: a push of k jobs signals at most k waiters (no
  * thundering herd), a job that becomes available now (release, retry,
- * resume, lease expiry) broadcasts, and a retry or schedule in the future
- * lowers the queue's next_due, which waiters use as their sleep deadline.
+ * resume, lease expiry) broadcasts, a pop that gives back part of a
+ * reserved range after claiming from it signals one waiter, and a retry
+ * or schedule in the future lowers the queue's next_due, which waiters use
+ * as their sleep deadline.
  * A rolled-back pop (or subtransaction that popped) wakes as many waiters
  * as it had claimed jobs, and counts nothing.  Nothing wakes anyone for a
  * push that has not committed or rolled back.
@@ -88,6 +90,32 @@ pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit)
 }
 
 /*
+ * pgq_wakeup_given_back
+ *		A pop that claimed jobs gave part of a range it had reserved back to
+ *		its lane, where more jobs may wait: a waiter that found the range
+ *		reserved and went to sleep tries again.  A pop that claimed nothing
+ *		wakes nobody, so that waiters do not wake each other in turn over a
+ *		range that none of them can claim now (its first job's status row
+ *		being written).
+ */
+void
+pgq_wakeup_given_back(PgqQueue *queue)
+{
+	QueueShared *qs = pgq_queue_shared(pgq_queue_tag(queue), queue->queue_id, false);
+	bool		wake;
+
+	if (qs == NULL)
+		return;
+	SpinLockAcquire(&qs->mutex);
+	wake = qs->waiters > 0;
+	if (wake)
+		qs->wake_gen++;
+	SpinLockRelease(&qs->mutex);
+	if (wake)
+		ConditionVariableSignal(&qs->cv);
+}
+
+/*
  * exit_callback
  *		A backend that ends while waiting (FATAL, terminate) stops counting
  *		as a waiter.
@@ -121,7 +149,6 @@ pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline)
 		exit_callback_registered = true;
 	}
 	waiting_on = wait->qs;
-	ConditionVariablePrepareToSleep(&wait->qs->cv);
 }
 
 /*
@@ -136,6 +163,14 @@ pgq_wait_mark(PgqWait *wait)
 	wait->limited = false;
 	if (wait->qs == NULL)
 		return;
+
+	/*
+	 * Off the condition variable's list while it tries, so that a wake-up
+	 * this pop sends (pgq_wakeup_given_back) reaches another waiter;
+	 * pgq_wait_sleep puts it back, and what was sent meanwhile moved
+	 * wake_gen.
+	 */
+	ConditionVariableCancelSleep();
 	SpinLockAcquire(&wait->qs->mutex);
 	wait->due_gen = wait->qs->due_gen;
 	wait->wake_gen = wait->qs->wake_gen;
@@ -164,11 +199,11 @@ pgq_wait_sleep(PgqWait *wait)
 		bool		woken;
 
 		/*
-		 * On the condition variable's list again: an attempt that rolled
-		 * back a subtransaction (pgq_read_released) left it, and a wake-up
-		 * sent since then reached somebody else or nobody.  Such wake-ups
-		 * moved wake_gen, read after this: the attempt is made again at
-		 * once.  Any later one finds this pop on the list.
+		 * On the condition variable's list again: the attempt was made off
+		 * it (pgq_wait_mark), and a wake-up sent since then reached
+		 * somebody else or nobody.  Such wake-ups moved wake_gen, read
+		 * after this: the attempt is made again at once.  Any later one
+		 * finds this pop on the list.
 		 */
 		ConditionVariablePrepareToSleep(&wait->qs->cv);
 		SpinLockAcquire(&wait->qs->mutex);

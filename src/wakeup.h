@@ -27,6 +27,7 @@ typedef struct PgqWait
 extern int	pgq_poll_interval;
 
 extern void pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit);
+extern void pgq_wakeup_given_back(PgqQueue *queue);
 extern void pgq_wait_begin(PgqWait *wait, PgqQueue *queue, TimestampTz deadline);
 extern void pgq_wait_mark(PgqWait *wait);
 extern bool pgq_wait_sleep(PgqWait *wait);

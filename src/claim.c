@@ -375,6 +375,36 @@ pgq_claim_fate(PgqClaim *claim, int64 job_id, TimestampTz *at)
 }
 
 /*
+ * lane_last_claim
+ *		The claim of a lane that begins last at or before id, into slot
+ *		(from claims and its lane index, opened); false if there is none.
+ *		A backward scan of the index reads every entry of the lane on the
+ *		page above its lower bound before it returns one: it looks within
+ *		PGQ_CLAIM_WINDOW ids below id first, where that claim usually
+ *		begins, then within 16 times as many, then without a bound.
+ */
+#define PGQ_CLAIM_WINDOW	256
+
+static bool
+lane_last_claim(Relation claims, Relation lane, Snapshot snapshot, int32 priority,
+				const char *tenant, int64 id, TupleTableSlot *slot)
+{
+	int64		windows[] = {PGQ_CLAIM_WINDOW, 16 * PGQ_CLAIM_WINDOW, 0};
+
+	for (int i = 0; i < lengthof(windows); i++)
+	{
+		int64		from = windows[i] > 0 && windows[i] < id ? id - windows[i] : 0;
+		IndexScanDesc scan = pgq_lane_scan(claims, lane, snapshot, priority, tenant, from, id);
+		bool		found = index_getnext_slot(scan, BackwardScanDirection, slot);
+
+		index_endscan(scan);
+		if (found || from == 0)
+			return found;
+	}
+	return false;
+}
+
+/*
  * pgq_claim_find
  *		The claim of a job's lane whose range holds the job, with its later
  *		records; false if there is none (or the block has no claims).
@@ -386,7 +416,6 @@ pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant
 	Relation	claims;
 	Relation	lane;
 	TupleTableSlot *slot;
-	IndexScanDesc scan;
 	int64		claim_id = 0;
 
 	if (!OidIsValid(block->claims_relid))
@@ -395,15 +424,13 @@ pgq_claim_find(PgqBlock *block, int64 job_id, int32 priority, const char *tenant
 	claims = table_open(block->claims_relid, AccessShareLock);
 	lane = index_open(block->claims_lane, AccessShareLock);
 	slot = table_slot_create(claims, NULL);
-	scan = pgq_lane_scan(claims, lane, snapshot, priority, tenant, 0, job_id);
-	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	if (lane_last_claim(claims, lane, snapshot, priority, tenant, job_id, slot))
 	{
 		bool		isnull;
 
 		if (DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull)) >= job_id)
 			claim_id = DatumGetInt64(slot_getattr(slot, PGQ_CATT_CLAIM_ID, &isnull));
 	}
-	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(lane, AccessShareLock);
 	table_close(claims, AccessShareLock);
@@ -1064,7 +1091,6 @@ pgq_claims_overlap(PgqBlock *block, int32 priority, const char *tenant, int64 lo
 	Relation	claims;
 	Relation	lane;
 	TupleTableSlot *slot;
-	IndexScanDesc scan;
 	SnapshotData dirty;
 	bool		overlap = false;
 
@@ -1073,14 +1099,12 @@ pgq_claims_overlap(PgqBlock *block, int32 priority, const char *tenant, int64 lo
 	lane = index_open(block->claims_lane, AccessShareLock);
 	slot = table_slot_create(claims, NULL);
 	InitDirtySnapshot(dirty);
-	scan = pgq_lane_scan(claims, lane, &dirty, priority, tenant, 0, hi);
-	if (index_getnext_slot(scan, BackwardScanDirection, slot))
+	if (lane_last_claim(claims, lane, &dirty, priority, tenant, hi, slot))
 	{
 		bool		isnull;
 
 		overlap = DatumGetInt64(slot_getattr(slot, PGQ_CATT_HI, &isnull)) >= lo;
 	}
-	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(lane, AccessShareLock);
 	table_close(claims, AccessShareLock);

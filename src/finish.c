@@ -826,44 +826,51 @@ finish_rows(Finish *f, PgqBlock *block, Request *reqs, int n)
 
 /*
  * key_next
- *		The next job of a key in a block after job_id, as the snapshot of
- *		scan (of the block's (key, job_id) index) sees it, if it lies within
- *		PGQ_KEY_NEXT_SPAN ids; 0 if none does.  A next job further on is
- *		not looked for: the key's watermark then stops just past job_id,
- *		and the pop that gets that far probes (flow.c).  The bound also
- *		keeps the index from reading every later job of the key on the
- *		page.
+ *		The jobs of a key in a block that follow job_id, as the snapshot of
+ *		scan (of the block's (key, job_id) index) sees them, below bound and
+ *		within PGQ_KEY_NEXT_SPAN ids: chain[0] is job_id, then up to
+ *		PGQ_KEY_CHAIN - 1 of them in id order, each the key's next job
+ *		after the one before.  Returns how many chain holds (1: no next job
+ *		was found).  A next job further on is not looked for: the key's
+ *		watermark then stops just past job_id, and the pop that gets that
+ *		far probes (flow.c).  The span also keeps the index from reading
+ *		every later job of the key on the page.
  */
 #define PGQ_KEY_NEXT_SPAN	10000
 
-static int64
-key_next(IndexScanDesc scan, TupleTableSlot *slot, text *key, int64 job_id)
+static int
+key_next(IndexScanDesc scan, TupleTableSlot *slot, text *key, int64 job_id, int64 bound,
+		 int64 *chain)
 {
 	ScanKeyData skeys[3];
-	int64		next = 0;
+	int			n = 0;
 
+	chain[n++] = job_id;
 	ScanKeyEntryInitialize(&skeys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   scan->indexRelation->rd_indcollation[0], F_TEXTEQ,
 						   PointerGetDatum(key));
 	ScanKeyInit(&skeys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(job_id));
-	ScanKeyInit(&skeys[2], 2, BTLessEqualStrategyNumber, F_INT8LE,
-				Int64GetDatum(job_id + PGQ_KEY_NEXT_SPAN));
+	ScanKeyInit(&skeys[2], 2, BTLessStrategyNumber, F_INT8LT,
+				Int64GetDatum(Min(job_id + PGQ_KEY_NEXT_SPAN, bound)));
 	index_rescan(scan, skeys, 3, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	while (n < PGQ_KEY_CHAIN && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
 
-		next = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
+		chain[n++] = DatumGetInt64(slot_getattr(slot, PGQ_JATT_JOB_ID, &isnull));
 		ExecClearTuple(slot);
 	}
-	return next;
+	return n;
 }
 
 /*
  * read_held
  *		Read jobs of a block without status rows (sorted) for their claims,
  *		as snap sees them: their lanes, keys and, for an ack, the next job
- *		of each key (one scan of the key index for all of them).  A job that does not exist is an error.
+ *		of each key, from the key's entry if an earlier ack's look-up left
+ *		it there, else looked up (one scan of the key index for all of
+ *		them), with the jobs after it kept in the entry for later acks.  A
+ *		job that does not exist is an error.
  */
 static Held *
 read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
@@ -908,14 +915,24 @@ read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
 		h->key = isnull ? NULL : DatumGetTextPCopy(d);
 		ExecClearTuple(slot);
 		h->next = 0;
-		if (h->key != NULL && f->op == FINISH_ACK)
+		if (h->key != NULL && f->key_bound > 0)
 		{
-			if (next_scan == NULL)
+			/* where an earlier ack's look-up left it, else looked up */
+			h->next = pgq_flow_key_next(f->queue, h->key, h->job_id);
+			if (h->next == 0)
 			{
-				keys = index_open(block->key_index, AccessShareLock);
-				next_scan = index_beginscan(jobs, keys, snap, 3, 0);
+				int64		chain[PGQ_KEY_CHAIN];
+				int			n;
+
+				if (next_scan == NULL)
+				{
+					keys = index_open(block->key_index, AccessShareLock);
+					next_scan = index_beginscan(jobs, keys, snap, 3, 0);
+				}
+				n = key_next(next_scan, slot, h->key, h->job_id, f->key_bound, chain);
+				pgq_flow_key_chain(f->queue, h->key, chain, n);
+				h->next = n > 1 ? chain[1] : 0;
 			}
-			h->next = key_next(next_scan, slot, h->key, h->job_id);
 		}
 		h->group = -1;
 	}

@@ -17,9 +17,14 @@
  * executing ("held"), set at claim time and cleared when that job
  * finishes, so that the later jobs of a busy key are passed over without a
  * probe; a held mark older than PGQ_HELD_TTL is probed again, which also
- * repairs a mark that a repair function (SQL) left behind.  Entries are a
- * cache: one that is evicted, or invalidated by a forced retry (key_gen),
- * only costs a probe.
+ * repairs a mark that a repair function (SQL) left behind.  An ack moves
+ * the watermark to the key's next job, which it looks up in the key index
+ * (finish.c); the look-up reads the few jobs of the key after that one as
+ * well, and the entry keeps them (chain), so that the acks of the next
+ * jobs find their next without a look-up.  Jobs below the bound of open
+ * pushes never change, so a chain read there holds for good.  Entries are
+ * a cache: one that is evicted, or invalidated by a forced retry (key_gen),
+ * only costs a probe or a look-up.
  *
  * Limits.  max_in_flight, max_depth, push_rate and pop_rate (and their
  * tenant_ forms) are enforced against counts in shared memory: committed
@@ -109,6 +114,9 @@ typedef struct KeyShared
 	int64		watermark;		/* no unfinished job of the key below; 0: unknown */
 	int64		held;			/* its executing job; 0: none known */
 	TimestampTz held_at;
+	int			nchain;
+	int64		chain[PGQ_KEY_CHAIN];	/* each the key's next job after the one
+										 * before */
 } KeyShared;
 
 /* a change of one tenant's counts or of one key, in a FlowNote */
@@ -662,6 +670,7 @@ key_update(KeyTag *tag, uint64 gen, char op, int64 job_id, int64 blocker, bool e
 		entry->watermark = 0;
 		entry->held = 0;
 		entry->held_at = 0;
+		entry->nchain = 0;
 	}
 
 	SpinLockAcquire(&entry->mutex);
@@ -862,6 +871,65 @@ key_ready(FlowPop *pop, text *key, int64 job_id)
 		key_update(&tag, gen, 'p', job_id, blocker, executing, pop->may_advance,
 				   executing || blocker == 0);
 	return blocker == 0;
+}
+
+/*
+ * pgq_flow_key_next
+ *		The next job of a key after job_id, as an earlier look-up left it in
+ *		the key's entry; 0 if it is not known there.
+ */
+int64
+pgq_flow_key_next(PgqQueue *queue, text *key, int64 job_id)
+{
+	KeyTag		tag;
+	KeyShared  *entry;
+	int64		next = 0;
+
+	if (!pgq_shmem_ready() || !key_tag(pgq_queue_tag(queue), key, &tag))
+		return 0;
+	LWLockAcquire(flow_lock, LW_SHARED);
+	entry = hash_search(key_hash, &tag, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		SpinLockAcquire(&entry->mutex);
+		for (int i = 0; i + 1 < entry->nchain; i++)
+			if (entry->chain[i] == job_id)
+			{
+				next = entry->chain[i + 1];
+				break;
+			}
+		SpinLockRelease(&entry->mutex);
+	}
+	LWLockRelease(flow_lock);
+	return next;
+}
+
+/*
+ * pgq_flow_key_chain
+ *		Keep in a key's entry, if it has one, the jobs of the key that
+ *		follow one another from job_id on: chain[0] is job_id, and each
+ *		next one is the key's next job after the one before it, below the
+ *		bound of open pushes (n of them, at most PGQ_KEY_CHAIN are kept).
+ */
+void
+pgq_flow_key_chain(PgqQueue *queue, text *key, const int64 *chain, int n)
+{
+	KeyTag		tag;
+	KeyShared  *entry;
+
+	if (!pgq_shmem_ready() || n < 2 || !key_tag(pgq_queue_tag(queue), key, &tag))
+		return;
+	n = Min(n, PGQ_KEY_CHAIN);
+	LWLockAcquire(flow_lock, LW_SHARED);
+	entry = hash_search(key_hash, &tag, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		SpinLockAcquire(&entry->mutex);
+		memcpy(entry->chain, chain, sizeof(int64) * n);
+		entry->nchain = n;
+		SpinLockRelease(&entry->mutex);
+	}
+	LWLockRelease(flow_lock);
 }
 
 /*

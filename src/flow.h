@@ -12,6 +12,9 @@
 #include "note.h"
 #include "queueshm.h"
 
+/* jobs of a key that follow one another, kept in its entry for acks */
+#define PGQ_KEY_CHAIN		8
+
 /* sizes of the tables of tenants and keys (GUCs) */
 extern int	pgq_max_tenants;
 extern int	pgq_max_keys;
@@ -25,6 +28,8 @@ extern void pgq_flow_forget(const PgqForget *forget);
 
 extern int	pgq_flow_pop_begin(PgqQueue *queue, int n, int64 bound);
 extern bool pgq_flow_key_ready(text *key, int64 job_id);
+extern int64 pgq_flow_key_next(PgqQueue *queue, text *key, int64 job_id);
+extern void pgq_flow_key_chain(PgqQueue *queue, text *key, const int64 *chain, int n);
 extern bool pgq_flow_take(text *tenant);
 extern void pgq_flow_claimed(PgqQueue *queue, text *key, text *tenant, int64 job_id);
 extern void pgq_flow_claims_done(text **claimed_tenants, int nclaimed);

@@ -26,7 +26,7 @@
 \pset tuples_only true
 \pset pager off
 
-SELECT plan(118);
+SELECT plan(120);
 
 /* ------------------------------------------------------------------------
  * Committed part: what an ack, release or fail frees once it commits
@@ -146,6 +146,22 @@ SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_far', 10)$$,
 				  $$VALUES (12002::bigint)$$,
 				  'committed: the next job of the key, 12 001 ids on, and not the one after it');
 
+-- keys: the ack of job 1 looks up the jobs of key k after it (2, 3, 4)
+-- and its entry keeps them; the ack of job 2 takes its next job, 3, from
+-- there.  Job 4 has priority 5, so pops look at it first: it must wait for 3
+SELECT pgqueue.queue_create('fc_keys_chain') \g /dev/null
+SELECT pgqueue.queue_push_batch('fc_keys_chain', array_fill('{}'::jsonb, ARRAY[4]),
+								keys => ARRAY['k', 'k', 'k', 'k'],
+								priorities => ARRAY[0, 0, 0, 5]) \g /dev/null
+SELECT pgqueue.queue_ack('fc_keys_chain', job_id) FROM pgqueue.queue_pop('fc_keys_chain') \g /dev/null
+SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_chain', 10)$$,
+				  $$VALUES (2::bigint)$$,
+				  'committed, keys: after the ack of job 1, job 2 and not job 4 of higher priority');
+SELECT pgqueue.queue_ack('fc_keys_chain', 2) \g /dev/null
+SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_chain', 10)$$,
+				  $$VALUES (3::bigint)$$,
+				  'committed: after the ack of job 2 (its next job kept by the ack of 1), job 3');
+
 -- tenants: once a lane's density is known, a pop claims each tenant's
 -- share in one range, with one claim record (50 tenants, interleaved)
 SELECT pgqueue.queue_create('fc_lanes') \g /dev/null
@@ -169,7 +185,7 @@ SELECT is((:lanes_claims) - (SELECT count FROM lane_claims), 10::bigint,
 
 SELECT pgqueue.queue_drop(q, force => true) FROM unnest(ARRAY['fc_cap', 'fc_tcap', 'fc_depth',
 															   'fc_tdepth', 'fc_keys', 'fc_keys_far',
-															   'fc_lanes']) q \g /dev/null
+															   'fc_keys_chain', 'fc_lanes']) q \g /dev/null
 SELECT is((SELECT count(*) FROM pgqueue.queue WHERE name LIKE 'fc\_%'), 0::bigint,
 		  'the queues of the committed part are dropped again');
 

@@ -922,16 +922,16 @@ read_held(Finish *f, PgqBlock *block, Request *reqs, int n, Snapshot snap)
 			if (h->next == 0)
 			{
 				int64		chain[PGQ_KEY_CHAIN];
-				int			n;
+				int			nchain;
 
 				if (next_scan == NULL)
 				{
 					keys = index_open(block->key_index, AccessShareLock);
 					next_scan = index_beginscan(jobs, keys, snap, 3, 0);
 				}
-				n = key_next(next_scan, slot, h->key, h->job_id, f->key_bound, chain);
-				pgq_flow_key_chain(f->queue, h->key, chain, n);
-				h->next = n > 1 ? chain[1] : 0;
+				nchain = key_next(next_scan, slot, h->key, h->job_id, f->key_bound, chain);
+				pgq_flow_key_chain(f->queue, h->key, chain, nchain);
+				h->next = nchain > 1 ? chain[1] : 0;
 			}
 		}
 		h->group = -1;

@@ -273,6 +273,7 @@ typedef struct Pop
 	char		nulls[CLAIM_NARGS];
 	bool	   *opened;			/* per block: opened for this pop */
 	int			statements;		/* reads and writes whose locks stay held */
+	bool		given_back;		/* gave part of a range it claimed from back */
 } Pop;
 
 /*
@@ -1156,8 +1157,7 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 		seen--;
 	pgq_lane_claimed(pop->queue, block, priority, tenant, r, used, seen, lost);
 	noted->hi = used;
-	if (ntake > 0 && used < r->hi)
-		pgq_wakeup_given_back(pop->queue);
+	pop->given_back |= ntake > 0 && used < r->hi;
 	for (int k = 0; k < ntake; k++)
 	{
 		RangeJob   *j = &rows[take[k]];
@@ -1574,6 +1574,8 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 	}
 	PG_END_TRY();
 	pgq_note(queue, PGQ_COUNT_POPPED, allowed - remaining);
+	if (pop.given_back)
+		pgq_wakeup_given_back(queue);
 	return allowed - remaining;
 }
 

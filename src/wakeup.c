@@ -91,9 +91,9 @@ pgq_wakeup_apply(PgqNote *note, QueueShared *qs, bool commit)
 
 /*
  * pgq_wakeup_given_back
- *		A pop that claimed jobs gave part of a range it had reserved back to
- *		its lane, where more jobs may wait: a waiter that found the range
- *		reserved and went to sleep tries again.  A pop that claimed nothing
+ *		A pop gave part of a range it had claimed jobs from back to its
+ *		lane, where more jobs may wait: once the pop is done, a waiter that
+ *		found the range reserved and went to sleep tries again.  A pop that claimed nothing
  *		wakes nobody, so that waiters do not wake each other in turn over a
  *		range that none of them can claim now (its first job's status row
  *		being written).

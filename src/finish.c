@@ -242,6 +242,9 @@ typedef struct HeldGroup
 	PgqClaim	claim;
 	int			first;			/* its jobs: [first, first + nids) of the arrays */
 	int			nids;
+	int			tag;			/* its number in held[].group */
+	int			held_first;		/* and held[held_first, held_end) has them all */
+	int			held_end;
 	bool		tried;			/* a record was tried (lost the race unless
 								 * appended) */
 	bool		appended;
@@ -545,30 +548,49 @@ claim_append(Finish *f, PgqBlock *block, PgqClaim *claim, int64 *ids, text **key
  *		call for it, with no status row of its own.
  */
 static void
-held_check(Finish *f, PgqBlock *block, Held *held, int nheld, int group, HeldGroup *g,
-		   int64 *ids)
+held_check(Finish *f, PgqBlock *block, Held *held, HeldGroup *g, int64 *ids)
 {
-	for (int k = 0; k < nheld; k++)
-		if (held[k].group == group)
+	for (int k = g->held_first; k < g->held_end; k++)
+		if (held[k].group == g->tag)
 			claim_check(f, &g->claim, &held[k]);
 	claim_unshared(f, block, ids + g->first, g->nids);
 }
 
+/* a claim of an ack of several (append_acks): its id and its group */
+typedef struct AckedClaim
+{
+	int64		claim_id;
+	int			group;
+} AckedClaim;
+
+/*
+ * acked_claim_cmp
+ *		bsearch order of AckedClaims: by claim id.
+ */
+static int
+acked_claim_cmp(const void *a, const void *b)
+{
+	int64		ia = ((const AckedClaim *) a)->claim_id;
+	int64		ib = ((const AckedClaim *) b)->claim_id;
+
+	return ia < ib ? -1 : (ia > ib ? 1 : 0);
+}
+
 /*
  * append_acks
- *		For an ack of jobs of several claims: the records of the claims all
- *		of whose jobs left are acked, in one statement (in job id order, as
- *		one at a time); those that went in are done, the others lost the
- *		race for their seq (tried).
+ *		For an ack of jobs of several claims (groups, by claim id): the
+ *		records of the claims all of whose jobs left are acked, in one
+ *		statement, in that order; those that went in are done, the others
+ *		lost the race for their seq (tried).
  */
 static void
 append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *ids,
 			text **keys, text **tenants, int64 *next)
 {
+	AckedClaim *which;
 	Datum	   *claim_ids;
 	Datum	   *seqs;
 	Datum	   *counts;
-	int		   *which;
 	int			n = 0;
 	Datum		args[5];
 	SPIPlanPtr	plan;
@@ -576,23 +598,27 @@ append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *i
 
 	if (ngroups < 2)
 		return;
-	claim_ids = palloc(sizeof(Datum) * ngroups);
-	seqs = palloc(sizeof(Datum) * ngroups);
-	counts = palloc(sizeof(Datum) * ngroups);
-	which = palloc(sizeof(int) * ngroups);
+	which = palloc(sizeof(AckedClaim) * ngroups);
 	for (int i = 0; i < ngroups; i++)
 	{
-		PgqClaim   *c = &groups[i].claim;
-
-		if (groups[i].nids != claim_holds(c))
+		if (groups[i].nids != claim_holds(&groups[i].claim))
 			continue;
-		claim_ids[n] = Int64GetDatum(c->claim_id);
-		seqs[n] = Int32GetDatum(c->last_seq + 1);
-		counts[n] = Int32GetDatum(groups[i].nids);
-		which[n++] = i;
+		which[n].claim_id = groups[i].claim.claim_id;
+		which[n++].group = i;
 	}
 	if (n < 2)
 		return;
+	claim_ids = palloc(sizeof(Datum) * n);
+	seqs = palloc(sizeof(Datum) * n);
+	counts = palloc(sizeof(Datum) * n);
+	for (int k = 0; k < n; k++)
+	{
+		HeldGroup  *g = &groups[which[k].group];
+
+		claim_ids[k] = Int64GetDatum(g->claim.claim_id);
+		seqs[k] = Int32GetDatum(g->claim.last_seq + 1);
+		counts[k] = Int32GetDatum(g->nids);
+	}
 	args[0] = Int32GetDatum(f->queue->queue_id);
 	args[1] = TimestampTzGetDatum(f->now);
 	args[2] = PointerGetDatum(construct_array(claim_ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
@@ -606,36 +632,63 @@ append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *i
 		elog(ERROR, "could not append to claims of queue \"%s\": %s",
 			 f->queue->name, SPI_result_code_string(rc));
 	for (int k = 0; k < n; k++)
-		groups[which[k]].tried = true;
+		groups[which[k].group].tried = true;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		int64		claim_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-														   SPI_tuptable->tupdesc, 1, &isnull));
+		AckedClaim	key;
+		AckedClaim *found;
+		HeldGroup  *g;
 
-		for (int k = 0; k < n; k++)
-		{
-			HeldGroup  *g = &groups[which[k]];
-
-			if (g->claim.claim_id != claim_id)
-				continue;
-			g->appended = true;
-			acked(f, ids + g->first, keys + g->first, tenants + g->first, next + g->first,
-				  g->nids);
-		}
+		key.claim_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+		found = bsearch(&key, which, n, sizeof(AckedClaim), acked_claim_cmp);
+		if (found == NULL)
+			elog(ERROR, "claim %lld of queue \"%s\" was acked but not asked for",
+				 (long long) key.claim_id, f->queue->name);
+		g = &groups[found->group];
+		g->appended = true;
+		acked(f, ids + g->first, keys + g->first, tenants + g->first, next + g->first,
+			  g->nids);
 	}
 	SPI_freetuptable(SPI_tuptable);
 }
 
 /*
+ * held_cmp
+ *		qsort order of Helds: by job id.
+ */
+static int
+held_cmp(const void *a, const void *b)
+{
+	int64		ia = ((const Held *) a)->job_id;
+	int64		ib = ((const Held *) b)->job_id;
+
+	return ia < ib ? -1 : (ia > ib ? 1 : 0);
+}
+
+/*
+ * group_cmp
+ *		qsort order of HeldGroups: by claim id.
+ */
+static int
+group_cmp(const void *a, const void *b)
+{
+	int64		ia = ((const HeldGroup *) a)->claim.claim_id;
+	int64		ib = ((const HeldGroup *) b)->claim.claim_id;
+
+	return ia < ib ? -1 : (ia > ib ? 1 : 0);
+}
+
+/*
  * finish_held
- *		Move the jobs that no status row holds (sorted by id): find the
- *		claim of each one's lane that holds it and check that it still
- *		holds every job of the call for it, then append the record of the
- *		transition to each claim (an ack of all that several claims hold:
+ *		Move the jobs that no status row holds: find the claim of each
+ *		one's lane that holds it and check that it still holds every job of
+ *		the call for it, then append the record of the transition to each
+ *		claim, in claim id order (an ack of all that several claims hold:
  *		in one statement, append_acks).  A record that loses the race for
  *		its seq reads the claim again and retries, as often as the claim
- *		can change.
+ *		can change.  The work is linear in the jobs, whatever their claims.
  */
 static void
 finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
@@ -648,6 +701,7 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 	int			ngroups = 0;
 	int			nids = 0;
 
+	qsort(held, nheld, sizeof(Held), held_cmp);
 	for (int i = 0; i < nheld; i++)
 	{
 		Held	   *h = &held[i];
@@ -667,23 +721,31 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 		}
 		UnregisterSnapshot(snap);
 		g->first = nids;
-		for (int k = i; k < nheld; k++)
-			if (held[k].group < 0 && held[k].priority == h->priority &&
-				strcmp(held[k].tenant, h->tenant) == 0 &&
-				g->claim.lo <= held[k].job_id && held[k].job_id <= g->claim.hi)
-			{
-				ids[nids] = held[k].job_id;
-				keys[nids] = held[k].key;
-				tenants[nids] = held[k].tenant_text;
-				next[nids] = held[k].next;
-				held[k].group = ngroups;
-				nids++;
-			}
+		g->tag = ngroups;
+
+		/* held is sorted by id: the claim's jobs are among those up to hi */
+		g->held_first = i;
+		g->held_end = i;
+		while (g->held_end < nheld && held[g->held_end].job_id <= g->claim.hi)
+		{
+			Held	   *k = &held[g->held_end++];
+
+			if (k->group >= 0 || k->priority != h->priority || strcmp(k->tenant, h->tenant) != 0)
+				continue;
+			ids[nids] = k->job_id;
+			keys[nids] = k->key;
+			tenants[nids] = k->tenant_text;
+			next[nids] = k->next;
+			k->group = ngroups;
+			nids++;
+		}
 		g->nids = nids - g->first;
-		held_check(f, block, held, nheld, ngroups, g, ids);
+		held_check(f, block, held, g, ids);
 		ngroups++;
 	}
 
+	/* records go in by claim id, so that concurrent calls wait in one order */
+	qsort(groups, ngroups, sizeof(HeldGroup), group_cmp);
 	if (f->op == FINISH_ACK)
 		append_acks(f, block, groups, ngroups, ids, keys, tenants, next);
 
@@ -708,7 +770,7 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 					elog(ERROR, "claim %lld of queue \"%s\" vanished",
 						 (long long) g->claim.claim_id, f->queue->name);
 				UnregisterSnapshot(snap);
-				held_check(f, block, held, nheld, i, g, ids);
+				held_check(f, block, held, g, ids);
 			}
 			g->appended = claim_append(f, block, &g->claim, ids + g->first, keys + g->first,
 									   tenants + g->first, next + g->first, g->nids);

@@ -226,6 +226,15 @@ typedef struct RangeJob
 /* rounds of one claim statement that lost jobs to concurrent claims */
 #define PGQ_CLAIM_TRIES 8
 
+/*
+ * holes one pop makes at most: a range ends before a job whose key is busy
+ * once they are made, so that a pop of a lane whose keys are busy does not
+ * turn the lane's backlog into status rows (which later pops read through
+ * for the jobs their keys let go), and the cursor still passes a run of
+ * jobs of one key, this many a pop
+ */
+#define PGQ_POP_HOLES 100
+
 /* reads of a lane back from its claims in one pop, at most */
 #define PGQ_REBUILDS_PER_POP	4
 
@@ -274,6 +283,7 @@ typedef struct Pop
 	bool	   *opened;			/* per block: opened for this pop */
 	int			statements;		/* reads and writes whose locks stay held */
 	bool		given_back;		/* gave part of a range it claimed from back */
+	int			holes_left;		/* holes it may still make */
 } Pop;
 
 /*
@@ -1041,11 +1051,14 @@ write_claim(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int64
  *		finds the record first).  The part of the range not used goes back
  *		to the lane, and noted (the range as this transaction's note gives
  *		it back if it aborts) shrinks to the part used.  Returns how many it
- *		claimed; *stop tells that a limit ended the range.
+ *		claimed; *stop tells that something ended the range, *limited that
+ *		it was a limit that a claim of the lane's jobs one row each would
+ *		meet too (the tenant's room, the pop's holes).
  */
 static int
 claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, PgqRange *r,
-			   PgqReservation *noted, int wanted, Tenants *tenants, bool *stop)
+			   PgqReservation *noted, int wanted, Tenants *tenants, bool *stop,
+			   bool *limited)
 {
 	RangeJob   *rows;
 	int			nrows;
@@ -1110,13 +1123,21 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
 			}
 			if (!j->key_null && !pgq_flow_key_ready(DatumGetTextPP(j->key), j->job_id))
 			{
+				/* past the pop's holes, the range ends before the job */
+				if (pop->holes_left == 0)
+				{
+					used = j->job_id - 1;
+					*stop = *limited = true;
+					break;
+				}
+				pop->holes_left--;
 				holes[nholes++] = Int64GetDatum(j->job_id);
 				continue;
 			}
 			if (!j->tenant_null && !pgq_flow_take(DatumGetTextPP(j->tenant)))
 			{
 				used = j->job_id - 1;
-				*stop = true;
+				*stop = *limited = true;
 				break;
 			}
 			claimed_tenants[ntake] = j->tenant_null ? NULL : DatumGetTextPP(j->tenant);
@@ -1199,15 +1220,20 @@ claim_reserved(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, Pg
  * claim_range
  *		Claim up to wanted never-claimed jobs of a lane (block, priority,
  *		tenant) in ranges from its cursor, one claim record each.  Returns
- *		how many.
+ *		how many; *limited tells that a limit ended the ranges, which would
+ *		end a claim of the lane one row a job too (claim_reserved): the
+ *		caller then leaves the lane's rows to later pops rather than read
+ *		through all of them for nothing.
  */
 static int
 claim_range(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int wanted,
-			Tenants *tenants)
+			Tenants *tenants, bool *limited)
 {
 	int			claimed = 0;
 	int			rebuilds = 0;
 	bool		stop = false;
+
+	*limited = false;
 
 	while (claimed < wanted && !stop)
 	{
@@ -1222,7 +1248,7 @@ claim_range(Pop *pop, PgqBlock *block, int32 priority, const char *tenant, int w
 				claimed += claim_reserved(pop, block, priority, tenant, &r,
 										  pgq_note_reservation(pop->queue, block, priority,
 															   tenant, r.lo, r.hi),
-										  wanted - claimed, tenants, &stop);
+										  wanted - claimed, tenants, &stop, limited);
 				break;
 			case PGQ_LANE_REBUILD:
 				/* a lane read back in parts: the next pops read on */
@@ -1299,6 +1325,7 @@ claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 sta
 	int			claimed = 0;
 	Datum	   *names = palloc(sizeof(Datum) * Max(t->n, 1));
 	Datum	   *floors = palloc(sizeof(Datum) * Max(t->n, 1));
+	bool	   *limited = palloc0(sizeof(bool) * Max(t->n, 1));
 
 	while (claimed < wanted && share_out(t, wanted - claimed, start) > 0)
 	{
@@ -1310,20 +1337,22 @@ claim_fair(Pop *pop, Lane *lanes, int nlanes, Tenants *t, int wanted, uint32 sta
 
 			if (!visit_begin(pop, lanes[l].block, &visit))
 				continue;
+			memset(limited, false, sizeof(bool) * t->n);
 			if (by_ranges(pop, block))
 				for (int i = 0; i < t->n && claimed < wanted; i++)
 					if (t->share[i] > t->got[i])
 						claimed += claim_range(pop, block, lanes[l].priority, t->cnames[i],
 											   Min(t->share[i] - t->got[i], wanted - claimed),
-											   t);
+											   t, &limited[i]);
 
 			/*
 			 * the tenants with something left to claim in this lane, one row
-			 * each: above the lane's cursor if it has one; the jobs without a
-			 * tenant by a statement of their own
+			 * each: above the lane's cursor if it has one and no limit ended
+			 * their ranges; the jobs without a tenant by a statement of their
+			 * own
 			 */
 			for (int i = 0; i < t->n && claimed < wanted; i++)
-				if (t->share[i] > t->got[i])
+				if (t->share[i] > t->got[i] && !limited[i])
 				{
 					int64		floor = fresh_floor(pop, block, lanes[l].priority, t->cnames[i]);
 
@@ -1455,6 +1484,7 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 			PgqBlock   *block = &queue->blocks[lanes[l].block];
 			Visit		visit;
 			int64		floor;
+			bool		limited;
 
 			if (!visit_begin(pop, lanes[l].block, &visit))
 				continue;
@@ -1475,9 +1505,12 @@ claim_lanes(Pop *pop, Lane *lanes, int nlanes, int wanted)
 				visit_end(pop, lanes[l].block, &visit);
 				continue;
 			}
+			limited = false;
 			if (by_ranges(pop, block))
-				remaining -= claim_range(pop, block, lanes[l].priority, "", remaining, NULL);
-			if (remaining > 0 && (floor = fresh_floor(pop, block, lanes[l].priority, "")) >= 0)
+				remaining -= claim_range(pop, block, lanes[l].priority, "", remaining, NULL,
+										 &limited);
+			if (remaining > 0 && !limited &&
+				(floor = fresh_floor(pop, block, lanes[l].priority, "")) >= 0)
 			{
 				remaining -= claim_fresh(pop, block, lanes[l].priority, floor, remaining, NULL);
 				pgq_lane_fresh_end();
@@ -1535,6 +1568,7 @@ pop_once(text *name, int n, Interval *lease_arg, ReturnSetInfo *rsinfo, bool *li
 		pop.bound = pgq_lane_bound(queue);
 	allowed = pgq_flow_pop_begin(queue, n, pop.bound);
 	remaining = allowed;
+	pop.holes_left = PGQ_POP_HOLES;
 	if (limited != NULL)
 		*limited = allowed < n;
 

@@ -26,7 +26,7 @@
 \pset tuples_only true
 \pset pager off
 
-SELECT plan(120);
+SELECT plan(123);
 
 /* ------------------------------------------------------------------------
  * Committed part: what an ack, release or fail frees once it commits
@@ -162,6 +162,22 @@ SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_chain', 10)$$,
 				  $$VALUES (3::bigint)$$,
 				  'committed: after the ack of job 2 (its next job kept by the ack of 1), job 3');
 
+-- keys: a pop makes at most 100 holes (status rows of jobs whose key is
+-- busy, which the lane's cursor passes); behind a longer run of one key
+-- the next pop goes on from there
+SELECT pgqueue.queue_create('fc_keys_run') \g /dev/null
+SELECT pgqueue.queue_push_batch('fc_keys_run', array_fill('{}'::jsonb, ARRAY[152]),
+								keys => array_fill('a'::text, ARRAY[151]) || 'b'::text) \g /dev/null
+SELECT format('SELECT count(*) FROM %s', pgqueue_internal._rel('s', q.queue_id, 0)) AS run_holes
+  FROM pgqueue.queue q WHERE q.name = 'fc_keys_run' \gset
+SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_run', 2)$$,
+				  $$VALUES (1::bigint)$$,
+				  'committed, a run of 151 jobs of one key: a pop takes the first only');
+SELECT is((:run_holes), 100::bigint, 'committed: and makes 100 holes of the others, no more');
+SELECT results_eq($$SELECT job_id FROM pgqueue.queue_pop('fc_keys_run', 2)$$,
+				  $$VALUES (152::bigint)$$,
+				  'committed: the next pop passes the rest of the run to the job of another key');
+
 -- tenants: once a lane's density is known, a pop claims each tenant's
 -- share in one range, with one claim record (50 tenants, interleaved)
 SELECT pgqueue.queue_create('fc_lanes') \g /dev/null
@@ -185,7 +201,8 @@ SELECT is((:lanes_claims) - (SELECT count FROM lane_claims), 10::bigint,
 
 SELECT pgqueue.queue_drop(q, force => true) FROM unnest(ARRAY['fc_cap', 'fc_tcap', 'fc_depth',
 															   'fc_tdepth', 'fc_keys', 'fc_keys_far',
-															   'fc_keys_chain', 'fc_lanes']) q \g /dev/null
+															   'fc_keys_chain', 'fc_keys_run',
+															   'fc_lanes']) q \g /dev/null
 SELECT is((SELECT count(*) FROM pgqueue.queue WHERE name LIKE 'fc\_%'), 0::bigint,
 		  'the queues of the committed part are dropped again');
 

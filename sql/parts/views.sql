@@ -20,19 +20,26 @@ AS 'MODULE_PATHNAME', 'pgq_counters';
 
 /*
  * _key_blocked: whether a job of a queue waits behind its ordering key:
- * another job of the key with a lower id is unfinished, or one is executing
+ * another job of the key with a lower id is unfinished, or one is executing.
+ * The jobs before it are read nearest first, where an unfinished one is,
+ * so that a job behind many finished ones of its key costs one look, not
+ * one a finished job; only the first unfinished job of a key reads on.
  */
 CREATE OR REPLACE FUNCTION pgqueue_internal._key_blocked(queue_id integer, key text, job_id bigint)
 RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pgqueue, pg_temp
 AS $$
-SELECT EXISTS (
+SELECT coalesce((
+	SELECT true FROM pgqueue_data.job_store o
+	 CROSS JOIN LATERAL pgqueue_internal._job_state(o.queue_id, o.job_id, o.priority, o.tenant) l
+	 WHERE o.queue_id = $1 AND o.key = $2 AND o.job_id < $3
+	   AND (l.state IS NULL OR l.state NOT IN ('d', 'x'))
+	 ORDER BY o.job_id DESC LIMIT 1), false)
+	OR EXISTS (
 	SELECT 1 FROM pgqueue_data.job_store o
 	 CROSS JOIN LATERAL pgqueue_internal._job_state(o.queue_id, o.job_id, o.priority, o.tenant) l
-	 WHERE o.queue_id = $1 AND o.key = $2 AND o.job_id <> $3
-	   AND ((o.job_id < $3 AND (l.state IS NULL OR l.state NOT IN ('d', 'x')))
-			OR l.state = 'e'))
+	 WHERE o.queue_id = $1 AND o.key = $2 AND o.job_id > $3 AND l.state = 'e')
 $$;
 
 /* jobs: every live job with its current state */

@@ -284,15 +284,19 @@ op_fill(const char *fmt, FinishOp op)
 }
 
 /*
- * request_cmp
- *		qsort order of requests: by job id.
+ * id_cmp
+ *		qsort and bsearch order of structs that begin with an id: Requests
+ *		and Helds by job id, HeldGroups by their claim's id.
  */
 static int
-request_cmp(const void *a, const void *b)
+id_cmp(const void *a, const void *b)
 {
-	int64		ia = ((const Request *) a)->job_id;
-	int64		ib = ((const Request *) b)->job_id;
+	int64		ia = *(const int64 *) a;
+	int64		ib = *(const int64 *) b;
 
+	StaticAssertStmt(offsetof(Request, job_id) == 0 && offsetof(Held, job_id) == 0 &&
+					 offsetof(HeldGroup, claim.claim_id) == 0,
+					 "id_cmp needs the id first");
 	return ia < ib ? -1 : (ia > ib ? 1 : 0);
 }
 
@@ -556,26 +560,6 @@ held_check(Finish *f, PgqBlock *block, Held *held, HeldGroup *g, int64 *ids)
 	claim_unshared(f, block, ids + g->first, g->nids);
 }
 
-/* a claim of an ack of several (append_acks): its id and its group */
-typedef struct AckedClaim
-{
-	int64		claim_id;
-	int			group;
-} AckedClaim;
-
-/*
- * acked_claim_cmp
- *		bsearch order of AckedClaims: by claim id.
- */
-static int
-acked_claim_cmp(const void *a, const void *b)
-{
-	int64		ia = ((const AckedClaim *) a)->claim_id;
-	int64		ib = ((const AckedClaim *) b)->claim_id;
-
-	return ia < ib ? -1 : (ia > ib ? 1 : 0);
-}
-
 /*
  * append_acks
  *		For an ack of jobs of several claims (groups, by claim id): the
@@ -587,10 +571,10 @@ static void
 append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *ids,
 			text **keys, text **tenants, int64 *next)
 {
-	AckedClaim *which;
 	Datum	   *claim_ids;
 	Datum	   *seqs;
 	Datum	   *counts;
+	int		   *which;
 	int			n = 0;
 	Datum		args[5];
 	SPIPlanPtr	plan;
@@ -598,27 +582,23 @@ append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *i
 
 	if (ngroups < 2)
 		return;
-	which = palloc(sizeof(AckedClaim) * ngroups);
+	claim_ids = palloc(sizeof(Datum) * ngroups);
+	seqs = palloc(sizeof(Datum) * ngroups);
+	counts = palloc(sizeof(Datum) * ngroups);
+	which = palloc(sizeof(int) * ngroups);
 	for (int i = 0; i < ngroups; i++)
 	{
-		if (groups[i].nids != claim_holds(&groups[i].claim))
+		PgqClaim   *c = &groups[i].claim;
+
+		if (groups[i].nids != claim_holds(c))
 			continue;
-		which[n].claim_id = groups[i].claim.claim_id;
-		which[n++].group = i;
+		claim_ids[n] = Int64GetDatum(c->claim_id);
+		seqs[n] = Int32GetDatum(c->last_seq + 1);
+		counts[n] = Int32GetDatum(groups[i].nids);
+		which[n++] = i;
 	}
 	if (n < 2)
 		return;
-	claim_ids = palloc(sizeof(Datum) * n);
-	seqs = palloc(sizeof(Datum) * n);
-	counts = palloc(sizeof(Datum) * n);
-	for (int k = 0; k < n; k++)
-	{
-		HeldGroup  *g = &groups[which[k].group];
-
-		claim_ids[k] = Int64GetDatum(g->claim.claim_id);
-		seqs[k] = Int32GetDatum(g->claim.last_seq + 1);
-		counts[k] = Int32GetDatum(g->nids);
-	}
 	args[0] = Int32GetDatum(f->queue->queue_id);
 	args[1] = TimestampTzGetDatum(f->now);
 	args[2] = PointerGetDatum(construct_array(claim_ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
@@ -632,52 +612,22 @@ append_acks(Finish *f, PgqBlock *block, HeldGroup *groups, int ngroups, int64 *i
 		elog(ERROR, "could not append to claims of queue \"%s\": %s",
 			 f->queue->name, SPI_result_code_string(rc));
 	for (int k = 0; k < n; k++)
-		groups[which[k].group].tried = true;
+		groups[which[k]].tried = true;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
-		AckedClaim	key;
-		AckedClaim *found;
-		HeldGroup  *g;
+		int64		claim_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														   SPI_tuptable->tupdesc, 1, &isnull));
+		HeldGroup  *g = bsearch(&claim_id, groups, ngroups, sizeof(HeldGroup), id_cmp);
 
-		key.claim_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-												   SPI_tuptable->tupdesc, 1, &isnull));
-		found = bsearch(&key, which, n, sizeof(AckedClaim), acked_claim_cmp);
-		if (found == NULL)
+		if (g == NULL || !g->tried)
 			elog(ERROR, "claim %lld of queue \"%s\" was acked but not asked for",
-				 (long long) key.claim_id, f->queue->name);
-		g = &groups[found->group];
+				 (long long) claim_id, f->queue->name);
 		g->appended = true;
 		acked(f, ids + g->first, keys + g->first, tenants + g->first, next + g->first,
 			  g->nids);
 	}
 	SPI_freetuptable(SPI_tuptable);
-}
-
-/*
- * held_cmp
- *		qsort order of Helds: by job id.
- */
-static int
-held_cmp(const void *a, const void *b)
-{
-	int64		ia = ((const Held *) a)->job_id;
-	int64		ib = ((const Held *) b)->job_id;
-
-	return ia < ib ? -1 : (ia > ib ? 1 : 0);
-}
-
-/*
- * group_cmp
- *		qsort order of HeldGroups: by claim id.
- */
-static int
-group_cmp(const void *a, const void *b)
-{
-	int64		ia = ((const HeldGroup *) a)->claim.claim_id;
-	int64		ib = ((const HeldGroup *) b)->claim.claim_id;
-
-	return ia < ib ? -1 : (ia > ib ? 1 : 0);
 }
 
 /*
@@ -701,7 +651,7 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 	int			ngroups = 0;
 	int			nids = 0;
 
-	qsort(held, nheld, sizeof(Held), held_cmp);
+	qsort(held, nheld, sizeof(Held), id_cmp);
 	for (int i = 0; i < nheld; i++)
 	{
 		Held	   *h = &held[i];
@@ -745,7 +695,7 @@ finish_held(Finish *f, PgqBlock *block, Held *held, int nheld)
 	}
 
 	/* records go in by claim id, so that concurrent calls wait in one order */
-	qsort(groups, ngroups, sizeof(HeldGroup), group_cmp);
+	qsort(groups, ngroups, sizeof(HeldGroup), id_cmp);
 	if (f->op == FINISH_ACK)
 		append_acks(f, block, groups, ngroups, ids, keys, tenants, next);
 
@@ -1037,7 +987,7 @@ finish_jobs(FinishOp op, text *name, int n, Datum *ids, bool *id_nulls,
 		reqs[i].attempt = reqs[i].any_attempt ? 0 : DatumGetInt32(attempts[i]);
 		reqs[i].index = i;
 	}
-	qsort(reqs, n, sizeof(Request), request_cmp);
+	qsort(reqs, n, sizeof(Request), id_cmp);
 	for (int i = 0; i < n; i++)
 		if (nreqs == 0 || reqs[nreqs - 1].job_id != reqs[i].job_id)
 			reqs[nreqs++] = reqs[i];
